@@ -1,0 +1,80 @@
+"""Rules for usage events that openapi.yaml states but a JSON schema cannot express.
+
+The generated event models call `prepare_event` before field validation and `check_event` after it
+(the spec's `x-sdk-validators` extension), so these rules hold for every way an event is built:
+constructor, `model_validate`, a dict passed to `EventsApi.ingest`, and attribute assignment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from openmonetize.lib.event_ids import new_event_id
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    EventT = TypeVar("EventT", bound=BaseModel)
+
+#: `metadata` bounds, also stated in openapi.yaml (`maxProperties`, `x-max-json-bytes`).
+MAX_METADATA_KEYS = 50
+MAX_METADATA_JSON_BYTES = 4096
+
+
+def prepare_event(cls: type[BaseModel], data: Any) -> Any:
+    """Fill in what a caller may omit: `event_type`, `event_id` and `timestamp`.
+
+    The values are written into the dict itself: a dict sent twice is then the same event, with the
+    same id, and the service's deduplication makes the resend harmless. `None` counts as omitted.
+    """
+    if not isinstance(data, dict):
+        return data
+    for name, default in cls._sdk_defaults.items():  # type: ignore[attr-defined]
+        if data.get(name) is None:
+            data[name] = default
+    if data.get("event_id") is None:
+        data["event_id"] = new_event_id()
+    if data.get("timestamp") is None:
+        data["timestamp"] = datetime.now(timezone.utc)
+    return data
+
+
+def check_event(event: EventT) -> EventT:
+    """Cross-field and size rules; each error names the field, its value and the rule."""
+    # Fields are read from __dict__: getattr() of a field another event type lacks goes through
+    # pydantic's __getattr__ and costs microseconds, and this runs for every event built.
+    fields = event.__dict__
+    _check_part_of(fields, "reasoning_tokens", "output_tokens", "reasoning is counted inside output_tokens")
+    _check_part_of(fields, "cached_input_tokens", "input_tokens", "cached tokens are counted inside input_tokens")
+    quantity = fields.get("quantity")
+    if quantity is not None and not math.isfinite(quantity):
+        raise ValueError(f"quantity={quantity!r} is not allowed: quantity must be a finite number greater than 0")
+    metadata = fields.get("metadata")
+    if metadata is not None:
+        _check_metadata(metadata)
+    return event
+
+
+def _check_part_of(fields: dict[str, Any], part: str, whole: str, why: str) -> None:
+    part_value = fields.get(part)
+    if part_value is not None and part_value > fields[whole]:
+        raise ValueError(
+            f"{part}={part_value} exceeds {whole}={fields[whole]}: {part} may not exceed {whole} ({why})"
+        )
+
+
+def _check_metadata(metadata: dict[str, Any]) -> None:
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise ValueError(f"metadata has {len(metadata)} keys: at most {MAX_METADATA_KEYS} are allowed")
+    try:
+        encoded = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata must be plain JSON (str, int, float, bool, None, list, dict): {exc}") from None
+    size = len(encoded.encode())
+    if size > MAX_METADATA_JSON_BYTES:
+        raise ValueError(
+            f"metadata is {size} bytes as JSON: at most {MAX_METADATA_JSON_BYTES} bytes are allowed"
+        )

@@ -1,0 +1,48 @@
+"""openmonetize: meter AI usage (LLM tokens, images, any unit) and send it to the OpenMonetize ingest API.
+
+Hand-written (protected by .openapi-generator-ignore); the dependency pins match what the generated
+client needs (see the generator's requirements.txt template).
+"""
+
+from setuptools import find_packages, setup
+
+RUNTIME = [
+    "urllib3 >= 2.1.0, < 3.0.0",
+    "python-dateutil >= 2.8.2",
+    "pydantic >= 2.11, < 3",
+    "typing-extensions >= 4.7.1",
+]
+
+EXTRAS = {
+    # openmonetize.testing.LocalIngestServer validates requests against openapi.yaml
+    "testing": [
+        "openapi-schema-validator >= 0.6",
+        "rfc3339-validator >= 0.1.4",
+        "PyYAML >= 6.0",
+    ],
+}
+EXTRAS["dev"] = EXTRAS["testing"] + [
+    "pytest >= 8",
+    "hypothesis >= 6.100",
+    "schemathesis >= 4, < 5",
+    "openapi-spec-validator >= 0.7",
+    "mypy >= 1.10",
+    "ruff >= 0.6",
+    "types-python-dateutil",
+    "types-PyYAML",
+]
+
+setup(
+    name="openmonetize",
+    version="0.1.0",
+    description="Meter AI usage and send it, as typed events, to the OpenMonetize ingest API.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">= 3.10",
+    packages=find_packages(include=["openmonetize", "openmonetize.*"]),
+    package_data={"openmonetize": ["py.typed", "openapi.yaml"]},
+    install_requires=RUNTIME,
+    extras_require=EXTRAS,
+    entry_points={"pytest11": ["openmonetize = openmonetize.testing.pytest_plugin"]},
+)
