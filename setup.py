@@ -4,6 +4,8 @@ Hand-written (protected by .openapi-generator-ignore); the dependency pins match
 client needs (see the generator's requirements.txt template).
 """
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 RUNTIME = [
@@ -36,7 +38,7 @@ setup(
     name="openmonetize",
     version="0.1.0",
     description="Meter AI usage and send it, as typed events, to the OpenMonetize ingest API.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">= 3.10",

@@ -117,22 +117,15 @@ class IngestContract:
             additional = schema.get("additionalProperties", True)
             if not isinstance(additional, bool):
                 raise ValueError(f"{ref}: only boolean additionalProperties is supported")
-            shape = {
-                key: value
-                for key, value in schema.items()
-                if key not in ("properties", "additionalProperties")
-            }
+            shape = {key: value for key, value in schema.items() if key not in ("properties", "additionalProperties")}
             self._rules[event_type] = _EventRules(
                 shape=_validator(shape, components, formats),
                 closed=not additional,
                 properties={
-                    name: _validator(_resolve(spec, prop), components, formats)
-                    for name, prop in properties.items()
+                    name: _validator(_resolve(spec, prop), components, formats) for name, prop in properties.items()
                 },
                 json_limits={
-                    name: int(prop[_MAX_JSON_BYTES])
-                    for name, prop in properties.items()
-                    if _MAX_JSON_BYTES in prop
+                    name: int(prop[_MAX_JSON_BYTES]) for name, prop in properties.items() if _MAX_JSON_BYTES in prop
                 },
                 part_of=[(p, w) for p, w in _PART_OF if p in properties and w in properties],
             )
@@ -154,11 +147,11 @@ class IngestContract:
         if not isinstance(event, dict):
             return [Problem(path, _clip(f"{event!r} is not of type 'object'"))]
         kind = event.get(self.discriminator)
-        rules = self._rules.get(kind) if isinstance(kind, str) else None
-        if rules is None:
+        if not isinstance(kind, str) or kind not in self._rules:
             allowed = ", ".join(self.event_types)
             found = "is missing" if kind is None else _clip(f"{kind!r} is not a known event type")
             return [Problem(f"{path}.{self.discriminator}", f"{found}; must be one of {allowed}")]
+        rules = self._rules[kind]
 
         problems = list(_problems(rules.shape.iter_errors(event), prefix=path))
         for name, value in event.items():
@@ -174,9 +167,7 @@ class IngestContract:
         for part, whole in rules.part_of:
             part_value, whole_value = event.get(part), event.get(whole)
             if part_value is not None and whole_value is not None and part_value > whole_value:
-                problems.append(
-                    Problem(f"{path}.{part}", f"{part_value} exceeds {whole} ({whole_value})")
-                )
+                problems.append(Problem(f"{path}.{part}", f"{part_value} exceeds {whole} ({whole_value})"))
         for name, max_bytes in rules.json_limits.items():
             value = event.get(name)
             if value is not None:
@@ -186,9 +177,7 @@ class IngestContract:
                     problems.append(Problem(f"{path}.{name}", message))
         return problems
 
-    def _check_value(
-        self, kind: str, name: str, validator: Any, value: object
-    ) -> tuple[Problem, ...]:
+    def _check_value(self, kind: str, name: str, validator: Any, value: object) -> tuple[Problem, ...]:
         """Problems with one property value, with paths relative to the event."""
         if not isinstance(value, _Scalar):
             return tuple(_problems(validator.iter_errors(value), prefix=_join("", [name])))
@@ -211,8 +200,7 @@ def compact_json(value: Any) -> str:
 def load_contract(path: Path | None = None) -> IngestContract:
     """Parse the spec once per process; every server shares the compiled validators."""
     text = (path or find_spec()).read_text(encoding="utf-8")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return IngestContract(yaml.load(text, Loader=loader))  # noqa: S506 - a safe loader
+    return IngestContract(yaml.safe_load(text))
 
 
 def _resolve(spec: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -243,9 +231,10 @@ def _problems(errors: Iterable[ValidationError], prefix: str) -> Iterator[Proble
     for error in errors:
         path = _join(prefix, error.absolute_path)
         instance: Any = error.instance
+        keyword_value: Any = error.validator_value
         if error.validator == "required" and isinstance(instance, dict):
             # One error per missing property, in the order of the schema's list.
-            for name in error.validator_value:
+            for name in keyword_value:
                 if name not in instance and (path, name) not in reported:
                     reported.add((path, name))
                     yield Problem(_join(path, [name]), f"{name!r} is a required property")
@@ -254,6 +243,11 @@ def _problems(errors: Iterable[ValidationError], prefix: str) -> Iterator[Proble
             known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
             for name in sorted(set(instance) - set(known)):
                 yield Problem(_join(path, [name]), f"{name!r} is not an allowed property")
+        elif error.validator in ("minItems", "maxItems") and isinstance(instance, list):
+            # jsonschema would print the whole array, possibly 1000 events long.
+            bound = "maximum" if error.validator == "maxItems" else "minimum"
+            message = f"has {len(instance)} items; the {bound} is {keyword_value}"
+            yield Problem(path or "$", message)
         else:
             yield Problem(path or "$", _clip(error.message))
 

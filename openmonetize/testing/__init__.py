@@ -1,0 +1,30 @@
+"""Test helpers for the OpenMonetize SDK: a local ingest server that enforces the API contract.
+
+``import openmonetize`` never imports this package. Names here are loaded on first
+use because the pytest plugin lives in this package: merely having the SDK installed
+must not make every pytest session import jsonschema and friends, or fail to start
+when the testing dependencies are absent.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from openmonetize.testing.server import LocalIngestServer
+    from openmonetize.testing.store import SummaryRow
+
+__all__ = ["LocalIngestServer", "SummaryRow"]
+
+_HOMES = {
+    "LocalIngestServer": "openmonetize.testing.server",
+    "SummaryRow": "openmonetize.testing.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

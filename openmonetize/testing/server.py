@@ -1,0 +1,680 @@
+"""A real HTTP server speaking the ingest contract, for development, demos and tests.
+
+It runs in a background thread on loopback, checks every request against
+``openapi.yaml`` and can be told to misbehave (errors, delays, dropped connections)
+so that client retry logic is exercised over real sockets rather than mocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import math
+import os
+import random
+import re
+import socket
+import socketserver
+import sys
+import threading
+import time
+import uuid
+import zlib
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from email.message import Message
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal
+
+from .spec import INGEST_PATH, IngestContract, Problem, load_contract
+from .store import EventStore, MemoryStore, SqliteStore, SummaryRow
+
+__all__ = ["LocalIngestServer"]
+
+logger = logging.getLogger("openmonetize.testing")
+
+_MAX_DETAILS = 100
+_DRAIN_LIMIT = 64 * 1024 * 1024  # past this an oversized body is cut off, not read
+_LINE_LIMIT = 65536
+_JOIN_TIMEOUT = 10.0
+# Only text with such an escape can decode to a lone surrogate, which is not Unicode.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: Mapping[str, Any] | None  # None: close the connection without answering
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+_DROP = _Answer(0, None)
+
+
+class _Refused(Exception):
+    """Carries the error answer out of request decoding."""
+
+    def __init__(self, answer: _Answer) -> None:
+        super().__init__(answer.status)
+        self.answer = answer
+
+
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    details: list[dict[str, str]] | None = None,
+) -> _Answer:
+    body: dict[str, Any] = {"error": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return _Answer(status, body, headers or {})
+
+
+def _too_large(limit: int) -> _Answer:
+    return _error(413, "PAYLOAD_TOO_LARGE", f"the request body exceeds {limit} bytes")
+
+
+def _status_code_name(status: int) -> str:
+    try:
+        return HTTPStatus(status).name
+    except ValueError:
+        return "HTTP_ERROR"
+
+
+def _seconds_header(seconds: float) -> str:
+    """Retry-After value; fractions (millisecond precision) keep fault tests fast."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+@dataclass(frozen=True)
+class _Fault:
+    kind: Literal["fail", "delay", "drop"]
+    status: int = 503
+    retry_after: float | None = None
+    body: Mapping[str, Any] | None = None
+    seconds: float = 0.0
+
+
+class _FaultPlan:
+    """Faults for upcoming requests: queued ones first, in order, then random ones."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: deque[_Fault] = deque()
+        self._rate = 0.0
+        self._rng = random.Random()
+        self._menu: list[list[_Fault]] = []
+        self.injected = 0
+
+    def enqueue(self, fault: _Fault, n: int) -> None:
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        with self._lock:
+            self._queue.extend([fault] * n)
+
+    def randomize(self, rate: float, rng: random.Random, menu: list[list[_Fault]]) -> None:
+        with self._lock:
+            self._rate, self._rng, self._menu = rate, rng, menu
+
+    def take(self) -> _Fault | None:
+        with self._lock:
+            if self._queue:
+                fault = self._queue.popleft()
+            elif self._rate > 0 and self._rng.random() < self._rate:
+                fault = self._rng.choice(self._rng.choice(self._menu))
+            else:
+                return None
+            self.injected += 1
+            return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queue.clear()
+            self._rate, self._menu = 0.0, []
+            self.injected = 0
+
+
+# ---------------------------------------------------------------------------- server
+
+
+class LocalIngestServer:
+    """A local stand-in for the ingest API that enforces the OpenAPI contract.
+
+    Usage::
+
+        with LocalIngestServer() as server:
+            client = Client(api_key=server.api_key, base_url=server.url)
+            ...
+            assert server.summary()[0]["input_tokens"] == 1000
+
+    Requests are validated against ``openapi.yaml`` itself (plus the rules the spec
+    states in prose), so a client bug surfaces as a 400 with the offending JSON path.
+    Events are kept in memory, or in SQLite when ``db_path`` is given, in which case
+    deduplication survives restarts. A memory store lives as long as this object, so
+    stopping and starting the same instance keeps its events.
+    """
+
+    def __init__(
+        self,
+        api_key: str = "test-key",
+        *,
+        db_path: str | os.PathLike[str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_body_bytes: int = 5 * 1024 * 1024,
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key must not be empty")
+        if max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be positive")
+        self._api_key = api_key
+        self._key_bytes = api_key.encode("utf-8")
+        self._host = host
+        self._port = port
+        self.max_body_bytes = max_body_bytes
+        self._store: EventStore = MemoryStore() if db_path is None else SqliteStore(db_path)
+        self._faults = _FaultPlan()
+        self._lifecycle = threading.Lock()
+        self._counter_lock = threading.Lock()
+        self._requests = 0
+        self._contract: IngestContract | None = None
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        where = self.url if self.running else f"{self._host}:{self._port}"
+        storage = "memory" if isinstance(self._store, MemoryStore) else repr(self._store)
+        return f"<LocalIngestServer {where} {state} store={storage}>"
+
+    # -- lifecycle
+
+    def start(self) -> LocalIngestServer:
+        """Bind and serve in a daemon thread; a no-op when already running."""
+        with self._lifecycle:
+            if self._httpd is not None:
+                return self
+            self._contract = load_contract()
+            httpd = _HTTPServer((self._host, self._port), self)
+            try:
+                self._store.open()
+            except BaseException:
+                httpd.server_close()
+                raise
+            self._port = httpd.server_address[1]
+            thread = threading.Thread(
+                target=httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},  # bounds how long stop() waits
+                name=f"openmonetize-local-ingest-{self._port}",
+                daemon=True,
+            )
+            thread.start()
+            self._httpd, self._thread = httpd, thread
+        logger.info("local ingest server listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close open connections, wait for handlers, close the store."""
+        with self._lifecycle:
+            httpd, thread = self._httpd, self._thread
+            if httpd is None or thread is None:
+                return
+            httpd.shutdown()
+            httpd.close_connections(_JOIN_TIMEOUT)
+            httpd.server_close()
+            thread.join(_JOIN_TIMEOUT)
+            self._httpd = self._thread = None
+            self._store.close()
+        logger.info("local ingest server on port %s stopped", self._port)
+
+    def __enter__(self) -> LocalIngestServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._httpd is not None
+
+    @property
+    def url(self) -> str:
+        """Base URL without a trailing slash, e.g. ``http://127.0.0.1:54321``."""
+        if self._port == 0:
+            raise RuntimeError("the server has no port yet; call start() first")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}"
+
+    @property
+    def port(self) -> int:
+        """The bound port once started (the requested one before)."""
+        return self._port
+
+    @property
+    def api_key(self) -> str:
+        return self._api_key
+
+    # -- inspection
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Copies of the accepted events, in acceptance order."""
+        return self._store.events()
+
+    @property
+    def event_ids(self) -> set[str]:
+        return self._store.event_ids()
+
+    def summary(self) -> list[SummaryRow]:
+        """Usage totals per (customer_id, feature_id, model, unit_type), sorted by that key.
+
+        Each row is a :class:`~openmonetize.testing.store.SummaryRow`: the four key
+        fields, ``events`` (count), the int totals ``input_tokens``, ``output_tokens``,
+        ``cached_input_tokens``, ``reasoning_tokens``, ``image_count`` and the float
+        total ``quantity``. ``model`` is None for CUSTOM events, ``unit_type`` is None
+        for the others; totals that do not apply to a group are 0.
+        """
+        return self._store.summary()
+
+    @property
+    def request_count(self) -> int:
+        """Every request received, including refused, faulted and malformed ones."""
+        with self._counter_lock:
+            return self._requests
+
+    @property
+    def faults_injected(self) -> int:
+        return self._faults.injected
+
+    def reset(self) -> None:
+        """Forget stored events, counters and pending or random faults."""
+        self._store.clear()
+        self._faults.clear()
+        with self._counter_lock:
+            self._requests = 0
+
+    # -- fault injection (applied to the next requests in arrival order)
+
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 503,
+        retry_after: float | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Answer the next ``n`` requests with ``status`` and store nothing.
+
+        The body is an ErrorResponse unless ``body`` is given; ``retry_after`` adds a
+        ``Retry-After`` header (fractional seconds are allowed to keep tests fast).
+        """
+        if not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status (400-599)")
+        if retry_after is not None and retry_after < 0:
+            raise ValueError("retry_after must be >= 0")
+        self._faults.enqueue(_Fault("fail", status=status, retry_after=retry_after, body=body), n)
+
+    def delay_next(self, n: int = 1, seconds: float = 0.5) -> None:
+        """Sleep ``seconds`` before handling each of the next ``n`` requests normally."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self._faults.enqueue(_Fault("delay", seconds=seconds), n)
+
+    def drop_next(self, n: int = 1) -> None:
+        """Read each of the next ``n`` requests, then close the connection unanswered."""
+        self._faults.enqueue(_Fault("drop"), n)
+
+    def set_fault_rate(
+        self,
+        rate: float,
+        *,
+        seed: int | None = None,
+        statuses: Iterable[int] = (500, 502, 503, 429),
+        retry_after: float | None = 0.05,
+        delay: float = 0.2,
+        drop: bool = True,
+    ) -> None:
+        """Fault each request with probability ``rate``; ``0`` turns this off.
+
+        A faulted request gets, with equal odds, one of the enabled kinds: an error
+        status (any of ``statuses`` except 429), a 429, a ``delay`` before normal
+        handling, or a dropped connection. 429 and 503 answers carry ``Retry-After:
+        retry_after``. With a ``seed``, sequential requests see a reproducible sequence.
+        """
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError("rate must be between 0 and 1")
+        codes = list(statuses)
+        if any(not 400 <= code <= 599 for code in codes):
+            raise ValueError("statuses must be HTTP error statuses (400-599)")
+
+        def failure(code: int) -> _Fault:
+            wait = retry_after if code in (429, 503) else None
+            return _Fault("fail", status=code, retry_after=wait)
+
+        menu = [
+            [failure(code) for code in codes if code != 429],
+            [failure(429)] if 429 in codes else [],
+            [_Fault("delay", seconds=delay)] if delay > 0 else [],
+            [_Fault("drop")] if drop else [],
+        ]
+        menu = [kind for kind in menu if kind]
+        if rate > 0 and not menu:
+            raise ValueError("no fault kind is enabled")
+        self._faults.randomize(rate, random.Random(seed), menu)
+
+    # -- request handling (called from handler threads)
+
+    def _count_request(self) -> None:
+        with self._counter_lock:
+            self._requests += 1
+
+    def _respond(self, method: str, target: str, headers: Message, raw: bytes) -> _Answer:
+        fault = self._faults.take()
+        if fault is not None:
+            logger.debug("injecting %s fault into %s %s", fault.kind, method, target)
+            if fault.kind == "drop":
+                return _DROP
+            if fault.kind == "fail":
+                code = "RATE_LIMITED" if fault.status == 429 else _status_code_name(fault.status)
+                body = fault.body or {"error": code, "message": f"injected fault: {fault.status}"}
+                wait = fault.retry_after
+                extra = {} if wait is None else {"Retry-After": _seconds_header(wait)}
+                return _Answer(fault.status, body, extra)
+            time.sleep(fault.seconds)
+        try:
+            return self._ingest(method, target, headers, raw)
+        except Exception:
+            logger.exception("local ingest server failed on %s %s", method, target)
+            return _error(500, "INTERNAL_ERROR", "the local ingest server failed; see its log")
+
+    def _ingest(self, method: str, target: str, headers: Message, raw: bytes) -> _Answer:
+        path = target.split("?", 1)[0]
+        if path != INGEST_PATH:
+            return _error(404, "NOT_FOUND", f"no endpoint at {path[:200]}")
+        if method != "POST":
+            return _error(405, "METHOD_NOT_ALLOWED", f"{INGEST_PATH} only accepts POST", {"Allow": "POST"})
+        if not self._authorized(headers):
+            return _error(
+                401,
+                "UNAUTHORIZED",
+                "missing or invalid API key; send 'Authorization: Bearer <key>' or 'X-API-Key'",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            body = _decode_json(headers, raw, self.max_body_bytes)
+        except _Refused as refused:
+            return refused.answer
+
+        assert self._contract is not None  # set by start()
+        problems = self._contract.check_request(body, limit=_MAX_DETAILS)
+        if problems:
+            return _validation_error(problems)
+
+        events = body["events"]
+        batch_id = f"batch_{uuid.uuid4().hex}"
+        accepted = self._store.add(events, batch_id)
+        answer = {
+            "accepted": accepted,
+            "duplicates": len(events) - accepted,
+            "rejected": 0,
+            "batch_id": batch_id,
+        }
+        return _Answer(202 if accepted else 200, answer)
+
+    def _authorized(self, headers: Message) -> bool:
+        presented: list[str] = []
+        scheme, _, token = headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            presented.append(token.strip())
+        header_key = headers.get("X-API-Key")
+        if header_key is not None:
+            presented.append(header_key.strip())
+        return any(hmac.compare_digest(p.encode("utf-8"), self._key_bytes) for p in presented)
+
+
+def _validation_error(problems: list[Problem]) -> _Answer:
+    first = problems[0]
+    return _error(
+        400,
+        "VALIDATION_ERROR",
+        f"{first.path}: {first.message}",
+        details=[problem.as_detail() for problem in problems],
+    )
+
+
+def _decode_json(headers: Message, raw: bytes, limit: int) -> Any:
+    """Undo Content-Encoding and parse strict JSON (no NaN, no infinities, valid Unicode)."""
+    encoding = headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        raw = _gunzip(raw, limit)
+    elif encoding not in ("", "identity"):
+        raise _Refused(_error(400, "BAD_REQUEST", f"unsupported Content-Encoding {encoding[:50]}"))
+    if not raw.strip():
+        raise _Refused(_error(400, "INVALID_JSON", "the request body is empty"))
+    try:
+        text = raw.decode("utf-8")
+        body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:  # includes JSONDecodeError, UnicodeDecodeError
+        raise _Refused(_error(400, "INVALID_JSON", f"the body is not valid JSON: {exc}")) from None
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            message = "the body is not valid JSON: a string holds an unpaired surrogate"
+            raise _Refused(_error(400, "INVALID_JSON", message)) from None
+    return body
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error:
+        raise _Refused(_error(400, "BAD_REQUEST", "the gzip body is corrupt")) from None
+    if len(out) > limit:
+        raise _Refused(_too_large(limit))
+    if not inflater.eof or inflater.unused_data:
+        raise _Refused(_error(400, "BAD_REQUEST", "the gzip body is truncated or has trailing data"))
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:50]} is out of range")
+    return value
+
+
+# ---------------------------------------------------------------------------- HTTP
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """Threaded HTTP server that can close its keep-alive connections on stop."""
+
+    daemon_threads = True  # a forgotten server never blocks interpreter exit
+
+    def __init__(self, address: tuple[str, int], app: LocalIngestServer) -> None:
+        self.app = app
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._connections_lock = threading.Lock()
+        self._closing = False
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host's FQDN, a DNS lookup we do not need.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    def track(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            if self._closing:
+                _shutdown(connection)
+            self._connections[connection] = threading.current_thread()
+
+    def untrack(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.pop(connection, None)
+
+    def close_connections(self, timeout: float) -> None:
+        """Wake handlers idling on keep-alive connections and wait for them to end."""
+        with self._connections_lock:
+            self._closing = True
+            open_now = list(self._connections.items())
+        for connection, _ in open_now:
+            _shutdown(connection)
+        deadline = time.monotonic() + timeout
+        for _, thread in open_now:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            logger.debug("connection from %s ended: %r", client_address, error)
+        else:
+            logger.exception("error while serving %s", client_address)
+
+
+def _shutdown(connection: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed by the peer
+        connection.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP plumbing only: framing, body reading, writing answers."""
+
+    server: _HTTPServer
+    protocol_version = "HTTP/1.1"  # keep-alive, so client connection pools are exercised
+    server_version = "OpenMonetizeLocalIngest/1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    def parse_request(self) -> bool:
+        self.server.app._count_request()
+        if not super().parse_request():
+            return False
+        if not hasattr(self, f"do_{self.command}"):
+            # An exotic method: answer 404/405 like any other, without reading a body.
+            self.close_connection = True
+            self._send(self.server.app._ingest(self.command, self.path, self.headers, b""))
+            return False
+        return True
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    do_GET = do_HEAD = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_TRACE = do_POST
+
+    def _serve(self) -> None:
+        app = self.server.app
+        try:
+            raw = self._read_body(app.max_body_bytes)
+        except _Refused as refused:
+            self.close_connection = True  # the rest of the body is unread or unreadable
+            self._send(refused.answer)
+            return
+        self._send(app._respond(self.command, self.path, self.headers, raw))
+
+    def _read_body(self, limit: int) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked(limit)
+        declared = self.headers.get("Content-Length")
+        if declared is None:
+            return b""
+        declared = declared.strip()
+        if not (declared.isascii() and declared.isdigit()):
+            raise _Refused(_error(400, "BAD_REQUEST", "invalid Content-Length"))
+        length = int(declared)
+        if length > limit:
+            self._discard(length)
+            raise _Refused(_too_large(limit))
+        data = self.rfile.read(length)
+        if len(data) < length:
+            raise _Refused(_error(400, "BAD_REQUEST", "the body is shorter than Content-Length"))
+        return data
+
+    def _read_chunked(self, limit: int) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(_LINE_LIMIT)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _Refused(_error(400, "BAD_REQUEST", "invalid chunked encoding")) from None
+            if size < 0:
+                raise _Refused(_error(400, "BAD_REQUEST", "invalid chunked encoding"))
+            if size == 0:
+                break
+            total += size
+            if total > limit:
+                raise _Refused(_too_large(limit))
+            chunk = self.rfile.read(size)
+            if len(chunk) < size:
+                raise _Refused(_error(400, "BAD_REQUEST", "truncated chunked body"))
+            chunks.append(chunk)
+            self.rfile.readline(_LINE_LIMIT)  # the CRLF closing the chunk
+        while self.rfile.readline(_LINE_LIMIT) not in (b"\r\n", b"\n", b""):
+            pass  # trailer fields
+        return b"".join(chunks)
+
+    def _discard(self, length: int) -> None:
+        """Read an oversized body so the client gets to see the 413 instead of a reset."""
+        remaining = length if length <= _DRAIN_LIMIT else 0
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 65536))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+
+    def _send(self, answer: _Answer) -> None:
+        if answer.body is None:
+            self.close_connection = True
+            return
+        data = json.dumps(answer.body).encode("utf-8")
+        self.send_response(answer.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # Called by http.server for framing problems (bad request line, huge headers, ...).
+        self.close_connection = True
+        phrase = message or HTTPStatus(code).phrase
+        self._send(_error(code, _status_code_name(code), phrase))
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s %s", self.address_string(), format % args)

@@ -1,0 +1,29 @@
+"""Shared fixtures: a real LocalIngestServer on loopback and a generated client pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from openmonetize import ApiClient, EventsApi
+from openmonetize.configuration import Configuration
+from openmonetize.testing import LocalIngestServer
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "sk_test_0123456789abcdef"
+
+
+@pytest.fixture
+def server() -> Iterator[LocalIngestServer]:
+    with LocalIngestServer(api_key=API_KEY) as srv:
+        yield srv
+
+
+@pytest.fixture
+def events_api(server: LocalIngestServer) -> Iterator[EventsApi]:
+    config = Configuration(host=server.url)
+    config.api_key["bearerAuth"] = API_KEY
+    with ApiClient(config) as client:
+        yield EventsApi(client)

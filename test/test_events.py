@@ -1,0 +1,294 @@
+"""Event construction: ids, defaults, timestamps and every validation rule, before anything is sent."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from openmonetize import CustomEvent, ImageGenerationEvent, TokenUsageEvent
+from openmonetize.lib.event_ids import new_event_id
+from openmonetize.lib.event_rules import MAX_METADATA_JSON_BYTES, MAX_METADATA_KEYS
+from openmonetize.models.event import Event
+
+TOKEN = dict(customer_id="cust_abc", feature_id="chat", provider="openai", model="gpt-4o", input_tokens=10,
+             output_tokens=5)
+IMAGE = dict(customer_id="cust_abc", feature_id="img", provider="openai", model="dall-e-3", image_count=1)
+CUSTOM = dict(customer_id="cust_abc", feature_id="pdf", unit_type="pages", quantity=3)
+
+
+def error_text(exc: pytest.ExceptionInfo[ValidationError]) -> str:
+    return str(exc.value)
+
+
+# --- ids --------------------------------------------------------------------------------------------
+
+def test_event_id_is_a_uuid7_generated_once():
+    event = TokenUsageEvent(**TOKEN)
+    parsed = uuid.UUID(event.event_id)
+    assert parsed.version == 7
+    assert parsed.variant == uuid.RFC_4122
+    assert event.event_id == event.event_id  # a property read never regenerates
+    assert json.loads(event.to_json())["event_id"] == event.event_id
+
+
+def test_event_ids_are_time_ordered_and_unique():
+    first = new_event_id()
+    time.sleep(0.002)
+    ids = [new_event_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(first < later for later in ids)
+    millis = uuid.UUID(ids[0]).int >> 80
+    assert abs(millis - time.time() * 1000) < 60_000
+
+
+def test_forked_child_does_not_repeat_parent_ids():
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_fd)
+        os.write(write_fd, json.dumps([new_event_id() for _ in range(100)]).encode())
+        os._exit(0)
+    os.close(write_fd)
+    parent_ids = {new_event_id() for _ in range(100)}
+    with os.fdopen(read_fd) as pipe:
+        child_ids = set(json.loads(pipe.read()))
+    os.waitpid(pid, 0)
+    assert len(child_ids) == 100
+    assert not parent_ids & child_ids
+    # the 74 random bits differ, not just the clock
+    assert len({uuid.UUID(i).int & ((1 << 74) - 1) for i in parent_ids | child_ids}) == 200
+
+
+def test_explicit_event_id_is_kept_and_none_means_generate():
+    assert TokenUsageEvent(event_id="evt_123", **TOKEN).event_id == "evt_123"
+    assert uuid.UUID(TokenUsageEvent(event_id=None, **TOKEN).event_id).version == 7
+
+
+def test_dict_gets_its_id_written_back_so_a_resend_is_the_same_event():
+    data = {"event_type": "CUSTOM", **CUSTOM}
+    first = Event.from_dict(data)
+    second = Event.from_dict(data)
+    assert data["event_id"] == first.event_id == second.event_id
+
+
+# --- defaults and types -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("cls", "fields", "event_type"), [
+    (TokenUsageEvent, TOKEN, "TOKEN_USAGE"),
+    (ImageGenerationEvent, IMAGE, "IMAGE_GENERATION"),
+    (CustomEvent, CUSTOM, "CUSTOM"),
+])
+def test_event_type_is_implied_by_the_class(cls, fields, event_type):
+    event = cls(**fields)
+    assert event.event_type == event_type
+    assert json.loads(event.to_json())["event_type"] == event_type
+    with pytest.raises(ValidationError, match="event_type"):
+        cls(event_type="SOMETHING_ELSE", **fields)
+
+
+def test_dict_is_validated_through_the_discriminator():
+    assert isinstance(Event.from_dict({"event_type": "TOKEN_USAGE", **TOKEN}), TokenUsageEvent)
+    assert isinstance(Event.from_dict({"event_type": "IMAGE_GENERATION", **IMAGE}), ImageGenerationEvent)
+    assert isinstance(Event.from_dict({"event_type": "CUSTOM", **CUSTOM}), CustomEvent)
+
+
+def test_unknown_or_missing_event_type_is_refused_by_name():
+    with pytest.raises(ValidationError) as exc:
+        Event.from_dict({"event_type": "VIDEO", **CUSTOM})
+    assert "'VIDEO'" in error_text(exc) and "event_type" in error_text(exc)
+    assert "'TOKEN_USAGE'" in error_text(exc) and "'CUSTOM'" in error_text(exc)
+    with pytest.raises(ValidationError, match="event_type"):
+        Event.from_dict(dict(CUSTOM))
+
+
+# --- timestamps ---------------------------------------------------------------------------------------
+
+def test_omitted_timestamp_is_now_with_an_offset():
+    before = datetime.now(timezone.utc)
+    event = CustomEvent(**CUSTOM)
+    assert event.timestamp.tzinfo is not None
+    assert before <= event.timestamp <= datetime.now(timezone.utc)
+
+
+def test_aware_datetime_and_iso_string_keep_their_offset():
+    plus2 = timezone(timedelta(hours=2))
+    aware = datetime(2026, 1, 2, 3, 4, 5, tzinfo=plus2)
+    assert CustomEvent(timestamp=aware, **CUSTOM).timestamp == aware
+    parsed = CustomEvent(timestamp="2026-01-02T03:04:05+02:00", **CUSTOM)
+    assert parsed.timestamp == aware
+    assert json.loads(parsed.to_json())["timestamp"] == "2026-01-02T03:04:05+02:00"
+
+
+@pytest.fixture
+def local_timezone_plus_5():
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "Etc/GMT-5"  # POSIX sign: this is UTC+05:00
+    time.tzset()
+    yield
+    if old is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+def test_naive_timestamp_is_local_time_and_sent_with_offset(local_timezone_plus_5):
+    naive = datetime(2026, 1, 2, 3, 4, 5)
+    for value in (naive, naive.isoformat()):
+        event = CustomEvent(timestamp=value, **CUSTOM)
+        assert event.timestamp.utcoffset() == timedelta(hours=5)
+        assert json.loads(event.to_json())["timestamp"] == "2026-01-02T03:04:05+05:00"
+
+
+def test_bad_timestamp_is_refused():
+    with pytest.raises(ValidationError, match="timestamp"):
+        CustomEvent(timestamp="yesterday-ish", **CUSTOM)
+
+
+# --- validation rules ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("field", "value", "rule"), [
+    ("input_tokens", -1, "greater than or equal to 0"),
+    ("output_tokens", -5, "greater than or equal to 0"),
+    ("input_tokens", 1.5, "valid integer"),
+    ("input_tokens", "10", "valid integer"),
+    ("input_tokens", True, "valid integer"),
+    ("output_tokens", False, "valid integer"),
+    ("cached_input_tokens", -1, "greater than or equal to 0"),
+    ("reasoning_tokens", True, "valid integer"),
+    ("customer_id", "", "at least 1 character"),
+    ("feature_id", "", "at least 1 character"),
+    ("event_id", "", "at least 1 character"),
+    ("event_id", "x" * 129, "at most 128 characters"),
+    ("model", "", "at least 1 character"),
+    ("customer_id", 123, "valid string"),
+])
+def test_token_usage_field_rules(field, value, rule):
+    with pytest.raises(ValidationError) as exc:
+        TokenUsageEvent(**{**TOKEN, field: value})
+    text = error_text(exc)
+    assert field in text and rule in text and f"input_value={value!r}"[:25] in text
+
+
+def test_required_fields_are_named_when_missing():
+    with pytest.raises(ValidationError) as exc:
+        TokenUsageEvent(provider="openai", model="m", input_tokens=1, output_tokens=1)
+    assert "customer_id\n  Field required" in error_text(exc)
+    assert "feature_id\n  Field required" in error_text(exc)
+
+
+def test_reasoning_may_not_exceed_output():
+    assert TokenUsageEvent(**{**TOKEN, "reasoning_tokens": 5}).reasoning_tokens == 5
+    with pytest.raises(ValidationError) as exc:
+        TokenUsageEvent(**{**TOKEN, "reasoning_tokens": 6})
+    assert "reasoning_tokens=6 exceeds output_tokens=5" in error_text(exc)
+
+
+def test_cached_may_not_exceed_input():
+    with pytest.raises(ValidationError, match="cached_input_tokens=11 exceeds input_tokens=10"):
+        TokenUsageEvent(**{**TOKEN, "cached_input_tokens": 11})
+
+
+def test_rules_hold_on_assignment_too():
+    event = TokenUsageEvent(**{**TOKEN, "reasoning_tokens": 5})
+    with pytest.raises(ValidationError, match="output_tokens"):
+        event.output_tokens = 4
+    with pytest.raises(ValidationError, match="input_tokens"):
+        event.input_tokens = -1
+
+
+@pytest.mark.parametrize(("field", "value", "rule"), [
+    ("image_count", 0, "greater than or equal to 1"),
+    ("image_count", True, "valid integer"),
+    ("image_size", "", "at least 1 character"),
+])
+def test_image_field_rules(field, value, rule):
+    with pytest.raises(ValidationError, match=rule) as exc:
+        ImageGenerationEvent(**{**IMAGE, field: value})
+    assert field in error_text(exc)
+
+
+@pytest.mark.parametrize("value", [0, -1, -0.5, math.nan, math.inf, -math.inf, True, "3"])
+def test_quantity_must_be_a_finite_number_above_zero(value):
+    with pytest.raises(ValidationError) as exc:
+        CustomEvent(**{**CUSTOM, "quantity": value})
+    assert "quantity" in error_text(exc)
+
+
+def test_unit_type_must_not_be_empty():
+    with pytest.raises(ValidationError, match="unit_type"):
+        CustomEvent(**{**CUSTOM, "unit_type": ""})
+
+
+def test_metadata_bounds():
+    fits = {f"k{i}": "v" for i in range(MAX_METADATA_KEYS)}
+    assert CustomEvent(**CUSTOM, metadata=fits).metadata == fits
+    with pytest.raises(ValidationError, match=f"metadata has 51 keys: at most {MAX_METADATA_KEYS}"):
+        CustomEvent(**CUSTOM, metadata={**fits, "one_more": 1})
+    big = {"text": "x" * MAX_METADATA_JSON_BYTES}
+    with pytest.raises(ValidationError, match=f"at most {MAX_METADATA_JSON_BYTES} bytes"):
+        CustomEvent(**CUSTOM, metadata=big)
+    with pytest.raises(ValidationError, match="metadata must be plain JSON"):
+        CustomEvent(**CUSTOM, metadata={"when": datetime.now()})
+    with pytest.raises(ValidationError, match="metadata must be plain JSON"):
+        CustomEvent(**CUSTOM, metadata={"ratio": math.nan})
+
+
+def test_metadata_limit_matches_the_spec():
+    import yaml
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "openapi.yaml")) as f:
+        spec = yaml.safe_load(f)
+    metadata = spec["components"]["schemas"]["TokenUsageEvent"]["properties"]["metadata"]
+    assert metadata["x-max-json-bytes"] == MAX_METADATA_JSON_BYTES
+    assert metadata["maxProperties"] == MAX_METADATA_KEYS
+
+
+# --- property-based: numeric rules ----------------------------------------------------------------------
+
+@given(st.integers(min_value=0, max_value=2**62), st.integers(min_value=0, max_value=2**62))
+def test_any_non_negative_token_counts_are_accepted_and_round_trip(input_tokens, output_tokens):
+    event = TokenUsageEvent(**{**TOKEN, "input_tokens": input_tokens, "output_tokens": output_tokens})
+    wire = json.loads(event.to_json())
+    assert (wire["input_tokens"], wire["output_tokens"]) == (input_tokens, output_tokens)
+
+
+@given(st.integers(max_value=-1))
+def test_any_negative_token_count_is_refused(value):
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        TokenUsageEvent(**{**TOKEN, "input_tokens": value})
+
+
+@given(st.integers(min_value=0, max_value=10**9), st.integers(min_value=0, max_value=10**9))
+def test_reasoning_rule_matches_its_definition(output_tokens, reasoning_tokens):
+    fields = {**TOKEN, "output_tokens": output_tokens, "reasoning_tokens": reasoning_tokens}
+    if reasoning_tokens <= output_tokens:
+        assert TokenUsageEvent(**fields).reasoning_tokens == reasoning_tokens
+    else:
+        with pytest.raises(ValidationError, match="reasoning_tokens"):
+            TokenUsageEvent(**fields)
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.integers())
+def test_quantity_rule_matches_its_definition(value):
+    fields = {**CUSTOM, "quantity": value}
+    if math.isfinite(value) and value > 0:
+        assert json.loads(CustomEvent(**fields).to_json())["quantity"] == value
+    else:
+        with pytest.raises(ValidationError, match="quantity"):
+            CustomEvent(**fields)
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False, min_value=0))
+def test_float_token_counts_are_refused_even_when_whole(value):
+    with pytest.raises(ValidationError, match="valid integer"):
+        TokenUsageEvent(**{**TOKEN, "output_tokens": value})

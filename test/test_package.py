@@ -1,0 +1,43 @@
+"""Packaging promises: light import, typed package, code quality of the hand-written layer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def run_python(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+
+
+def test_import_is_lazy():
+    loaded = run_python(
+        "import sys, openmonetize; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('openmonetize', 'pydantic', 'urllib3', 'dateutil', 'yaml', 'jsonschema')))"
+    )
+    assert loaded.strip() == "['openmonetize']"
+
+
+def test_lazy_exports_resolve():
+    out = run_python(
+        "import openmonetize as om; print(om.EventsApi.__module__, om.TokenUsageEvent.__module__, "
+        "om.Configuration.__module__, om.ApiException.__module__)"
+    )
+    assert out.split() == ["openmonetize.api.events_api", "openmonetize.models.token_usage_event",
+                           "openmonetize.configuration", "openmonetize.exceptions"]
+
+
+def test_py_typed_is_shipped():
+    assert (ROOT / "openmonetize" / "py.typed").exists()
+
+
+def test_ruff_is_clean():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_is_clean():
+    result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
