@@ -25,6 +25,7 @@ import uuid
 from urllib.parse import quote
 from typing import Tuple, Optional, List, Dict, Union
 from pydantic import BaseModel, SecretStr
+from pydantic_core import to_jsonable_python
 
 from openmonetize.configuration import Configuration
 from openmonetize.api_response import ApiResponse, T as ApiResponseT
@@ -375,7 +376,7 @@ class ApiClient:
                 self.sanitize_for_serialization(sub_obj) for sub_obj in obj
             )
         elif isinstance(obj, (datetime.datetime, datetime.date)):
-            return obj.isoformat()
+            return to_jsonable_python(obj)
         elif isinstance(obj, decimal.Decimal):
             return str(obj)
         elif isinstance(obj, dict):

@@ -8,21 +8,26 @@ import os
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from openmonetize import CustomEvent, ImageGenerationEvent, TokenUsageEvent
 from openmonetize.lib.event_ids import new_event_id
 from openmonetize.lib.event_rules import MAX_METADATA_JSON_BYTES, MAX_METADATA_KEYS
 from openmonetize.models.event import Event
 
-TOKEN = dict(customer_id="cust_abc", feature_id="chat", provider="openai", model="gpt-4o", input_tokens=10,
-             output_tokens=5)
-IMAGE = dict(customer_id="cust_abc", feature_id="img", provider="openai", model="dall-e-3", image_count=1)
-CUSTOM = dict(customer_id="cust_abc", feature_id="pdf", unit_type="pages", quantity=3)
+TOKEN: dict[str, Any] = dict(customer_id="cust_abc", feature_id="chat", provider="openai", model="gpt-4o",
+                             input_tokens=10, output_tokens=5)
+IMAGE: dict[str, Any] = dict(customer_id="cust_abc", feature_id="img", provider="openai", model="dall-e-3",
+                             image_count=1)
+CUSTOM: dict[str, Any] = dict(customer_id="cust_abc", feature_id="pdf", unit_type="pages", quantity=3)
+
+
+EVENT = TypeAdapter(Event)
 
 
 def error_text(exc: pytest.ExceptionInfo[ValidationError]) -> str:
@@ -75,8 +80,8 @@ def test_explicit_event_id_is_kept_and_none_means_generate():
 
 def test_dict_gets_its_id_written_back_so_a_resend_is_the_same_event():
     data = {"event_type": "CUSTOM", **CUSTOM}
-    first = Event.from_dict(data)
-    second = Event.from_dict(data)
+    first = EVENT.validate_python(data)
+    second = EVENT.validate_python(data)
     assert data["event_id"] == first.event_id == second.event_id
 
 
@@ -95,19 +100,24 @@ def test_event_type_is_implied_by_the_class(cls, fields, event_type):
         cls(event_type="SOMETHING_ELSE", **fields)
 
 
+def test_event_from_dict_picks_the_member_at_runtime():
+    event = Event.from_dict({"event_type": "CUSTOM", **CUSTOM})  # type: ignore[attr-defined]
+    assert isinstance(event, CustomEvent)
+
+
 def test_dict_is_validated_through_the_discriminator():
-    assert isinstance(Event.from_dict({"event_type": "TOKEN_USAGE", **TOKEN}), TokenUsageEvent)
-    assert isinstance(Event.from_dict({"event_type": "IMAGE_GENERATION", **IMAGE}), ImageGenerationEvent)
-    assert isinstance(Event.from_dict({"event_type": "CUSTOM", **CUSTOM}), CustomEvent)
+    assert isinstance(EVENT.validate_python({"event_type": "TOKEN_USAGE", **TOKEN}), TokenUsageEvent)
+    assert isinstance(EVENT.validate_python({"event_type": "IMAGE_GENERATION", **IMAGE}), ImageGenerationEvent)
+    assert isinstance(EVENT.validate_python({"event_type": "CUSTOM", **CUSTOM}), CustomEvent)
 
 
 def test_unknown_or_missing_event_type_is_refused_by_name():
     with pytest.raises(ValidationError) as exc:
-        Event.from_dict({"event_type": "VIDEO", **CUSTOM})
+        EVENT.validate_python({"event_type": "VIDEO", **CUSTOM})
     assert "'VIDEO'" in error_text(exc) and "event_type" in error_text(exc)
     assert "'TOKEN_USAGE'" in error_text(exc) and "'CUSTOM'" in error_text(exc)
     with pytest.raises(ValidationError, match="event_type"):
-        Event.from_dict(dict(CUSTOM))
+        EVENT.validate_python(dict(CUSTOM))
 
 
 # --- timestamps ---------------------------------------------------------------------------------------
@@ -181,7 +191,7 @@ def test_token_usage_field_rules(field, value, rule):
 
 def test_required_fields_are_named_when_missing():
     with pytest.raises(ValidationError) as exc:
-        TokenUsageEvent(provider="openai", model="m", input_tokens=1, output_tokens=1)
+        TokenUsageEvent(provider="openai", model="m", input_tokens=1, output_tokens=1)  # type: ignore[call-arg]
     assert "customer_id\n  Field required" in error_text(exc)
     assert "feature_id\n  Field required" in error_text(exc)
 
@@ -270,7 +280,7 @@ def test_any_negative_token_count_is_refused(value):
 
 @given(st.integers(min_value=0, max_value=10**9), st.integers(min_value=0, max_value=10**9))
 def test_reasoning_rule_matches_its_definition(output_tokens, reasoning_tokens):
-    fields = {**TOKEN, "output_tokens": output_tokens, "reasoning_tokens": reasoning_tokens}
+    fields: dict[str, Any] = {**TOKEN, "output_tokens": output_tokens, "reasoning_tokens": reasoning_tokens}
     if reasoning_tokens <= output_tokens:
         assert TokenUsageEvent(**fields).reasoning_tokens == reasoning_tokens
     else:
@@ -280,7 +290,7 @@ def test_reasoning_rule_matches_its_definition(output_tokens, reasoning_tokens):
 
 @given(st.floats(allow_nan=True, allow_infinity=True) | st.integers())
 def test_quantity_rule_matches_its_definition(value):
-    fields = {**CUSTOM, "quantity": value}
+    fields: dict[str, Any] = {**CUSTOM, "quantity": value}
     if math.isfinite(value) and value > 0:
         assert json.loads(CustomEvent(**fields).to_json())["quantity"] == value
     else:

@@ -40,7 +40,7 @@ class EventsApi:
     @validate_call
     def ingest(
         self,
-        events: Sequence[Event],
+        events: Annotated[Sequence[Event], Field(min_length=1, max_length=1000)],
         _request_timeout: Union[
             None,
             Annotated[StrictFloat, Field(gt=0)],
@@ -114,7 +114,7 @@ class EventsApi:
     @validate_call
     def ingest_with_http_info(
         self,
-        events: Sequence[Event],
+        events: Annotated[Sequence[Event], Field(min_length=1, max_length=1000)],
         _request_timeout: Union[
             None,
             Annotated[StrictFloat, Field(gt=0)],
@@ -188,7 +188,7 @@ class EventsApi:
     @validate_call
     def ingest_without_preload_content(
         self,
-        events: Sequence[Event],
+        events: Annotated[Sequence[Event], Field(min_length=1, max_length=1000)],
         _request_timeout: Union[
             None,
             Annotated[StrictFloat, Field(gt=0)],
@@ -283,8 +283,9 @@ class EventsApi:
         # process the header parameters
         # process the form parameters
         # process the body parameter
-        # the body's properties are this method's arguments: build the body model from them
-        ingest_request = IngestRequest(
+        # the body's properties are this method's arguments, already validated against the body
+        # model's property schemas by @validate_call: build the body without validating twice
+        ingest_request = IngestRequest.model_construct(
             events=events,
         )
         if ingest_request is not None:

@@ -25,20 +25,16 @@ MAX_METADATA_JSON_BYTES = 4096
 
 
 def prepare_event(cls: type[BaseModel], data: Any) -> Any:
-    """Fill in what a caller may omit: `event_type`, `event_id` and `timestamp`.
+    """Fill in what a caller may omit: `event_id` (a new UUIDv7) and `timestamp` (now).
 
     The values are written into the dict itself: a dict sent twice is then the same event, with the
     same id, and the service's deduplication makes the resend harmless. `None` counts as omitted.
     """
-    if not isinstance(data, dict):
-        return data
-    for name, default in cls._sdk_defaults.items():  # type: ignore[attr-defined]
-        if data.get(name) is None:
-            data[name] = default
-    if data.get("event_id") is None:
-        data["event_id"] = new_event_id()
-    if data.get("timestamp") is None:
-        data["timestamp"] = datetime.now(timezone.utc)
+    if type(data) is dict:
+        if data.get("event_id") is None:
+            data["event_id"] = new_event_id()
+        if data.get("timestamp") is None:
+            data["timestamp"] = datetime.now(timezone.utc)
     return data
 
 

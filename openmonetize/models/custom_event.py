@@ -24,14 +24,15 @@ from typing_extensions import Annotated
 from typing import Optional, Set
 from typing_extensions import Self
 from pydantic_core import to_jsonable_python
-from pydantic import field_serializer, model_validator  # noqa: F401
+from typing import TYPE_CHECKING, Literal, Union  # noqa: F401
+from pydantic import model_validator  # noqa: F401
 from openmonetize.lib import event_rules as _sdk_validators
 
 class CustomEvent(BaseModel):
     """
     Any other metered unit (pages, API calls, compute seconds, ...).
     """ # noqa: E501
-    event_type: StrictStr = Field(description="Always `CUSTOM` for this event.", json_schema_extra={"examples": ["CUSTOM"]})
+    event_type: Literal['CUSTOM'] = Field(default='CUSTOM', description='Always `CUSTOM` for this event.')
     event_id: Annotated[str, Field(min_length=1, strict=True, max_length=128)] = Field(description="Unique id of the event, the deduplication key. Generated (a time-ordered UUIDv7) when omitted; a resend must carry the same id. ", json_schema_extra={"examples": ["0192f3a4-7c1e-7b2a-9f00-1a2b3c4d5e6f"]})
     customer_id: Annotated[str, Field(min_length=1, strict=True, max_length=256)] = Field(description="Your customer who is billed for this usage.", json_schema_extra={"examples": ["cust_abc"]})
     user_id: Optional[Annotated[str, Field(min_length=1, strict=True, max_length=256)]] = Field(default=None, description="The end user within the customer who caused the usage.", json_schema_extra={"examples": ["user_456"]})
@@ -43,25 +44,12 @@ class CustomEvent(BaseModel):
     quantity: Union[Annotated[float, Field(strict=True, gt=0)], Annotated[int, Field(strict=True, gt=0)]] = Field(description="How many units were consumed; a finite number greater than 0.", json_schema_extra={"examples": [10]})
     __properties: ClassVar[List[str]] = ["event_type", "event_id", "customer_id", "user_id", "team_id", "feature_id", "timestamp", "metadata", "unit_type", "quantity"]
 
-    @field_validator('event_type')
-    def event_type_validate_enum(cls, value):
-        """Validates the enum"""
-        if value not in set(['CUSTOM']):
-            raise ValueError("must be one of enum values ('CUSTOM')")
-        return value
-
     @field_validator('timestamp')
     @classmethod
     def timestamp_assume_local_time_if_naive(cls, value):
         if value is not None and value.tzinfo is None:
             return value.astimezone()
         return value
-
-    @field_serializer('timestamp', when_used='json-unless-none')
-    def timestamp_serialize_isoformat(self, value):
-        return value.isoformat()
-
-    _sdk_defaults: ClassVar[Dict[str, Any]] = dict(event_type='CUSTOM', )
 
     @model_validator(mode="before")
     @classmethod
@@ -71,6 +59,24 @@ class CustomEvent(BaseModel):
     @model_validator(mode="after")
     def _sdk_after(self) -> Self:
         return _sdk_validators.check_event(self)
+
+    if TYPE_CHECKING:
+        # The constructor as type checkers should see it: properties the hand-written layer fills in
+        # (`x-sdk-default`) may be omitted, and date-times may be ISO 8601 strings, as at runtime.
+        def __init__(
+            self,
+            *,
+            event_type: str = ...,
+            event_id: Optional[str] = None,
+            customer_id: str,
+            user_id: Optional[str] = None,
+            team_id: Optional[str] = None,
+            feature_id: str,
+            timestamp: Optional[Union[datetime, str]] = None,
+            metadata: Optional[Dict[str, Any]] = None,
+            unit_type: str,
+            quantity: float,
+        ) -> None: ...
 
     model_config = ConfigDict(
         validate_by_name=True,

@@ -23,7 +23,8 @@ from openmonetize.models.error_detail import ErrorDetail
 from typing import Optional, Set
 from typing_extensions import Self
 from pydantic_core import to_jsonable_python
-from pydantic import field_serializer, model_validator  # noqa: F401
+from typing import TYPE_CHECKING, Literal, Union  # noqa: F401
+from pydantic import model_validator  # noqa: F401
 
 class ErrorResponse(BaseModel):
     """

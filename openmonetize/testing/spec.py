@@ -21,7 +21,7 @@ from jsonschema.exceptions import ValidationError
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from rfc3339_validator import validate_rfc3339  # type: ignore[import-untyped]
 
-__all__ = ["INGEST_PATH", "IngestContract", "Problem", "find_spec", "load_contract"]
+__all__ = ["INGEST_PATH", "IngestContract", "Problem", "compact_json", "find_spec", "load_contract"]
 
 INGEST_PATH = "/v1/events/ingest"
 
