@@ -33,7 +33,7 @@ class IngestEventError(BaseModel):
     index: Annotated[int, Field(strict=True, ge=0)] = Field(description="Position of the event in the request's `events` array.", json_schema_extra={"examples": [2]})
     event_id: Optional[StrictStr] = Field(default=None, description="The rejected event's id.", json_schema_extra={"examples": ["0192f3a4-7c1e-7b2a-9f00-1a2b3c4d5e6f"]})
     code: StrictStr = Field(description="Machine-readable reason.", json_schema_extra={"examples": ["FEATURE_NOT_FOUND"]})
-    message: StrictStr = Field(description="Human-readable reason.", json_schema_extra={"examples": ["feature 'chat-completion' is not configured for customer 'cust_abc'"]})
+    message: StrictStr = Field(description="Human-readable reason.", json_schema_extra={"examples": ["feature chat-completion is not configured for customer cust_abc"]})
     __properties: ClassVar[List[str]] = ["index", "event_id", "code", "message"]
 
     model_config = ConfigDict(

@@ -640,15 +640,18 @@ class _Handler(BaseHTTPRequestHandler):
             if size == 0:
                 break
             total += size
-            if total > limit:
+            if total > _DRAIN_LIMIT:
                 raise _Refused(_too_large(limit))
             chunk = self.rfile.read(size)
             if len(chunk) < size:
                 raise _Refused(_error(400, "BAD_REQUEST", "truncated chunked body"))
-            chunks.append(chunk)
+            if total <= limit:  # past the limit, keep reading only so the 413 is seen
+                chunks.append(chunk)
             self.rfile.readline(_LINE_LIMIT)  # the CRLF closing the chunk
         while self.rfile.readline(_LINE_LIMIT) not in (b"\r\n", b"\n", b""):
             pass  # trailer fields
+        if total > limit:
+            raise _Refused(_too_large(limit))
         return b"".join(chunks)
 
     def _discard(self, length: int) -> None:
