@@ -32,6 +32,7 @@ EXTRAS["dev"] = EXTRAS["testing"] + [
     "ruff >= 0.6",
     "types-python-dateutil",
     "types-PyYAML",
+    "types-jsonschema",
 ]
 
 setup(

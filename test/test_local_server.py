@@ -362,7 +362,7 @@ def test_other_content_types_are_refused(server: LocalIngestServer, client: Clie
 
     response = client.send(json.dumps({"events": [custom_event()]}).encode(), headers=headers)
 
-    assert response.status == 400
+    assert response.status == 415
     assert payload(response)["error"] == "UNSUPPORTED_MEDIA_TYPE"
     assert server.events == []
 

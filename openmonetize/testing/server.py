@@ -170,7 +170,7 @@ class LocalIngestServer:
         db_path: str | os.PathLike[str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
-        max_body_bytes: int = 5 * 1024 * 1024,
+        max_body_bytes: int = 10 * 1024 * 1024,
     ) -> None:
         if not api_key:
             raise ValueError("api_key must not be empty")
@@ -416,7 +416,7 @@ class LocalIngestServer:
         media_type = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         if media_type != "application/json":
             shown = media_type[:100] or "none"
-            return _error(400, "UNSUPPORTED_MEDIA_TYPE", f"Content-Type must be application/json, not {shown}")
+            return _error(415, "UNSUPPORTED_MEDIA_TYPE", f"Content-Type must be application/json, not {shown}")
         try:
             body = _decode_json(headers, raw, self.max_body_bytes)
         except _Refused as refused:
