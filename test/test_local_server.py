@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import urllib3
+from conftest import API_KEY
 from urllib3.exceptions import HTTPError, ProtocolError
 
 from openmonetize.testing import LocalIngestServer
 
-API_KEY = "sk_local_0123456789abcdef"
 PATH = "/v1/events/ingest"
 TIMESTAMP = "2026-11-22T17:00:00+00:00"
 
@@ -91,12 +91,6 @@ def payload(response: urllib3.BaseHTTPResponse) -> Any:
 
 def detail_paths(response: urllib3.BaseHTTPResponse) -> list[str]:
     return [detail["path"] for detail in payload(response)["details"]]
-
-
-@pytest.fixture
-def server() -> Iterator[LocalIngestServer]:
-    with LocalIngestServer(api_key=API_KEY) as srv:
-        yield srv
 
 
 @pytest.fixture
