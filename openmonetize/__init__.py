@@ -37,6 +37,8 @@ __all__ = [
     "IngestRequest",
     "IngestResponse",
     "TokenUsageEvent",
+    "OpenMonetize",
+    "DeliveryFailure",
 ]
 
 import typing as _typing
@@ -67,6 +69,10 @@ if _typing.TYPE_CHECKING:
     from openmonetize.models.ingest_response import IngestResponse as IngestResponse
     from openmonetize.models.token_usage_event import TokenUsageEvent as TokenUsageEvent
     
+    
+    # import the hand-written layer's public names
+    from openmonetize.lib.client import OpenMonetize as OpenMonetize
+    from openmonetize.lib.failures import DeliveryFailure as DeliveryFailure
 else:
     from importlib import import_module
 
@@ -90,6 +96,8 @@ else:
         "IngestRequest": ".models.ingest_request",
         "IngestResponse": ".models.ingest_response",
         "TokenUsageEvent": ".models.token_usage_event",
+        "OpenMonetize": ".lib.client",
+        "DeliveryFailure": ".lib.failures",
     }
 
     def __getattr__(name: str) -> object:

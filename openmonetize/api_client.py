@@ -12,6 +12,7 @@
 
 
 import datetime
+import gzip
 from dateutil.parser import parse
 from enum import Enum
 import decimal
@@ -231,6 +232,8 @@ class ApiClient:
             body = body.model_dump_json(by_alias=True, exclude_none=True).encode()
         elif body:
             body = self.sanitize_for_serialization(body)
+        if isinstance(body, bytes) and header_params.get('Content-Encoding') == 'gzip':
+            body = gzip.compress(body, compresslevel=1)
 
         # request url
         if _host is None or self.configuration.ignore_operation_servers:

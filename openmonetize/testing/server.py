@@ -186,6 +186,9 @@ class LocalIngestServer:
         self._lifecycle = threading.Lock()
         self._counter_lock = threading.Lock()
         self._requests = 0
+        self._duplicates_received = 0
+        self._gzip_requests = 0
+        self._rejected_customers: frozenset[str] = frozenset()
         self._contract: IngestContract | None = None
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -297,6 +300,23 @@ class LocalIngestServer:
             return self._requests
 
     @property
+    def duplicates_received(self) -> int:
+        """Events received again after they were stored: what a client sent more than once."""
+        with self._counter_lock:
+            return self._duplicates_received
+
+    @property
+    def gzip_requests(self) -> int:
+        """Requests whose body came with `Content-Encoding: gzip`."""
+        with self._counter_lock:
+            return self._gzip_requests
+
+    def reject_customers(self, customer_ids: Iterable[str]) -> None:
+        """Refuse events of these customers individually, in a 2xx answer (`rejected`, `errors`), as the
+        service does for business reasons; the rest of the batch is stored."""
+        self._rejected_customers = frozenset(customer_ids)
+
+    @property
     def faults_injected(self) -> int:
         return self._faults.injected
 
@@ -304,8 +324,11 @@ class LocalIngestServer:
         """Forget stored events, counters and pending or random faults."""
         self._store.clear()
         self._faults.clear()
+        self._rejected_customers = frozenset()
         with self._counter_lock:
             self._requests = 0
+            self._duplicates_received = 0
+            self._gzip_requests = 0
 
     # -- fault injection (applied to the next requests in arrival order)
 
@@ -427,15 +450,28 @@ class LocalIngestServer:
         if problems:
             return _validation_error(problems)
 
-        events = body["events"]
         batch_id = f"batch_{uuid.uuid4().hex}"
+        unknown_customers = self._rejected_customers
+        events, errors = [], []
+        for index, event in enumerate(body["events"]):
+            if event["customer_id"] in unknown_customers:
+                errors.append({"index": index, "event_id": event["event_id"], "code": "CUSTOMER_NOT_FOUND",
+                               "message": f"customer {event['customer_id']} is not known"})
+            else:
+                events.append(event)
         accepted = self._store.add(events, batch_id)
-        answer = {
+        with self._counter_lock:
+            self._duplicates_received += len(events) - accepted
+            if headers.get("Content-Encoding", "").strip().lower() == "gzip":
+                self._gzip_requests += 1
+        answer: dict[str, Any] = {
             "accepted": accepted,
             "duplicates": len(events) - accepted,
-            "rejected": 0,
+            "rejected": len(errors),
             "batch_id": batch_id,
         }
+        if errors:
+            answer["errors"] = errors
         return _Answer(202 if accepted else 200, answer)
 
     def _authorized(self, headers: Message) -> bool:

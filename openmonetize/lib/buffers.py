@@ -1,0 +1,279 @@
+"""Where tracked events wait for delivery: memory only, or a durable SQLite spool on disk.
+
+Callers append `(seq, event)` to `intake` (a deque: appends are atomic and cheap); everything else is
+done by the delivery thread, which owns the buffer. `seq` orders events so `flush()` can tell when all
+events tracked before it are resolved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import secrets
+import sqlite3
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+Entry = tuple[int, Any]  # (seq, event model)
+
+SPOOL_SUFFIX = ".om-spool.sqlite3"
+
+# SQLite connections must never be finalized in a forked child: closing one checkpoints and deletes the
+# WAL that the parent is still writing. A child parks its inherited spool objects here instead.
+_inherited_across_fork: list[object] = []
+
+
+@dataclass
+class Batch:
+    """Events taken for one request; `keys` tell the buffer which ones to ack or give back."""
+
+    events: list[Any]
+    min_seq: int
+    keys: list[Any]
+    attempts: int = 0
+    split: bool = field(default=False)
+
+
+class MemoryBuffer:
+    """Events in memory only: lost if the process is killed (not at a normal exit: that drains)."""
+
+    durable = False
+
+    def __init__(self) -> None:
+        self.intake: deque[Entry] = deque()
+
+    def open(self) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return len(self.intake)
+
+    @property
+    def stored(self) -> int:
+        return 0
+
+    def commit(self) -> None:
+        pass
+
+    def take(self, limit: int) -> Batch | None:
+        entries: list[Entry] = []
+        pop = self.intake.popleft
+        with contextlib.suppress(IndexError):
+            for _ in range(limit):
+                entries.append(pop())
+        if not entries:
+            return None
+        return Batch([event for _, event in entries], entries[0][0], entries)
+
+    def give_back(self, batch: Batch) -> None:
+        self.intake.extendleft(reversed(batch.keys))
+
+    def ack(self, batch: Batch) -> None:
+        pass
+
+    def low_seq(self) -> float:
+        try:
+            return self.intake[0][0]
+        except IndexError:
+            return math.inf
+
+    def remaining(self) -> list[Any]:
+        events = [event for _, event in self.intake]
+        self.intake.clear()
+        return events
+
+    def close(self, *, delete_if_empty: bool = True) -> None:
+        pass
+
+    def release_after_fork(self) -> None:
+        """In a forked child, before the child builds a buffer of its own: nothing to release."""
+
+
+class SpoolBuffer(MemoryBuffer):
+    """Events committed to a SQLite file (WAL) within one commit interval of being tracked.
+
+    Each process writes its own file in `directory`, holding an exclusive lock on it while alive. Files
+    whose lock can be taken belong to processes that are gone (exited, crashed, killed, or the machine
+    rebooted): a live process adopts their events, so the next process delivers what a dead one left.
+    """
+
+    durable = True
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.directory = Path(directory)
+        self.path = self.directory / f"{os.getpid()}-{secrets.token_hex(4)}{SPOOL_SUFFIX}"
+        self._db: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self._cursor = 0
+        self._reserved: set[int] = set()
+        self._stored = 0
+
+    # -- lifecycle (delivery thread) ------------------------------------------------------------------
+
+    def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock(self.path)
+        if self._lock_fd is None:
+            raise RuntimeError(f"spool file {self.path} is locked by another process")
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut, not only a crash
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL,"
+            " event_id TEXT NOT NULL, body TEXT NOT NULL)"
+        )
+        db.execute("CREATE INDEX IF NOT EXISTS events_seq ON events (seq)")
+        self._db = db
+        self.adopt_orphans()
+
+    def adopt_orphans(self) -> int:
+        """Move the events of dead processes' spool files into ours; returns how many."""
+        db = self._require_db()
+        adopted = 0
+        for other in sorted(self.directory.glob(f"*{SPOOL_SUFFIX}")):
+            if other == self.path:
+                continue
+            fd = _lock(other)
+            if fd is None:
+                continue  # its process is alive
+            try:
+                db.execute("ATTACH DATABASE ? AS orphan", (str(other),))
+                try:
+                    with _transaction(db):
+                        has_table = db.execute(
+                            "SELECT 1 FROM orphan.sqlite_master WHERE type = 'table' AND name = 'events'"
+                        ).fetchone()
+                        if has_table:
+                            # seq 0: they were tracked before anything this process tracks
+                            cursor = db.execute(
+                                "INSERT INTO events (seq, event_id, body)"
+                                " SELECT 0, event_id, body FROM orphan.events ORDER BY id"
+                            )
+                            adopted += cursor.rowcount
+                finally:
+                    db.execute("DETACH DATABASE orphan")
+                for path in (other, Path(f"{other}-wal"), Path(f"{other}-shm"), Path(f"{other}.lock")):
+                    path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        self._stored += adopted
+        if adopted:
+            self._cursor = 0
+        return adopted
+
+    def close(self, *, delete_if_empty: bool = True) -> None:
+        if self._db is not None:
+            empty = self._stored == 0 and not self.intake
+            self._db.close()
+            self._db = None
+            if empty and delete_if_empty:
+                for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"), Path(f"{self.path}.lock")):
+                    path.unlink(missing_ok=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def release_after_fork(self) -> None:
+        """In a forked child: leave the parent's file to the parent (the child opens one of its own)."""
+        _inherited_across_fork.append(self._db)
+        self._db = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # the parent keeps its lock: flock belongs to the open file
+            self._lock_fd = None
+
+    # -- moving events (delivery thread) ----------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.intake) + self._stored - len(self._reserved)
+
+    @property
+    def stored(self) -> int:
+        return self._stored
+
+    def commit(self) -> None:
+        """Group commit: one transaction for everything tracked since the last one."""
+        if not self.intake:
+            return
+        rows = []
+        pop = self.intake.popleft
+        with contextlib.suppress(IndexError):
+            while True:
+                seq, event = pop()
+                rows.append((seq, event.event_id, event.model_dump_json(by_alias=True, exclude_none=True)))
+        db = self._require_db()
+        with _transaction(db):
+            db.executemany("INSERT INTO events (seq, event_id, body) VALUES (?, ?, ?)", rows)
+        self._stored += len(rows)
+
+    def take(self, limit: int) -> Batch | None:
+        rows = self._require_db().execute(
+            "SELECT id, seq, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            (self._cursor, limit + len(self._reserved)),
+        ).fetchall()
+        ids, seqs, events = [], [], []
+        for row_id, seq, body in rows:
+            self._cursor = row_id
+            if row_id in self._reserved:
+                continue
+            ids.append(row_id)
+            seqs.append(seq)
+            events.append(json.loads(body))
+            if len(ids) == limit:
+                break
+        if not ids:
+            return None
+        self._reserved.update(ids)
+        return Batch(events, min(seqs), ids)
+
+    def give_back(self, batch: Batch) -> None:
+        self._reserved.difference_update(batch.keys)
+        self._cursor = min(self._cursor, min(batch.keys) - 1)
+
+    def ack(self, batch: Batch) -> None:
+        db = self._require_db()
+        with _transaction(db):
+            db.executemany("DELETE FROM events WHERE id = ?", [(row_id,) for row_id in batch.keys])
+        self._reserved.difference_update(batch.keys)
+        self._stored -= len(batch.keys)
+
+    def low_seq(self) -> float:
+        row = self._require_db().execute("SELECT MIN(seq) FROM events").fetchone()
+        stored = math.inf if row[0] is None else row[0]
+        return min(stored, super().low_seq())
+
+    def remaining(self) -> list[Any]:
+        return []  # kept on disk for the next process
+
+    def _require_db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("spool is not open")
+        return self._db
+
+
+def _lock(path: Path) -> int | None:
+    """An exclusive, non-blocking lock on `<path>.lock`, released by the OS when the process dies."""
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

@@ -1,0 +1,352 @@
+"""`OpenMonetize`: track usage on the hot path, deliver it in the background, lose nothing.
+
+`track_*` validate and enqueue in microseconds and return the event id; delivery, batching and
+retries happen on background threads (see `delivery.py`), through the generated `EventsApi`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import itertools
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from openmonetize.api.events_api import EventsApi
+from openmonetize.api_client import ApiClient
+from openmonetize.configuration import Configuration
+from openmonetize.lib.buffers import MemoryBuffer, SpoolBuffer
+from openmonetize.lib.delivery import DeliverySettings, Dispatcher, Stats
+from openmonetize.lib.failures import DeliveryFailure
+from openmonetize.lib.retry import RETRY_STATUSES, DeliveryRetry
+from openmonetize.models.custom_event import CustomEvent
+from openmonetize.models.event import Event
+from openmonetize.models.image_generation_event import ImageGenerationEvent
+from openmonetize.models.token_usage_event import TokenUsageEvent
+
+logger = logging.getLogger("openmonetize")
+
+DEFAULT_BASE_URL = "https://api.openmonetize.io"
+_EVENT_TYPES = (TokenUsageEvent, ImageGenerationEvent, CustomEvent)
+_event_adapter: TypeAdapter[Event] | None = None
+
+
+class OpenMonetize:
+    """The background delivery client.
+
+    Memory is bounded by `max_queue_size` events waiting in memory (default 20,000, about 20-30 MB).
+    When that is full, `track_*` waits up to `block_timeout` seconds for room (never on an asyncio
+    event loop's thread), then drops the event and reports it through `on_error` and the log. With a
+    `spool_dir`, events are committed to disk every `spool_commit_interval` seconds (default 0.05) and
+    survive crashes, `kill -9`, reboots and outages of any length; the next process to open the same
+    directory delivers what a dead one left. At interpreter exit, queued events are delivered for up to
+    `shutdown_timeout` seconds.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        spool_dir: str | os.PathLike[str] | None = None,
+        on_error: Callable[[DeliveryFailure], None] | None = None,
+        max_queue_size: int = 20_000,
+        block_timeout: float = 1.0,
+        batch_size: int = 1000,
+        flush_interval: float = 0.5,
+        max_concurrent_requests: int = 4,
+        request_timeout: float = 10.0,
+        gzip: bool = False,
+        shutdown_timeout: float = 10.0,
+        spool_commit_interval: float = 0.05,
+    ) -> None:
+        api_key = api_key if api_key is not None else os.environ.get("OPENMONETIZE_API_KEY")
+        if not api_key:
+            raise ValueError("OpenMonetize needs an API key: pass api_key= or set OPENMONETIZE_API_KEY")
+        if not 1 <= batch_size <= 1000:
+            raise ValueError(f"batch_size={batch_size!r}: must be between 1 and 1000 (the service's limit)")
+        if max_queue_size < 1:
+            raise ValueError(f"max_queue_size={max_queue_size!r}: must be at least 1")
+        self.base_url = (base_url or os.environ.get("OPENMONETIZE_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.spool_dir = os.fspath(spool_dir) if spool_dir is not None else None
+        self.on_error = on_error
+        self.max_queue_size = max_queue_size
+        self.block_timeout = block_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self._api_key = api_key
+        self._settings = DeliverySettings(
+            batch_size=batch_size, flush_interval=flush_interval, max_concurrent_requests=max_concurrent_requests,
+            request_timeout=request_timeout, commit_interval=spool_commit_interval, gzip=gzip,
+        )
+        self._closed = False
+        self._reset_state()
+        _live_clients.add(self)
+
+    def _reset_state(self) -> None:
+        """Everything a process must own alone: rebuilt in a forked child."""
+        self._lock = threading.Lock()
+        self._seq = itertools.count(1)
+        self._stats = Stats()
+        self._buffer: MemoryBuffer = SpoolBuffer(self.spool_dir) if self.spool_dir else MemoryBuffer()
+        self._dispatcher: Dispatcher | None = None
+
+    def _events_api(self) -> EventsApi:
+        config = Configuration(host=self.base_url, access_token=self._api_key)
+        config.connection_pool_maxsize = self._settings.max_concurrent_requests
+        config.retries = DeliveryRetry(
+            total=3, backoff_factor=0.25, backoff_max=5.0, status_forcelist=RETRY_STATUSES, allowed_methods=None,
+            raise_on_status=False, respect_retry_after_header=True, retry_after_max=60,
+            on_retry=lambda: self._stats.add(retried=1),
+        )
+        return EventsApi(ApiClient(config))
+
+    def _start(self) -> Dispatcher:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this OpenMonetize client is shut down")
+            if self._dispatcher is None:
+                dispatcher = Dispatcher(self._buffer, self._events_api(), self._settings, self._stats, self._report)
+                dispatcher.start()
+                dispatcher.opened.wait()
+                if dispatcher.open_error is not None:
+                    raise RuntimeError(f"cannot open the spool in {self.spool_dir}") from dispatcher.open_error
+                self._dispatcher = dispatcher
+            return self._dispatcher
+
+    # -- tracking (the caller's hot path) -------------------------------------------------------------
+
+    def track_token_usage(
+        self,
+        *,
+        customer_id: str,
+        feature_id: str,
+        provider: str,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+        user_id: str | None = None,
+        team_id: str | None = None,
+        event_id: str | None = None,
+        timestamp: datetime | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Record LLM tokens; returns the event id. Bad input raises `pydantic.ValidationError` here."""
+        return self._enqueue(TokenUsageEvent(
+            customer_id=customer_id, feature_id=feature_id, provider=provider, model=model,
+            input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached_input_tokens,
+            reasoning_tokens=reasoning_tokens, user_id=user_id, team_id=team_id, event_id=event_id,
+            timestamp=timestamp, metadata=dict(metadata) if metadata is not None else None,
+        ))
+
+    def track_image_generation(
+        self,
+        *,
+        customer_id: str,
+        feature_id: str,
+        provider: str,
+        model: str,
+        image_count: int = 1,
+        image_size: str | None = None,
+        quality: str | None = None,
+        user_id: str | None = None,
+        team_id: str | None = None,
+        event_id: str | None = None,
+        timestamp: datetime | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Record generated images; returns the event id."""
+        return self._enqueue(ImageGenerationEvent(
+            customer_id=customer_id, feature_id=feature_id, provider=provider, model=model,
+            image_count=image_count, image_size=image_size, quality=quality, user_id=user_id, team_id=team_id,
+            event_id=event_id, timestamp=timestamp, metadata=dict(metadata) if metadata is not None else None,
+        ))
+
+    def track_custom_event(
+        self,
+        *,
+        customer_id: str,
+        feature_id: str,
+        unit_type: str,
+        quantity: float,
+        user_id: str | None = None,
+        team_id: str | None = None,
+        event_id: str | None = None,
+        timestamp: datetime | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Record any other unit (pages, API calls, seconds...); returns the event id."""
+        return self._enqueue(CustomEvent(
+            customer_id=customer_id, feature_id=feature_id, unit_type=unit_type, quantity=quantity,
+            user_id=user_id, team_id=team_id, event_id=event_id, timestamp=timestamp,
+            metadata=dict(metadata) if metadata is not None else None,
+        ))
+
+    def track(self, event: Event | Mapping[str, Any]) -> str:
+        """Record a prebuilt event (or a dict with an `event_type`); returns its id."""
+        if type(event) not in _EVENT_TYPES:
+            global _event_adapter
+            if _event_adapter is None:
+                _event_adapter = TypeAdapter(Event)
+            event = _event_adapter.validate_python(event)
+        return self._enqueue(event)  # type: ignore[arg-type]
+
+    def _enqueue(self, event: TokenUsageEvent | ImageGenerationEvent | CustomEvent) -> str:
+        dispatcher = self._dispatcher or self._start()
+        intake = self._buffer.intake
+        if len(intake) >= self.max_queue_size and not self._wait_for_room(dispatcher, event):
+            return event.event_id
+        intake.append((next(self._seq), event))
+        if len(intake) >= self._settings.batch_size:
+            dispatcher.wakeup.set()
+        return event.event_id
+
+    def _wait_for_room(self, dispatcher: Dispatcher, event: Any) -> bool:
+        """The back-pressure policy; False when the event was dropped (and reported)."""
+        dispatcher.wakeup.set()
+        on_event_loop = asyncio.events._get_running_loop() is not None
+        deadline = time.monotonic() + (0.0 if on_event_loop else self.block_timeout)
+        while len(self._buffer.intake) >= self.max_queue_size:
+            if time.monotonic() >= deadline:
+                self._stats.add(dropped=1)
+                self._report(DeliveryFailure(
+                    "dropped", [event],
+                    f"the queue held {self.max_queue_size} events for {self.block_timeout}s"
+                    + (" (not waiting on an asyncio event loop)" if on_event_loop else "")
+                    + "; configure spool_dir= to keep events on disk instead"))
+                return False
+            time.sleep(0.001)
+        return True
+
+    # -- flushing and lifecycle ------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event tracked before this call is acknowledged or reported.
+
+        Returns True when they all are, False if `timeout` seconds passed first.
+        """
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return True
+        ticket = next(self._seq)
+        with dispatcher.resolved:
+            dispatcher.flush_waiters += 1
+            started = dispatcher.iterations
+        dispatcher.wakeup.set()
+        try:
+            with dispatcher.resolved:
+                return dispatcher.resolved.wait_for(
+                    lambda: dispatcher.iterations > started and dispatcher.low_water > ticket, timeout)
+        finally:
+            with dispatcher.resolved:
+                dispatcher.flush_waiters -= 1
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush, then stop the background threads. True if everything was delivered in time.
+
+        Without a spool, what could not be delivered in time is reported through `on_error` as
+        `undelivered`; with a spool it stays on disk for the next process.
+        """
+        with self._lock:
+            if self._closed:
+                return True
+            self._closed = True
+        _live_clients.discard(self)
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delivered = self.flush(timeout)
+        stopped = dispatcher.stop(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        self._dispatcher = None
+        if self._buffer.durable:
+            if stopped:
+                self._buffer.close()
+            if not delivered:
+                logger.warning("openmonetize: %d events stay in the spool %s for the next process",
+                               len(self._buffer), self.spool_dir)
+            return delivered
+        # Not confirmed in time and nowhere to keep them: report them (a late answer may still land,
+        # in which case a resend is deduplicated by id).
+        leftover = [event for batch in dispatcher.unresolved_batches() for event in batch.events]
+        leftover += self._buffer.remaining()
+        if leftover:
+            self._report(DeliveryFailure("undelivered", leftover,
+                                         f"shutdown deadline ({timeout}s) passed before the service confirmed them"))
+        return delivered
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        """`flush` for asyncio services: waits on a worker thread, never on the event loop."""
+        return await asyncio.to_thread(self.flush, timeout)
+
+    async def ashutdown(self, timeout: float | None = None) -> bool:
+        return await asyncio.to_thread(self.shutdown, timeout)
+
+    def __enter__(self) -> OpenMonetize:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.shutdown(self.shutdown_timeout)
+
+    def stats(self) -> dict[str, int]:
+        """Counters since this client started (in this process)."""
+        dispatcher = self._dispatcher
+        in_flight = sum(len(b.events) for b in dispatcher.unresolved_batches()) if dispatcher else 0
+        s = self._stats
+        return {
+            "queued": len(self._buffer) + in_flight,
+            "sent": s.sent,
+            "duplicates": s.duplicates,
+            "retried": s.retried,
+            "rejected": s.rejected,
+            "spooled": self._buffer.stored,
+            "dropped": s.dropped,
+            "requests": s.requests,
+        }
+
+    def _report(self, failure: DeliveryFailure) -> None:
+        logger.error("openmonetize: %s; event ids: %s", failure, ", ".join(failure.event_ids[:10]))
+        if self.on_error is not None:
+            try:
+                self.on_error(failure)
+            except Exception:
+                logger.exception("openmonetize: the on_error callback raised")
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's threads do not exist here and its queue is the parent's to deliver.
+        self._buffer.release_after_fork()
+        self._reset_state()
+
+    def __repr__(self) -> str:
+        return f"OpenMonetize(base_url={self.base_url!r}, spool_dir={self.spool_dir!r})"
+
+
+_live_clients: weakref.WeakSet[OpenMonetize] = weakref.WeakSet()
+
+
+def _shutdown_all_at_exit() -> None:
+    for client in list(_live_clients):
+        try:
+            client.shutdown(client.shutdown_timeout)
+        except Exception:
+            logger.exception("openmonetize: shutdown at exit failed")
+
+
+def _reset_all_after_fork() -> None:
+    for client in list(_live_clients):
+        client._after_fork_in_child()
+
+
+atexit.register(_shutdown_all_at_exit)
+os.register_at_fork(after_in_child=_reset_all_after_fork)
