@@ -23,6 +23,8 @@ EXTRAS = {
         "PyYAML >= 6.0",
     ],
 }
+# benchmarks only: the peer SDK bench/track.py compares against
+EXTRAS["bench"] = ["segment-analytics-python == 2.4.0"]
 EXTRAS["dev"] = EXTRAS["testing"] + [
     "pytest >= 8",
     "hypothesis >= 6.100",

@@ -1,15 +1,22 @@
-"""A minimal ingest endpoint for benchmarks: reads the body, answers a fixed 202. Runs as its own process.
+"""A minimal ingest endpoint for benchmarks, run as its own process so it cannot compete for the
+client's GIL. It answers every POST with 202; with `--count` it also parses each body and counts the
+events it received (`events` for the OpenMonetize wire format, `batch` for Segment's), which
+`GET /stats` returns.
 
-Benchmarks measure the client, so the server does as little as possible and does it in another
-process, where it cannot compete for the client's GIL.
+    python bench/sink.py [--port PORT] [--count]     # prints the port it listens on
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ANSWER = json.dumps({"accepted": 1000, "duplicates": 0, "rejected": 0, "batch_id": "bench"}).encode()
+COUNT = "--count" in sys.argv
+counts = {"events": 0, "requests": 0}
+lock = threading.Lock()
 
 
 class Sink(BaseHTTPRequestHandler):
@@ -17,19 +24,35 @@ class Sink(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # else the body waits for the client's delayed ACK (~40 ms)
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.send_response(202)
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        if not COUNT:
+            self.answer(202, ANSWER)
+            return
+        body = json.loads(raw)
+        received = len(body.get("events") or body.get("batch") or [])
+        with lock:
+            counts["events"] += received
+            counts["requests"] += 1
+        self.answer(202, ANSWER)
+
+    def do_GET(self) -> None:
+        with lock:
+            self.answer(200, json.dumps(counts).encode())
+
+    def answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(ANSWER)))
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(ANSWER)
+        self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
         pass
 
 
 def main() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 0
+    server = ThreadingHTTPServer(("127.0.0.1", port), Sink)
     print(server.server_address[1], flush=True)
     server.serve_forever()
 

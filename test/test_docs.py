@@ -1,4 +1,7 @@
-"""The Python examples in docs/ run as written (guides against LocalIngestServer, reference pages offline)."""
+"""The Python examples in docs/ run as written (guides against LocalIngestServer, reference pages offline).
+
+Blocks fenced as ```python run; blocks fenced as ```py show code that needs a real account or platform.
+"""
 
 from __future__ import annotations
 

@@ -261,6 +261,56 @@ class EventsApi:
         return response_data.response
 
 
+    def ingest_serialized(
+        self,
+        body: bytes,
+        _request_timeout: Union[
+            None,
+            Annotated[StrictFloat, Field(gt=0)],
+            Tuple[
+                Annotated[StrictFloat, Field(gt=0)],
+                Annotated[StrictFloat, Field(gt=0)]
+            ]
+        ] = None,
+        _headers: Optional[Dict[StrictStr, Any]] = None,
+    ) -> IngestResponse:
+        """Ingest a batch of usage events, with the request body already serialized as JSON.
+
+        Nothing is validated or serialized here: the caller vouches for `body`. The background delivery
+        client uses this to send events it validated and serialized when they were tracked.
+        """
+        _param = self._ingest_serialize(
+            events=None,
+            _request_auth=None,
+            _content_type=None,
+            _headers=_headers,
+            _host_index=0,
+            _serialized_body=body,
+        )
+
+        _response_types_map: Dict[str, Optional[str]] = {
+            '200': "IngestResponse",
+            '202': "IngestResponse",
+            '400': "ErrorResponse",
+            '401': "ErrorResponse",
+            '413': "ErrorResponse",
+            '429': "ErrorResponse",
+            '415': "ErrorResponse",
+            '500': "ErrorResponse",
+            '502': "ErrorResponse",
+            '503': "ErrorResponse",
+        }
+        response_data = self.api_client.call_api(
+            *_param,
+            _request_timeout=_request_timeout
+        )
+        response_data.read()
+        return self.api_client.response_deserialize(
+            response_data=response_data,
+            response_types_map=_response_types_map,
+        ).data
+
+
     def _ingest_serialize(
         self,
         events,
@@ -268,6 +318,7 @@ class EventsApi:
         _content_type,
         _headers,
         _host_index,
+        _serialized_body: Optional[bytes] = None,
     ) -> RequestSerialized:
 
         _host = None
@@ -289,11 +340,14 @@ class EventsApi:
         # process the header parameters
         # process the form parameters
         # process the body parameter
-        # the body's properties are this method's arguments, already validated against the body
-        # model's property schemas by @validate_call: build the body without validating twice
-        ingest_request = IngestRequest.model_construct(
-            events=events,
-        )
+        if _serialized_body is not None:
+            ingest_request = _serialized_body
+        else:
+            # the body's properties are this method's arguments, already validated against the body
+            # model's property schemas by @validate_call: build the body without validating twice
+            ingest_request = IngestRequest.model_construct(
+                events=events,
+            )
         if ingest_request is not None:
             _body_params = ingest_request
 

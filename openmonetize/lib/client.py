@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import itertools
+import json
 import logging
 import os
 import threading
@@ -203,15 +204,16 @@ class OpenMonetize:
 
     def _enqueue(self, event: TokenUsageEvent | ImageGenerationEvent | CustomEvent) -> str:
         dispatcher = self._dispatcher or self._start()
+        body = event.__pydantic_serializer__.to_json(event, exclude_none=True)  # once, as it will be sent
         intake = self._buffer.intake
-        if len(intake) >= self.max_queue_size and not self._wait_for_room(dispatcher, event):
+        if len(intake) >= self.max_queue_size and not self._wait_for_room(dispatcher, body):
             return event.event_id
-        intake.append((next(self._seq), event))
-        if len(intake) >= self._settings.batch_size:
+        intake.append((next(self._seq), body))
+        if len(intake) % self._settings.batch_size == 0:
             dispatcher.wakeup.set()
         return event.event_id
 
-    def _wait_for_room(self, dispatcher: Dispatcher, event: Any) -> bool:
+    def _wait_for_room(self, dispatcher: Dispatcher, body: bytes) -> bool:
         """The back-pressure policy; False when the event was dropped (and reported)."""
         dispatcher.wakeup.set()
         on_event_loop = asyncio.events._get_running_loop() is not None
@@ -220,7 +222,7 @@ class OpenMonetize:
             if time.monotonic() >= deadline:
                 self._stats.add(dropped=1)
                 self._report(DeliveryFailure(
-                    "dropped", [event],
+                    "dropped", [json.loads(body)],
                     f"the queue held {self.max_queue_size} events for {self.block_timeout}s"
                     + (" (not waiting on an asyncio event loop)" if on_event_loop else "")
                     + "; configure spool_dir= to keep events on disk instead"))
@@ -278,8 +280,8 @@ class OpenMonetize:
             return delivered
         # Not confirmed in time and nowhere to keep them: report them (a late answer may still land,
         # in which case a resend is deduplicated by id).
-        leftover = [event for batch in dispatcher.unresolved_batches() for event in batch.events]
-        leftover += self._buffer.remaining()
+        leftover = [event for batch in dispatcher.unresolved_batches() for event in batch.events()]
+        leftover += [json.loads(body) for body in self._buffer.remaining()]
         if leftover:
             self._report(DeliveryFailure("undelivered", leftover,
                                          f"shutdown deadline ({timeout}s) passed before the service confirmed them"))
@@ -302,7 +304,7 @@ class OpenMonetize:
     def stats(self) -> dict[str, int]:
         """Counters since this client started (in this process)."""
         dispatcher = self._dispatcher
-        in_flight = sum(len(b.events) for b in dispatcher.unresolved_batches()) if dispatcher else 0
+        in_flight = sum(len(b.bodies) for b in dispatcher.unresolved_batches()) if dispatcher else 0
         s = self._stats
         return {
             "queued": len(self._buffer) + in_flight,

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import urllib3
 
@@ -62,7 +61,7 @@ class _Outcome:
     kind: str  # "ack" | "retry" | "reject" | "split"
     accepted: int = 0
     duplicates: int = 0
-    rejected_events: list[Any] = field(default_factory=list)
+    rejected: int = 0
     failure: DeliveryFailure | None = None
     retry_after: float | None = None
 
@@ -190,14 +189,13 @@ class Dispatcher:
                 self.buffer.ack(batch)
                 self.failed_attempts = 0
                 self._batch_limit = self.settings.batch_size
-                self.stats.add(sent=outcome.accepted, duplicates=outcome.duplicates,
-                               rejected=len(outcome.rejected_events))
+                self.stats.add(sent=outcome.accepted, duplicates=outcome.duplicates, rejected=outcome.rejected)
             elif outcome.kind == "reject":
                 self.buffer.ack(batch)
-                self.stats.add(rejected=len(batch.events))
+                self.stats.add(rejected=len(batch.bodies))
             elif outcome.kind == "split":
                 self.buffer.give_back(batch)
-                self._batch_limit = max(1, len(batch.events) // 2)
+                self._batch_limit = max(1, len(batch.bodies) // 2)
             else:  # retry later, same events, same ids
                 self.buffer.give_back(batch)
                 self.failed_attempts += 1
@@ -226,48 +224,45 @@ class Dispatcher:
             try:
                 outcome = self._send(batch)
             except BaseException as exc:  # never lose a batch to a bug in the path below
-                logger.exception("openmonetize: unexpected error sending %d events; will retry", len(batch.events))
+                logger.exception("openmonetize: unexpected error sending %d events; will retry", len(batch.bodies))
                 outcome = _Outcome(batch, "retry", failure=None)
                 del exc
             self._outcomes.put(outcome)
             self.wakeup.set()
 
     def _send(self, batch: Batch) -> _Outcome:
-        batch.attempts += 1
         self.stats.add(requests=1)
         try:
-            response = self.api.ingest(events=batch.events, _request_timeout=self.settings.request_timeout,
-                                       _headers={"Content-Encoding": "gzip"} if self.settings.gzip else None)
+            response = self.api.ingest_serialized(
+                batch.request_body(), _request_timeout=self.settings.request_timeout,
+                _headers={"Content-Encoding": "gzip"} if self.settings.gzip else None)
         except ApiException as exc:
             return self._error_outcome(batch, exc)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            logger.warning("openmonetize: sending %d events failed (%s); will retry", len(batch.events),
+            logger.warning("openmonetize: sending %d events failed (%s); will retry", len(batch.bodies),
                            type(exc).__name__)
             return _Outcome(batch, "retry")
-        rejected = []
-        for error in response.errors or []:
-            if 0 <= error.index < len(batch.events):
-                rejected.append((batch.events[error.index], error))
+        errors = [error for error in response.errors or [] if 0 <= error.index < len(batch.bodies)]
         failure = None
-        if rejected:
+        if errors:
             failure = DeliveryFailure(
-                "rejected", [event for event, _ in rejected],
-                "; ".join(f"{error.code}: {error.message}" for _, error in rejected[:5]), status=202,
-                details=[error.to_dict() for _, error in rejected])
+                "rejected", batch.events(error.index for error in errors),
+                "; ".join(f"{error.code}: {error.message}" for error in errors[:5]), status=202,
+                details=[error.to_dict() for error in errors])
         return _Outcome(batch, "ack", accepted=response.accepted, duplicates=response.duplicates,
-                        rejected_events=[event for event, _ in rejected], failure=failure)
+                        rejected=len(errors), failure=failure)
 
     def _error_outcome(self, batch: Batch, exc: ApiException) -> _Outcome:
         status = exc.status or 0
         if status == 0 or status in RETRY_STATUSES:
             logger.warning("openmonetize: ingest answered %s for %d events; will retry", status or "no response",
-                           len(batch.events))
+                           len(batch.bodies))
             return _Outcome(batch, "retry", retry_after=retry_after_seconds(exc.headers))
-        if status == 413 and len(batch.events) > 1:
+        if status == 413 and len(batch.bodies) > 1:
             return _Outcome(batch, "split")
         error = getattr(exc, "data", None)
         message = getattr(error, "message", None) or exc.reason or "refused"
         details = [d.to_dict() for d in (getattr(error, "details", None) or [])]
-        failure = DeliveryFailure("rejected", list(batch.events), f"{status} {message}", status=status,
+        failure = DeliveryFailure("rejected", batch.events(), f"{status} {message}", status=status,
                                   details=details)
         return _Outcome(batch, "reject", failure=failure)

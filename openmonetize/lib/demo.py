@@ -6,6 +6,7 @@ Starts the embedded LocalIngestServer on loopback, sends the SDK guide's three e
 
 from __future__ import annotations
 
+import logging
 import random
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from openmonetize.configuration import Configuration
 
 if TYPE_CHECKING:
     from openmonetize.models.event import Event
+    from openmonetize.testing import LocalIngestServer
     from openmonetize.testing.store import SummaryRow
 
 DEMO_KEY = "demo-key"
@@ -76,8 +78,27 @@ def format_summary(rows: list[SummaryRow]) -> str:
     return "\n".join(lines)
 
 
+def background_delivery(server: LocalIngestServer) -> None:
+    """The OpenMonetize client delivering through failures: 30% of requests fail, nothing is lost."""
+    from openmonetize import OpenMonetize
+
+    server.set_fault_rate(0.3, seed=3)
+    with OpenMonetize(api_key=DEMO_KEY, base_url=server.url, flush_interval=0.05, batch_size=100) as om:
+        ids = {om.track_token_usage(customer_id="cust_def", feature_id="summarize", provider="openai",
+                                    model="gpt-4o-mini", input_tokens=900, output_tokens=120) for _ in range(3000)}
+        delivered = om.flush(timeout=60)
+        stats = om.stats()
+    server.set_fault_rate(0)
+    arrived = len(ids & server.event_ids)
+    print(f"background delivery with 30% of requests failing: {arrived}/{len(ids)} arrived once each "
+          f"(flush ok: {delivered}; {stats['requests']} requests, {stats['retried']} retries, "
+          f"{server.faults_injected} faults injected)")
+
+
 def main() -> None:
     from openmonetize.testing import LocalIngestServer
+
+    logging.basicConfig(level=logging.ERROR)  # retries are expected here; their warnings would drown the tour
 
     with LocalIngestServer(api_key=DEMO_KEY) as server:
         print(f"local ingest server listening on {server.url}")
@@ -95,6 +116,8 @@ def main() -> None:
             batch = mixed_batch(500)
             second = events_api.ingest(events=batch)
             print(f"mixed batch of {len(batch)}: accepted={second.accepted} duplicates={second.duplicates}")
+
+        background_delivery(server)
 
         print("\nWhat the server accepted, per customer:" + format_summary(server.summary()))
         print(f"\n{len(server.events)} events stored, {server.request_count} requests served")

@@ -20,19 +20,16 @@ class DeliveryFailure:
     """
 
     kind: FailureKind
-    events: list[Any]
+    events: list[dict[str, Any]]  # as sent on the wire
     reason: str
     status: int | None = None
     details: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def event_ids(self) -> list[str]:
-        return [_event_id(e) for e in self.events]
+        return [str(event["event_id"]) for event in self.events]
 
     def __str__(self) -> str:
         status = f" (HTTP {self.status})" if self.status else ""
         return f"{len(self.events)} event(s) {self.kind}{status}: {self.reason}"
 
-
-def _event_id(event: Any) -> str:
-    return str(event["event_id"] if isinstance(event, dict) else event.event_id)
