@@ -345,3 +345,12 @@ def test_api_key_and_base_url_from_the_environment(server, monkeypatch):
     token_usage(om)
     assert om.flush(10) and len(server.events) == 1
     om.shutdown(5)
+
+
+def test_an_idle_client_does_not_spin(om, server):
+    token_usage(om)
+    assert om.flush(10)
+    dispatcher = om._dispatcher
+    before = dispatcher.iterations
+    time.sleep(1.0)  # flush_interval is 0.05 s here: about 20 loops, not the thousands of a busy loop
+    assert dispatcher.iterations - before < 100

@@ -145,9 +145,10 @@ class Dispatcher:
                 if self.buffer.durable and now - last_adopt >= self.settings.adopt_interval:
                     self.buffer.adopt_orphans()  # type: ignore[attr-defined]
                     last_adopt = now
-                due = now - last_send >= self.settings.flush_interval or self.flush_waiters > 0 or self.stopping
-                if self._dispatch(due, now):
-                    last_send = now
+                interval_over = now - last_send >= self.settings.flush_interval
+                due = interval_over or self.flush_waiters > 0 or self.stopping
+                if self._dispatch(due, now) or interval_over:
+                    last_send = now  # the interval restarts whether or not there was anything to send
                 self._update_low_water()
                 if self.stopping and not self._in_flight and (len(self.buffer) == 0 or self._paused_until > now):
                     break

@@ -43,8 +43,12 @@ def check_event(event: EventT) -> EventT:
     # Fields are read from __dict__: getattr() of a field another event type lacks goes through
     # pydantic's __getattr__ and costs microseconds, and this runs for every event built.
     fields = event.__dict__
-    _check_part_of(fields, "reasoning_tokens", "output_tokens", "reasoning is counted inside output_tokens")
-    _check_part_of(fields, "cached_input_tokens", "input_tokens", "cached tokens are counted inside input_tokens")
+    reasoning = fields.get("reasoning_tokens")
+    if reasoning is not None and reasoning > fields["output_tokens"]:
+        raise _exceeds(fields, "reasoning_tokens", "output_tokens", "reasoning is counted inside output_tokens")
+    cached = fields.get("cached_input_tokens")
+    if cached is not None and cached > fields["input_tokens"]:
+        raise _exceeds(fields, "cached_input_tokens", "input_tokens", "cached tokens are counted inside input_tokens")
     quantity = fields.get("quantity")
     if quantity is not None and not math.isfinite(quantity):
         raise ValueError(f"quantity={quantity!r} is not allowed: quantity must be a finite number greater than 0")
@@ -54,12 +58,8 @@ def check_event(event: EventT) -> EventT:
     return event
 
 
-def _check_part_of(fields: dict[str, Any], part: str, whole: str, why: str) -> None:
-    part_value = fields.get(part)
-    if part_value is not None and part_value > fields[whole]:
-        raise ValueError(
-            f"{part}={part_value} exceeds {whole}={fields[whole]}: {part} may not exceed {whole} ({why})"
-        )
+def _exceeds(fields: dict[str, Any], part: str, whole: str, why: str) -> ValueError:
+    return ValueError(f"{part}={fields[part]} exceeds {whole}={fields[whole]}: {part} may not exceed {whole} ({why})")
 
 
 def _check_metadata(metadata: dict[str, Any]) -> None:
