@@ -354,3 +354,12 @@ def test_an_idle_client_does_not_spin(om, server):
     before = dispatcher.iterations
     time.sleep(1.0)  # flush_interval is 0.05 s here: about 20 loops, not the thousands of a busy loop
     assert dispatcher.iterations - before < 100
+
+
+def test_batches_are_bounded_by_bytes_as_well_as_count(server):
+    om = OpenMonetize(api_key=KEY, base_url=server.url, max_batch_bytes=10_000, flush_interval=0.05)
+    ids = {token_usage(om, metadata={"pad": "x" * 400}) for _ in range(100)}  # ~650 bytes each
+    assert om.flush(30)
+    assert server.event_ids == ids
+    assert om.stats()["requests"] >= 100 * 650 // 10_000
+    om.shutdown(5)

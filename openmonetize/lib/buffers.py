@@ -69,12 +69,19 @@ class MemoryBuffer:
     def commit(self) -> None:
         pass
 
-    def take(self, limit: int) -> Batch | None:
+    def take(self, limit: int, max_bytes: int) -> Batch | None:
+        """Up to `limit` events whose JSON adds up to at most `max_bytes` (always at least one)."""
         entries: list[Entry] = []
+        size = 0
         pop = self.intake.popleft
         with contextlib.suppress(IndexError):
             for _ in range(limit):
-                entries.append(pop())
+                entry = pop()
+                size += len(entry[1]) + 1
+                if entries and size > max_bytes:
+                    self.intake.appendleft(entry)
+                    break
+                entries.append(entry)
         if not entries:
             return None
         return Batch([body for _, body in entries], entries[0][0], entries)
@@ -218,16 +225,23 @@ class SpoolBuffer(MemoryBuffer):
             db.executemany("INSERT INTO events (seq, body) VALUES (?, ?)", rows)
         self._stored += len(rows)
 
-    def take(self, limit: int) -> Batch | None:
+    def take(self, limit: int, max_bytes: int) -> Batch | None:
         rows = self._require_db().execute(
             "SELECT id, seq, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
             (self._cursor, limit + len(self._reserved)),
         ).fetchall()
-        ids, seqs, bodies = [], [], []
+        ids: list[int] = []
+        seqs: list[int] = []
+        bodies: list[bytes] = []
+        size = 0
         for row_id, seq, body in rows:
-            self._cursor = row_id
             if row_id in self._reserved:
+                self._cursor = row_id
                 continue
+            size += len(body) + 1
+            if ids and size > max_bytes:
+                break
+            self._cursor = row_id
             ids.append(row_id)
             seqs.append(seq)
             bodies.append(bytes(body))

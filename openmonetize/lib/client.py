@@ -44,7 +44,7 @@ _event_adapter: TypeAdapter[Event] | None = None
 class OpenMonetize:
     """The background delivery client.
 
-    Memory is bounded by `max_queue_size` events waiting in memory (default 20,000, about 20-30 MB).
+    Memory is bounded by `max_queue_size` events waiting in memory (default 20,000, about 10 MB).
     When that is full, `track_*` waits up to `block_timeout` seconds for room (never on an asyncio
     event loop's thread), then drops the event and reports it through `on_error` and the log. With a
     `spool_dir`, events are committed to disk every `spool_commit_interval` seconds (default 0.05) and
@@ -63,8 +63,9 @@ class OpenMonetize:
         max_queue_size: int = 20_000,
         block_timeout: float = 1.0,
         batch_size: int = 1000,
+        max_batch_bytes: int = 5 * 1024 * 1024,
         flush_interval: float = 0.5,
-        max_concurrent_requests: int = 4,
+        max_concurrent_requests: int = 2,
         request_timeout: float = 10.0,
         gzip: bool = False,
         shutdown_timeout: float = 10.0,
@@ -85,8 +86,9 @@ class OpenMonetize:
         self.shutdown_timeout = shutdown_timeout
         self._api_key = api_key
         self._settings = DeliverySettings(
-            batch_size=batch_size, flush_interval=flush_interval, max_concurrent_requests=max_concurrent_requests,
-            request_timeout=request_timeout, commit_interval=spool_commit_interval, gzip=gzip,
+            batch_size=batch_size, max_batch_bytes=max_batch_bytes, flush_interval=flush_interval,
+            max_concurrent_requests=max_concurrent_requests, request_timeout=request_timeout,
+            commit_interval=spool_commit_interval, gzip=gzip,
         )
         self._closed = False
         self._reset_state()

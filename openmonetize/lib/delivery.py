@@ -29,6 +29,7 @@ logger = logging.getLogger("openmonetize")
 @dataclass
 class DeliverySettings:
     batch_size: int = 1000
+    max_batch_bytes: int = 5 * 1024 * 1024
     flush_interval: float = 0.5
     max_concurrent_requests: int = 4
     request_timeout: float = 10.0
@@ -168,7 +169,7 @@ class Dispatcher:
         while len(self._in_flight) < self.settings.max_concurrent_requests:
             if len(self.buffer) < self._batch_limit and not due:
                 break
-            batch = self.buffer.take(self._batch_limit)
+            batch = self.buffer.take(self._batch_limit, self.settings.max_batch_bytes)
             if batch is None:
                 break
             self._in_flight[id(batch)] = batch
