@@ -1,6 +1,16 @@
 """The hand-written layer of openmonetize.
 
 Everything outside `openmonetize/lib/` and `openmonetize/testing/` is generated from `openapi.yaml` by
-`./generate.sh` and must not be edited by hand. Modules here are what a generator cannot write; the
-generated models call into them through the spec's `x-sdk-validators` extension.
+`./generate.sh` and must not be edited by hand. The generated models call into `event_rules` through the
+spec's `x-sdk-validators` extension; the package exports `OpenMonetize` and `DeliveryFailure` through its
+template.
+
+- `event_ids`: UUIDv7 event ids.
+- `event_rules`: rules a JSON schema cannot express (defaults filled in, cross-field checks, metadata size).
+- `client`: `OpenMonetize`, tracking on the caller's thread and the client's lifecycle.
+- `delivery`: the background dispatcher and senders.
+- `buffers`: where queued events wait: memory, or the SQLite spool.
+- `retry`: the retry policy, as a urllib3 `Retry`.
+- `failures`: `DeliveryFailure`, what `on_error` receives.
+- `demo`: `python -m openmonetize.lib.demo`.
 """

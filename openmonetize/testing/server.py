@@ -22,15 +22,15 @@ import threading
 import time
 import uuid
 import zlib
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
+from .faults import Fault, FaultPlan
 from .spec import INGEST_PATH, IngestContract, Problem, load_contract
 from .store import EventStore, MemoryStore, SqliteStore, SummaryRow
 
@@ -93,57 +93,6 @@ def _seconds_header(seconds: float) -> str:
     return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
-# ---------------------------------------------------------------------------- faults
-
-
-@dataclass(frozen=True)
-class _Fault:
-    kind: Literal["fail", "delay", "drop"]
-    status: int = 503
-    retry_after: float | None = None
-    body: Mapping[str, Any] | None = None
-    seconds: float = 0.0
-
-
-class _FaultPlan:
-    """Faults for upcoming requests: queued ones first, in order, then random ones."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queue: deque[_Fault] = deque()
-        self._rate = 0.0
-        self._rng = random.Random()
-        self._menu: list[list[_Fault]] = []
-        self.injected = 0
-
-    def enqueue(self, fault: _Fault, n: int) -> None:
-        if n < 0:
-            raise ValueError("n must be >= 0")
-        with self._lock:
-            self._queue.extend([fault] * n)
-
-    def randomize(self, rate: float, rng: random.Random, menu: list[list[_Fault]]) -> None:
-        with self._lock:
-            self._rate, self._rng, self._menu = rate, rng, menu
-
-    def take(self) -> _Fault | None:
-        with self._lock:
-            if self._queue:
-                fault = self._queue.popleft()
-            elif self._rate > 0 and self._rng.random() < self._rate:
-                fault = self._rng.choice(self._rng.choice(self._menu))
-            else:
-                return None
-            self.injected += 1
-            return fault
-
-    def clear(self) -> None:
-        with self._lock:
-            self._queue.clear()
-            self._rate, self._menu = 0.0, []
-            self.injected = 0
-
-
 # ---------------------------------------------------------------------------- server
 
 
@@ -182,7 +131,7 @@ class LocalIngestServer:
         self._port = port
         self.max_body_bytes = max_body_bytes
         self._store: EventStore = MemoryStore() if db_path is None else SqliteStore(db_path)
-        self._faults = _FaultPlan()
+        self._faults = FaultPlan()
         self._lifecycle = threading.Lock()
         self._counter_lock = threading.Lock()
         self._requests = 0
@@ -348,17 +297,17 @@ class LocalIngestServer:
             raise ValueError("status must be an HTTP error status (400-599)")
         if retry_after is not None and retry_after < 0:
             raise ValueError("retry_after must be >= 0")
-        self._faults.enqueue(_Fault("fail", status=status, retry_after=retry_after, body=body), n)
+        self._faults.enqueue(Fault("fail", status=status, retry_after=retry_after, body=body), n)
 
     def delay_next(self, n: int = 1, seconds: float = 0.5) -> None:
         """Sleep ``seconds`` before handling each of the next ``n`` requests normally."""
         if seconds < 0:
             raise ValueError("seconds must be >= 0")
-        self._faults.enqueue(_Fault("delay", seconds=seconds), n)
+        self._faults.enqueue(Fault("delay", seconds=seconds), n)
 
     def drop_next(self, n: int = 1) -> None:
         """Read each of the next ``n`` requests, then close the connection unanswered."""
-        self._faults.enqueue(_Fault("drop"), n)
+        self._faults.enqueue(Fault("drop"), n)
 
     def set_fault_rate(
         self,
@@ -383,15 +332,15 @@ class LocalIngestServer:
         if any(not 400 <= code <= 599 for code in codes):
             raise ValueError("statuses must be HTTP error statuses (400-599)")
 
-        def failure(code: int) -> _Fault:
+        def failure(code: int) -> Fault:
             wait = retry_after if code in (429, 503) else None
-            return _Fault("fail", status=code, retry_after=wait)
+            return Fault("fail", status=code, retry_after=wait)
 
         menu = [
             [failure(code) for code in codes if code != 429],
             [failure(429)] if 429 in codes else [],
-            [_Fault("delay", seconds=delay)] if delay > 0 else [],
-            [_Fault("drop")] if drop else [],
+            [Fault("delay", seconds=delay)] if delay > 0 else [],
+            [Fault("drop")] if drop else [],
         ]
         menu = [kind for kind in menu if kind]
         if rate > 0 and not menu:
