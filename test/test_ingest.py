@@ -23,6 +23,7 @@ from openmonetize.configuration import Configuration
 from openmonetize.exceptions import (
     ApiException,
     BadRequestException,
+    ForbiddenException,
     ServiceException,
     UnauthorizedException,
 )
@@ -151,6 +152,8 @@ def test_server_validation_is_independent_of_the_client(events_api):
 @pytest.mark.parametrize(("status", "exc_type"), [
     (400, BadRequestException),
     (401, UnauthorizedException),
+    (402, ApiException),
+    (403, ForbiddenException),
     (413, ApiException),
     (429, ApiException),
     (500, ServiceException),
