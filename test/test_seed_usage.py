@@ -37,7 +37,8 @@ def run_guide(blocks: list[str], server: LocalIngestServer) -> dict[str, object]
 
 @pytest.mark.parametrize("guide", [*SEED_GUIDES, ROOT / "README.md"], ids=lambda p: p.name)
 def test_guide_usage_runs_verbatim(guide: Path):
-    blocks = [b for b in python_blocks(guide) if "events_api" in b or "import" in b]
+    blocks = [b for b in python_blocks(guide) if ("events_api" in b or "import" in b) and "OpenMonetize(" not in b
+              and "LocalIngestServer" not in b]
     assert blocks, f"no Python usage found in {guide}"
     with LocalIngestServer(api_key=GUIDE_KEY) as server:
         namespace = run_guide(blocks, server)
@@ -55,3 +56,15 @@ def test_seed_guide_is_present_in_ci():
     if not (ROOT.parent / "shared").exists():
         pytest.skip("the user's seeds are only beside the checkout on the project's machines")
     assert SEED_GUIDES, "expected ../shared/seeds/000_*.txt"
+
+
+def test_readme_background_delivery_usage_runs_verbatim(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    [block] = [b for b in python_blocks(ROOT / "README.md") if "OpenMonetize(" in b]
+    monkeypatch.chdir(tmp_path)  # the example's spool directory is relative
+    with LocalIngestServer(api_key=GUIDE_KEY) as server:
+        monkeypatch.setenv("OPENMONETIZE_API_KEY", GUIDE_KEY)
+        monkeypatch.setenv("OPENMONETIZE_BASE_URL", server.url)
+        namespace: dict[str, object] = {}
+        exec(compile(block, "README.md", "exec"), namespace)
+        assert namespace["event_id"] in server.event_ids
+        assert {e["event_type"] for e in server.events} == {"TOKEN_USAGE", "IMAGE_GENERATION", "CUSTOM"}
