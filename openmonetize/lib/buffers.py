@@ -69,6 +69,9 @@ class MemoryBuffer:
     def commit(self) -> None:
         pass
 
+    def adopt_orphans(self) -> int:
+        return 0
+
     def take(self, limit: int, max_bytes: int) -> Batch | None:
         """Up to `limit` events whose JSON adds up to at most `max_bytes` (always at least one)."""
         entries: list[Entry] = []

@@ -218,7 +218,11 @@ class OpenMonetize:
     def _wait_for_room(self, dispatcher: Dispatcher, body: bytes) -> bool:
         """The back-pressure policy; False when the event was dropped (and reported)."""
         dispatcher.wakeup.set()
-        on_event_loop = asyncio.events._get_running_loop() is not None
+        try:
+            asyncio.get_running_loop()
+            on_event_loop = True
+        except RuntimeError:
+            on_event_loop = False
         deadline = time.monotonic() + (0.0 if on_event_loop else self.block_timeout)
         while len(self._buffer.intake) >= self.max_queue_size:
             if time.monotonic() >= deadline:

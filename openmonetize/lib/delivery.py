@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import urllib3
 
@@ -59,7 +60,7 @@ class Stats:
 @dataclass
 class _Outcome:
     batch: Batch
-    kind: str  # "ack" | "retry" | "reject" | "split"
+    kind: Literal["ack", "retry", "reject", "split"]
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
@@ -143,8 +144,8 @@ class Dispatcher:
                 now = time.monotonic()
                 self.buffer.commit()
                 self._collect_outcomes()
-                if self.buffer.durable and now - last_adopt >= self.settings.adopt_interval:
-                    self.buffer.adopt_orphans()  # type: ignore[attr-defined]
+                if now - last_adopt >= self.settings.adopt_interval:
+                    self.buffer.adopt_orphans()
                     last_adopt = now
                 interval_over = now - last_send >= self.settings.flush_interval
                 due = interval_over or self.flush_waiters > 0 or self.stopping
@@ -225,10 +226,9 @@ class Dispatcher:
                 return
             try:
                 outcome = self._send(batch)
-            except BaseException as exc:  # never lose a batch to a bug in the path below
+            except Exception:  # never lose a batch to a bug in the path below
                 logger.exception("openmonetize: unexpected error sending %d events; will retry", len(batch.bodies))
-                outcome = _Outcome(batch, "retry", failure=None)
-                del exc
+                outcome = _Outcome(batch, "retry")
             self._outcomes.put(outcome)
             self.wakeup.set()
 
