@@ -39,6 +39,8 @@ __all__ = [
     "TokenUsageEvent",
     "OpenMonetize",
     "DeliveryFailure",
+    "create_llm_tracker",
+    "LLMTracker",
 ]
 
 import typing as _typing
@@ -73,6 +75,8 @@ if _typing.TYPE_CHECKING:
     # import the hand-written layer's public names
     from openmonetize.lib.client import OpenMonetize as OpenMonetize
     from openmonetize.lib.failures import DeliveryFailure as DeliveryFailure
+    from openmonetize.lib.llm import create_llm_tracker as create_llm_tracker
+    from openmonetize.lib.llm import LLMTracker as LLMTracker
 else:
     from importlib import import_module
 
@@ -98,6 +102,8 @@ else:
         "TokenUsageEvent": ".models.token_usage_event",
         "OpenMonetize": ".lib.client",
         "DeliveryFailure": ".lib.failures",
+        "create_llm_tracker": ".lib.llm",
+        "LLMTracker": ".lib.llm",
     }
 
     def __getattr__(name: str) -> object:

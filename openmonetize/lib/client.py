@@ -204,18 +204,19 @@ class OpenMonetize:
             event = _event_adapter.validate_python(event)
         return self._enqueue(event)  # type: ignore[arg-type]
 
-    def _enqueue(self, event: TokenUsageEvent | ImageGenerationEvent | CustomEvent) -> str:
+    def _enqueue(self, event: TokenUsageEvent | ImageGenerationEvent | CustomEvent, *, wait: bool = True) -> str:
+        """Queue the event's JSON. `wait=False` never waits for room (the LLM tracker, after a paid call)."""
         dispatcher = self._dispatcher or self._start()
         body = event.__pydantic_serializer__.to_json(event, exclude_none=True)  # once, as it will be sent
         intake = self._buffer.intake
-        if len(intake) >= self.max_queue_size and not self._wait_for_room(dispatcher, body):
+        if len(intake) >= self.max_queue_size and not self._wait_for_room(dispatcher, body, wait):
             return event.event_id
         intake.append((next(self._seq), body))
         if len(intake) % self._settings.batch_size == 0:
             dispatcher.wakeup.set()
         return event.event_id
 
-    def _wait_for_room(self, dispatcher: Dispatcher, body: bytes) -> bool:
+    def _wait_for_room(self, dispatcher: Dispatcher, body: bytes, wait: bool) -> bool:
         """The back-pressure policy; False when the event was dropped (and reported)."""
         dispatcher.wakeup.set()
         try:
@@ -223,7 +224,7 @@ class OpenMonetize:
             on_event_loop = True
         except RuntimeError:
             on_event_loop = False
-        deadline = time.monotonic() + (0.0 if on_event_loop else self.block_timeout)
+        deadline = time.monotonic() + (self.block_timeout if wait and not on_event_loop else 0.0)
         while len(self._buffer.intake) >= self.max_queue_size:
             if time.monotonic() >= deadline:
                 self._stats.add(dropped=1)
@@ -231,6 +232,7 @@ class OpenMonetize:
                     "dropped", [json.loads(body)],
                     f"the queue held {self.max_queue_size} events for {self.block_timeout}s"
                     + (" (not waiting on an asyncio event loop)" if on_event_loop else "")
+                    + ("" if wait else " (not waiting after an LLM call)")
                     + "; configure spool_dir= to keep events on disk instead"))
                 return False
             time.sleep(0.001)

@@ -1,0 +1,303 @@
+"""Transparent proxies: a wrapped client, its tracked methods, and the streams they return.
+
+The proxies are `wrapt.ObjectProxy`s, so `isinstance`, attribute access, `with`, `close()`,
+`with_raw_response` and everything else behave as on the object underneath; only the methods in the
+route table (`routes.py`) and the stream protocol methods are intercepted. Nothing here raises into
+the caller: an error in our own bookkeeping is logged and the provider's answer is returned as is.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from types import TracebackType
+from typing import Any, Protocol
+
+import wrapt
+
+from openmonetize.lib.llm.routes import CLIENT_COPIES, Method, Routes
+from openmonetize.lib.llm.usage import Observation, Tally
+
+logger = logging.getLogger("openmonetize.llm")
+
+#: How a call ended. Anything but "completed" with the provider's final usage is recorded as partial.
+COMPLETED, CLOSED, ERROR, ABANDONED = "completed", "closed", "error", "abandoned"
+
+
+class Recorder(Protocol):
+    def record(self, observation: Observation, end: str, requested_model: Any) -> None:
+        """Queue one usage event; never raises."""
+
+
+class TrackedClient(wrapt.ObjectProxy[Any]):
+    """A provider client (or one of its resources) with the billed methods intercepted."""
+
+    def __init__(self, wrapped: Any, routes: Routes, recorder: Recorder, root: Routes) -> None:
+        super().__init__(wrapped)
+        self._self_routes = routes
+        self._self_recorder = recorder
+        self._self_root = root
+        self._self_children: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        route = self._self_routes.get(name)
+        if route is None and not (name in CLIENT_COPIES and self._self_routes is self._self_root):
+            return getattr(self.__wrapped__, name)
+        child = self._self_children.get(name)
+        if child is None:
+            target = getattr(self.__wrapped__, name)
+            if isinstance(route, Method):
+                child = _tracked_method(target, route, self._self_recorder)
+            elif route is None:  # with_options(...) / copy(...): a new client, tracked the same way
+                child = _rewrapping(target, self._self_root, self._self_recorder)
+            else:
+                child = TrackedClient(target, route, self._self_recorder, self._self_root)
+            self._self_children[name] = child
+        return child
+
+    def __enter__(self) -> Any:
+        entered = self.__wrapped__.__enter__()
+        return self if entered is self.__wrapped__ else entered
+
+    async def __aenter__(self) -> Any:
+        entered = await self.__wrapped__.__aenter__()
+        return self if entered is self.__wrapped__ else entered
+
+    def __repr__(self) -> str:
+        return repr(self.__wrapped__)
+
+
+def _rewrapping(target: Callable[..., Any], root: Routes, recorder: Recorder) -> Callable[..., Any]:
+    @functools.wraps(target)
+    def copy(*args: Any, **kwargs: Any) -> Any:
+        return TrackedClient(target(*args, **kwargs), root, recorder, root)
+
+    return copy
+
+
+def _tracked_method(target: Callable[..., Any], method: Method, recorder: Recorder) -> Callable[..., Any]:
+    """The method with billing added: same signature, same return value, same exceptions."""
+    if inspect.iscoroutinefunction(target):
+
+        @functools.wraps(target)
+        async def tracked_async(*args: Any, **kwargs: Any) -> Any:
+            hide = _ask_for_usage(method, kwargs)
+            return _observe(await target(*args, **kwargs), method, kwargs, hide, recorder)
+
+        return tracked_async
+
+    @functools.wraps(target)
+    def tracked(*args: Any, **kwargs: Any) -> Any:
+        hide = _ask_for_usage(method, kwargs)
+        return _observe(target(*args, **kwargs), method, kwargs, hide, recorder)
+
+    return tracked
+
+
+def _ask_for_usage(method: Method, kwargs: dict[str, Any]) -> bool:
+    """Request stream usage where the API only sends it when asked; True if the caller had not asked."""
+    if not method.asks_for_usage or (method.streams == "when_asked" and kwargs.get("stream") is not True):
+        return False
+    options = kwargs.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return False
+    kwargs["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return True
+
+
+def _observe(result: Any, method: Method, kwargs: dict[str, Any], hide: bool, recorder: Recorder) -> Any:
+    try:
+        streams = method.streams
+        model = kwargs.get("model")
+        if streams == "never" or (streams == "when_asked" and kwargs.get("stream") is not True):
+            assert method.read is not None
+            recorder.record(method.read(result), COMPLETED, model)
+            return result
+        if streams == "manager":
+            return TrackedStreamManager(result, method, hide, recorder, model)
+        assert method.tally is not None
+        return _stream_proxy(result)(result, method.tally(hide), _on_end(recorder, model))
+    except Exception:
+        logger.exception("openmonetize: could not track this LLM call; the response is returned untouched")
+        return result
+
+
+def _on_end(recorder: Recorder, model: Any) -> Callable[[Observation, str], None]:
+    return lambda observation, end: recorder.record(observation, end, model)
+
+
+class _StreamBase(wrapt.ObjectProxy[Any]):
+    """What sync and async streams share: the tally and recording exactly once."""
+
+    def __init__(self, wrapped: Any, tally: Tally, on_end: Callable[[Observation, str], None] | None) -> None:
+        super().__init__(wrapped)
+        self._self_tally = tally
+        self._self_on_end = on_end
+
+    def _self_observe(self, item: Any) -> bool:
+        try:
+            return self._self_tally.observe(item)
+        except Exception:
+            logger.exception("openmonetize: could not read usage from a stream item; passing it on")
+            return False
+
+    def _self_end(self, how: str) -> None:
+        on_end, self._self_on_end = self._self_on_end, None
+        if on_end is not None:
+            on_end(self._self_tally.seen, COMPLETED if self._self_tally.complete else how)
+
+    def close(self) -> Any:
+        self._self_end(CLOSED)
+        return self.__wrapped__.close()
+
+    def __del__(self) -> None:
+        self._self_end(ABANDONED)
+
+    def __repr__(self) -> str:
+        return repr(self.__wrapped__)
+
+
+class TrackedStream(_StreamBase):
+    """A sync stream (`openai.Stream`, `anthropic.Stream`, Gemini's generator): recorded when it ends."""
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._self_iterate()
+
+    def _self_iterate(self) -> Iterator[Any]:
+        try:
+            for item in self.__wrapped__:
+                if not self._self_observe(item):
+                    yield item
+        except GeneratorExit:  # the caller broke out of the loop
+            self._self_end(CLOSED)
+            raise
+        except BaseException:
+            self._self_end(ERROR)
+            raise
+        self._self_end(COMPLETED)
+
+    def __next__(self) -> Any:
+        while True:
+            try:
+                item = self.__wrapped__.__next__()
+            except StopIteration:
+                self._self_end(COMPLETED)
+                raise
+            except BaseException:
+                self._self_end(ERROR)
+                raise
+            if not self._self_observe(item):
+                return item
+
+    def __enter__(self) -> Any:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Any:
+        self._self_end(ERROR if exc_type is not None else CLOSED)
+        return self.__wrapped__.__exit__(exc_type, exc, tb)
+
+
+class TrackedAsyncStream(_StreamBase):
+    """An async stream (`openai.AsyncStream`, `anthropic.AsyncStream`, Gemini's async generator)."""
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._self_aiterate()
+
+    async def _self_aiterate(self) -> AsyncIterator[Any]:
+        try:
+            async for item in self.__wrapped__:
+                if not self._self_observe(item):
+                    yield item
+        except GeneratorExit:
+            self._self_end(CLOSED)
+            raise
+        except BaseException:
+            self._self_end(ERROR)
+            raise
+        self._self_end(COMPLETED)
+
+    async def __anext__(self) -> Any:
+        while True:
+            try:
+                item = await self.__wrapped__.__anext__()
+            except StopAsyncIteration:
+                self._self_end(COMPLETED)
+                raise
+            except BaseException:
+                self._self_end(ERROR)
+                raise
+            if not self._self_observe(item):
+                return item
+
+    def aclose(self) -> Any:
+        self._self_end(CLOSED)
+        return self.__wrapped__.aclose()
+
+    async def __aenter__(self) -> Any:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> Any:
+        self._self_end(ERROR if exc_type is not None else CLOSED)
+        return await self.__wrapped__.__aexit__(exc_type, exc, tb)
+
+
+def _stream_proxy(stream: Any) -> type[_StreamBase]:
+    return TrackedAsyncStream if hasattr(type(stream), "__anext__") else TrackedStream
+
+
+class TrackedStreamManager(wrapt.ObjectProxy[Any]):
+    """The SDKs' `.stream()` context managers: recorded from the SDK's own snapshot when the block exits.
+
+    The snapshot is what the SDK accumulated whichever way the caller read the stream (iterating,
+    `text_stream`, `get_final_message()`), so reading it at exit sees every path.
+    """
+
+    def __init__(self, wrapped: Any, method: Method, hide: bool, recorder: Recorder, model: Any) -> None:
+        super().__init__(wrapped)
+        self._self_method = method
+        self._self_hide = hide
+        self._self_recorder = recorder
+        self._self_model = model
+        self._self_stream: Any = None
+
+    def _self_view(self, stream: Any) -> Any:
+        self._self_stream = stream
+        tally = self._self_method.tally
+        if not self._self_hide or tally is None:
+            return stream
+        try:  # only to hide the usage chunk the caller did not ask for; recording happens at exit
+            return _stream_proxy(stream)(stream, tally(True), None)
+        except Exception:
+            logger.exception("openmonetize: could not wrap this stream; it is returned untouched")
+            return stream
+
+    def _self_record(self, exc_type: type[BaseException] | None) -> None:
+        try:
+            assert self._self_method.snapshot is not None
+            observation, complete = self._self_method.snapshot(self._self_stream)
+            end = COMPLETED if complete else (ERROR if exc_type is not None else CLOSED)
+            self._self_recorder.record(observation, end, self._self_model)
+        except Exception:
+            logger.exception("openmonetize: could not track this LLM stream")
+
+    def __enter__(self) -> Any:
+        return self._self_view(self.__wrapped__.__enter__())
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Any:
+        self._self_record(exc_type)
+        return self.__wrapped__.__exit__(exc_type, exc, tb)
+
+    async def __aenter__(self) -> Any:
+        return self._self_view(await self.__wrapped__.__aenter__())
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> Any:
+        self._self_record(exc_type)
+        return await self.__wrapped__.__aexit__(exc_type, exc, tb)

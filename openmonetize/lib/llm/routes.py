@@ -1,0 +1,95 @@
+"""Which methods of which provider client are billed, and how each one answers.
+
+A route table mirrors the client's attribute tree (`chat` -> `completions` -> `create`); everything not
+in it passes through the wrapper untouched. Providers are recognised by the client's module, so no
+provider SDK is imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+from openmonetize.lib.llm import usage as u
+
+Streams = Literal["never", "when_asked", "always", "manager"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """How a tracked method answers and where its usage is."""
+
+    #: "never": returns the response; "when_asked": a stream when called with stream=True; "always": a
+    #: stream (Gemini's `*_stream`); "manager": a context manager over a stream (the SDKs' `.stream()`)
+    streams: Streams
+    read: Callable[[Any], u.Observation] | None = None
+    tally: Callable[[bool], u.Tally] | None = None
+    snapshot: Callable[[Any], tuple[u.Observation, bool]] | None = None
+    #: OpenAI chat streams carry usage only when asked with stream_options.include_usage
+    asks_for_usage: bool = False
+
+
+Routes = dict[str, Union["Routes", Method]]
+
+#: the client methods that return a new client of the same kind (`with_options(timeout=...)`)
+CLIENT_COPIES = frozenset({"with_options", "copy"})
+
+_CHAT_CREATE = Method("when_asked", u.read_openai_chat, lambda hide: u.ChatChunkTally(hide), asks_for_usage=True)
+_CHAT_PARSE = Method("never", u.read_openai_chat)
+_CHAT_STREAM = Method("manager", tally=lambda hide: u.ChatHelperTally(hide), snapshot=u.read_chat_helper_snapshot,
+                      asks_for_usage=True)
+_OPENAI_CHAT: Routes = {"completions": {"create": _CHAT_CREATE, "parse": _CHAT_PARSE, "stream": _CHAT_STREAM}}
+_RESPONSES: Routes = {
+    "create": Method("when_asked", u.read_openai_responses, lambda hide: u.ResponsesTally()),
+    "parse": Method("never", u.read_openai_responses),
+}
+OPENAI: Routes = {
+    "chat": _OPENAI_CHAT,
+    "responses": _RESPONSES,
+    "embeddings": {"create": Method("never", u.read_openai_embeddings)},
+    "beta": {"chat": _OPENAI_CHAT},
+}
+
+GROQ: Routes = {
+    # Groq reports stream usage in the last chunk's `x_groq` without being asked
+    "chat": {"completions": {"create": Method("when_asked", u.read_openai_chat, lambda hide: u.ChatChunkTally(hide))}},
+}
+
+_MESSAGES: Routes = {
+    "create": Method("when_asked", u.read_anthropic_message, lambda hide: u.AnthropicTally()),
+    "parse": Method("never", u.read_anthropic_message),
+    "stream": Method("manager", snapshot=u.read_anthropic_helper_snapshot),
+}
+ANTHROPIC: Routes = {"messages": _MESSAGES, "beta": {"messages": _MESSAGES}}
+
+_MODELS: Routes = {
+    "generate_content": Method("never", u.read_gemini),
+    "generate_content_stream": Method("always", tally=lambda hide: u.GeminiTally()),
+}
+GEMINI: Routes = {"models": _MODELS, "aio": {"models": _MODELS}}
+
+_BY_PROVIDER: dict[str, Routes] = {
+    "openai": OPENAI, "openrouter": OPENAI, "groq": GROQ, "anthropic": ANTHROPIC, "google": GEMINI,
+}
+SUPPORTED = "openai.OpenAI/AsyncOpenAI (also OpenRouter), anthropic.Anthropic/AsyncAnthropic, google.genai.Client, " \
+            "groq.Groq/AsyncGroq"
+
+
+def detect_provider(client: Any) -> str | None:
+    """The provider name recorded on events, from the client's package (and OpenRouter from its base URL)."""
+    package = type(client).__module__.partition(".")[0]
+    if package == "openai":
+        return "openrouter" if "openrouter" in str(getattr(client, "base_url", "")) else "openai"
+    if package == "google" and type(client).__module__.startswith("google.genai"):
+        return "google"
+    return package if package in ("anthropic", "groq") else None
+
+
+def routes_for(provider: str, client: Any) -> Routes | None:
+    """The route table for a provider name, else for the client's own package."""
+    routes = _BY_PROVIDER.get(provider)
+    if routes is None:
+        detected = detect_provider(client)
+        routes = _BY_PROVIDER.get(detected) if detected else None
+    return routes

@@ -1,0 +1,265 @@
+"""Reading token usage out of provider responses and streams.
+
+Everything here is duck-typed on the providers' response objects (pydantic models in every SDK), so the
+provider SDKs stay optional imports. The accounting rules are the table in `docs/guides/llm.md`:
+
+- output includes reasoning/thinking tokens (OpenAI and Anthropic already count them inside their
+  output; Gemini's `thoughts_token_count` is separate and is added);
+- Anthropic input is input + cache creation + cache read, and the cache read is `cached_input_tokens`;
+- stream usage is read where each provider puts it and is never summed: OpenAI's usage-only final chunk,
+  Groq's `x_groq.usage`, the Responses `response.completed` event, Anthropic's cumulative
+  `message_delta`, Gemini's running totals (the last one wins).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+Metadata = dict[str, Any]
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    #: provider facts worth keeping beside the counts (OpenRouter's cost, Anthropic's cache writes)
+    extra: Metadata = field(default_factory=dict)
+
+
+@dataclass
+class Observation:
+    """What one call produced, as far as billing is concerned."""
+
+    usage: Usage | None = None
+    model: str | None = None
+    response_id: str | None = None
+
+
+def _int(value: Any) -> int:
+    return value if type(value) is int else 0
+
+
+def _opt_int(value: Any) -> int | None:
+    return value if type(value) is int else None
+
+
+# -- final objects ----------------------------------------------------------------------------------
+
+
+def openai_chat_usage(usage: Any) -> Usage:
+    """Chat Completions (also Groq, OpenRouter, any OpenAI-compatible server)."""
+    prompt_details = getattr(usage, "prompt_tokens_details", None)
+    completion_details = getattr(usage, "completion_tokens_details", None)
+    extra: Metadata = {}
+    cost = getattr(usage, "cost", None)  # OpenRouter; the SDK's usage model keeps unknown fields
+    if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+        extra["cost"] = cost
+    return Usage(
+        input_tokens=_int(getattr(usage, "prompt_tokens", 0)),
+        output_tokens=_int(getattr(usage, "completion_tokens", 0)),
+        cached_input_tokens=_opt_int(getattr(prompt_details, "cached_tokens", None)),
+        reasoning_tokens=_opt_int(getattr(completion_details, "reasoning_tokens", None)),
+        extra=extra,
+    )
+
+
+def openai_responses_usage(usage: Any) -> Usage:
+    return Usage(
+        input_tokens=_int(getattr(usage, "input_tokens", 0)),
+        output_tokens=_int(getattr(usage, "output_tokens", 0)),
+        cached_input_tokens=_opt_int(getattr(getattr(usage, "input_tokens_details", None), "cached_tokens", None)),
+        reasoning_tokens=_opt_int(
+            getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", None)),
+    )
+
+
+def anthropic_usage(usage: Any) -> Usage:
+    """Anthropic reports cache writes and reads beside `input_tokens`, not inside it."""
+    base = _int(getattr(usage, "input_tokens", 0))
+    written = _int(getattr(usage, "cache_creation_input_tokens", None))
+    read = _int(getattr(usage, "cache_read_input_tokens", None))
+    extra: Metadata = {"cache_creation_input_tokens": written} if written else {}
+    return Usage(
+        input_tokens=base + written + read,
+        output_tokens=_int(getattr(usage, "output_tokens", 0)),
+        cached_input_tokens=read if read else None,
+        extra=extra,
+    )
+
+
+def gemini_usage(meta: Any) -> Usage:
+    """Gemini counts thinking (`thoughts_token_count`) and tool-use prompts outside its two main counts."""
+    thoughts = _opt_int(getattr(meta, "thoughts_token_count", None))
+    return Usage(
+        input_tokens=_int(getattr(meta, "prompt_token_count", 0))
+        + _int(getattr(meta, "tool_use_prompt_token_count", None)),
+        output_tokens=_int(getattr(meta, "candidates_token_count", 0)) + (thoughts or 0),
+        cached_input_tokens=_opt_int(getattr(meta, "cached_content_token_count", None)),
+        reasoning_tokens=thoughts,
+    )
+
+
+def _observe(response: Any, usage: Usage | None, model_attr: str = "model", id_attr: str = "id") -> Observation:
+    model = getattr(response, model_attr, None)
+    response_id = getattr(response, id_attr, None)
+    return Observation(usage, model if isinstance(model, str) else None,
+                       response_id if isinstance(response_id, str) else None)
+
+
+def read_openai_chat(response: Any) -> Observation:
+    usage = getattr(response, "usage", None)
+    return _observe(response, openai_chat_usage(usage) if usage is not None else None)
+
+
+def read_openai_responses(response: Any) -> Observation:
+    usage = getattr(response, "usage", None)
+    return _observe(response, openai_responses_usage(usage) if usage is not None else None)
+
+
+def read_openai_embeddings(response: Any) -> Observation:
+    usage = getattr(response, "usage", None)
+    return _observe(response, openai_chat_usage(usage) if usage is not None else None, id_attr="")
+
+
+def read_anthropic_message(message: Any) -> Observation:
+    usage = getattr(message, "usage", None)
+    return _observe(message, anthropic_usage(usage) if usage is not None else None)
+
+
+def read_gemini(response: Any) -> Observation:
+    meta = getattr(response, "usage_metadata", None)
+    return _observe(response, gemini_usage(meta) if meta is not None else None,
+                    model_attr="model_version", id_attr="response_id")
+
+
+# -- streams: one tally per stream, fed every item the caller (or the SDK's helper) pulls -----------------
+
+
+class Tally:
+    """Accumulates what a stream has shown so far; `observe` returns True for items to hide from the caller."""
+
+    def __init__(self) -> None:
+        self.seen = Observation()
+        self.complete = False  # the provider's final usage arrived
+
+    def observe(self, item: Any) -> bool:
+        raise NotImplementedError
+
+    def _meet(self, obj: Any, model_attr: str = "model", id_attr: str = "id") -> None:
+        if self.seen.response_id is None:
+            response_id = getattr(obj, id_attr, None)
+            if isinstance(response_id, str):
+                self.seen.response_id = response_id
+        if self.seen.model is None:
+            model = getattr(obj, model_attr, None)
+            if isinstance(model, str):
+                self.seen.model = model
+
+
+class ChatChunkTally(Tally):
+    """OpenAI-shaped chat chunks: usage in a final chunk (OpenAI, OpenRouter) or under `x_groq` (Groq)."""
+
+    def __init__(self, hide_usage_chunk: bool) -> None:
+        super().__init__()
+        self.hide_usage_chunk = hide_usage_chunk
+
+    def observe(self, item: Any) -> bool:
+        self._meet(item)
+        usage = getattr(item, "usage", None)
+        if usage is None:
+            x_groq = getattr(item, "x_groq", None)
+            usage = getattr(x_groq, "usage", None) if x_groq is not None else None
+        if usage is None:
+            return False
+        self.seen.usage = openai_chat_usage(usage)
+        self.complete = True
+        # the chunk that exists only because usage was requested for billing: its `choices` is empty
+        return self.hide_usage_chunk and not getattr(item, "choices", None)
+
+
+class ChatHelperTally(ChatChunkTally):
+    """`chat.completions.stream()` events: the raw chunks arrive inside `chunk` events."""
+
+    def observe(self, item: Any) -> bool:
+        if getattr(item, "type", None) != "chunk":
+            return False
+        return super().observe(item.chunk)
+
+
+_RESPONSE_DONE = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class ResponsesTally(Tally):
+    def observe(self, item: Any) -> bool:
+        kind = getattr(item, "type", None)
+        if kind == "response.created":
+            self._meet(item.response)
+        elif kind in _RESPONSE_DONE:
+            response = item.response
+            self._meet(response)
+            usage = getattr(response, "usage", None)
+            if usage is not None:
+                self.seen.usage = openai_responses_usage(usage)
+                self.complete = True
+        return False
+
+
+class AnthropicTally(Tally):
+    """`message_start` carries input and a preliminary output; `message_delta` usage is CUMULATIVE."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._totals = SimpleNamespace()
+
+    def observe(self, item: Any) -> bool:
+        kind = getattr(item, "type", None)
+        if kind == "message_start":
+            self._meet(item.message)
+            self._take(item.message.usage)
+        elif kind == "message_delta":
+            self._take(item.usage)
+        elif kind == "message_stop":
+            self.complete = True
+        return False
+
+    def _take(self, usage: Any) -> None:
+        # replace, never add: every field an event carries is the running total so far
+        for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+            value = getattr(usage, name, None)
+            if value is not None:
+                setattr(self._totals, name, value)
+        self.seen.usage = anthropic_usage(self._totals)
+
+
+class GeminiTally(Tally):
+    """Every chunk repeats the running totals; the last chunk's are the call's."""
+
+    def observe(self, item: Any) -> bool:
+        self._meet(item, model_attr="model_version", id_attr="response_id")
+        meta = getattr(item, "usage_metadata", None)
+        if meta is not None:
+            self.seen.usage = gemini_usage(meta)
+        return False
+
+
+def read_chat_helper_snapshot(stream: Any) -> tuple[Observation, bool]:
+    """What `chat.completions.stream()` accumulated, read when its context manager exits."""
+    try:
+        snapshot = stream.current_completion_snapshot
+    except AssertionError:  # nothing arrived
+        return Observation(), False
+    observation = read_openai_chat(snapshot)
+    return observation, observation.usage is not None
+
+
+def read_anthropic_helper_snapshot(stream: Any) -> tuple[Observation, bool]:
+    """What `messages.stream()` accumulated (the SDK already treats `message_delta` as cumulative)."""
+    try:
+        snapshot = stream.current_message_snapshot
+    except AssertionError:
+        return Observation(), False
+    return read_anthropic_message(snapshot), getattr(snapshot, "stop_reason", None) is not None
