@@ -69,7 +69,9 @@ google-genai does not retry unless ``HttpOptions.retry_options`` is set.
 so the client sees an incomplete body and raises during iteration.
 
 Only the standard library is used; nothing is written to disk, nothing sleeps. JSON answers
-keep the connection alive (Content-Length); streams are chunked and keep it alive too.
+keep the connection alive (Content-Length); streams are chunked and keep it alive too. (The
+openai SDK's sync ``Stream`` stops reading at ``data: [DONE]``, before the chunked body's end,
+so it opens a new connection for every chat stream; its async one drains and reuses it.)
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["REPLY_CHUNKS", "REPLY_TEXT", "USAGE", "FakeLLMServer", "RecordedRequest", "reported_model"]
 
@@ -280,7 +282,7 @@ def _example(schema: Any, root: Mapping[str, Any], depth: int = 0) -> Any:
         return schema["const"]
     if isinstance(schema.get("enum"), list) and schema["enum"]:
         return schema["enum"][0]
-    for key in ("anyOf", "oneOf", "allOf"):
+    for key in ("anyOf", "oneOf", "allOf"):  # allOf: pydantic only wraps a lone $ref in one
         options = schema.get(key)
         if isinstance(options, list) and options:
             concrete = [o for o in options if not (isinstance(o, Mapping) and o.get("type") == "null")]
@@ -358,7 +360,9 @@ def _reply_text(call: _Call) -> str:
     """REPLY_TEXT, or JSON for the schema the request asks the answer to follow."""
     body = call.body
     if call.provider == "gemini":
-        config = _dig(body, "generationConfig") or {}
+        config = _dig(body, "generationConfig")
+        if not isinstance(config, Mapping):
+            return REPLY_TEXT
         schema = config.get("responseJsonSchema") or config.get("responseSchema")
         if config.get("responseMimeType") == "application/json":
             return _schema_text(schema) if schema else json.dumps({"text": REPLY_TEXT})
@@ -701,27 +705,32 @@ def _error(provider: str, status: int, message: str, seq: int = 0) -> _Reply:
 
 # ---------------------------------------------------------------------------- routing
 
-_Builder = Callable[[_Call], _Reply]
-_ROUTES: dict[str, tuple[str, str, _Builder, tuple[str, ...]]] = {
-    # path: (provider, endpoint, builder, required body fields)
-    "/openai/v1/chat/completions": ("openai", "chat", _chat, ("model", "messages")),
-    "/openai/v1/responses": ("openai", "responses", _responses, ("model",)),
-    "/openai/v1/embeddings": ("openai", "embeddings", _embeddings, ("model", "input")),
-    "/openrouter/api/v1/chat/completions": ("openrouter", "chat", _chat, ("model", "messages")),
-    "/openrouter/api/v1/embeddings": ("openrouter", "embeddings", _embeddings, ("model", "input")),
-    "/groq/openai/v1/chat/completions": ("groq", "chat", _chat, ("model", "messages")),
-    "/anthropic/v1/messages": ("anthropic", "messages", _anthropic, ("model", "messages", "max_tokens")),
+class _Endpoint(NamedTuple):
+    provider: str
+    name: str  # as in the _Call: "chat", "responses", "embeddings", "messages", "generateContent", ...
+    build: Callable[[_Call], _Reply]
+    required: tuple[str, ...]  # body fields the provider refuses a request without
+
+
+_ENDPOINTS = {
+    "/openai/v1/chat/completions": _Endpoint("openai", "chat", _chat, ("model", "messages")),
+    "/openai/v1/responses": _Endpoint("openai", "responses", _responses, ("model",)),
+    "/openai/v1/embeddings": _Endpoint("openai", "embeddings", _embeddings, ("model", "input")),
+    "/openrouter/api/v1/chat/completions": _Endpoint("openrouter", "chat", _chat, ("model", "messages")),
+    "/openrouter/api/v1/embeddings": _Endpoint("openrouter", "embeddings", _embeddings, ("model", "input")),
+    "/groq/openai/v1/chat/completions": _Endpoint("groq", "chat", _chat, ("model", "messages")),
+    "/anthropic/v1/messages": _Endpoint("anthropic", "messages", _anthropic, ("model", "messages", "max_tokens")),
 }
 
 
-def _route(path: str) -> tuple[str, str, _Builder, tuple[str, ...], str] | None:
-    """(provider, endpoint, builder, required fields, model from the path) for a known endpoint."""
-    if path in _ROUTES:
-        return (*_ROUTES[path], "")
+def _route(path: str) -> tuple[_Endpoint, str] | None:
+    """The endpoint at ``path`` and the model named in the path (Gemini), or None."""
+    if path in _ENDPOINTS:
+        return _ENDPOINTS[path], ""
     match = _GEMINI_PATH.fullmatch(path)
-    if match:
-        return "gemini", match.group(3), _gemini, ("contents",), match.group(2)
-    return None
+    if match is None:
+        return None
+    return _Endpoint("gemini", match.group(3), _gemini, ("contents",)), match.group(2)
 
 
 # ---------------------------------------------------------------------------- server
@@ -818,7 +827,7 @@ class FakeLLMServer:
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """Every provider request received (failed ones included), in arrival order."""
+        """Every request to a provider endpoint, failed and refused ones included, in arrival order."""
         with self._lock:
             return list(self._requests)
 
@@ -854,11 +863,12 @@ class FakeLLMServer:
     def _answer(self, method: str, target: str, raw: bytes) -> tuple[_Reply, int | None]:
         """The reply, and how many content chunks to send before cutting it (None: send it all)."""
         path, _, query = target.partition("?")
-        route = _route(path)
-        if route is None:
+        found = _route(path)
+        if found is None:
             provider = next((p for p, prefix in _PATHS.items() if path.startswith(prefix + "/")), "openai")
             return _error(provider, 404, f"no fake endpoint at {method} {path[:200]}"), None
-        provider, endpoint, builder, required, path_model = route
+        endpoint, path_model = found
+        provider = endpoint.provider
         if method != "POST":
             return _error(provider, 405, f"{path} only accepts POST"), None
         try:
@@ -875,14 +885,13 @@ class FakeLLMServer:
             return _error(provider, failure, f"fake {failure} injected by FakeLLMServer.fail_next", seq), None
         if parsed is None or not isinstance(parsed, dict):
             return _error(provider, 400, "the body is not a JSON object", seq), None
-        missing = [name for name in required if name not in body]
+        missing = [name for name in endpoint.required if name not in body]
         if missing:
             return _error(provider, 400, f"missing required field(s): {', '.join(missing)}", seq), None
         model = path_model or body["model"]
         if not isinstance(model, str):
             return _error(provider, 400, "model must be a string", seq), None
-        call = _Call(provider, endpoint, model.removeprefix("models/"), body, seq, int(time.time()))
-        reply: _Reply = builder(call)
+        reply = endpoint.build(_Call(provider, endpoint.name, model, body, seq, int(time.time())))
         cut = None
         if reply.body is None:
             with self._lock:
