@@ -204,6 +204,7 @@ def test_chat_completion_usage_model_and_id(fake, oai, openrouter, provider):
     if provider == "openai":
         assert first.model == "gpt-4o-2024-08-06"
         assert first.id.startswith("chatcmpl-")
+        assert first._request_id and first._request_id != second._request_id  # from the x-request-id header
     else:
         assert first.model == "openai/gpt-4o"
         assert first.id.startswith("gen-")
@@ -436,6 +437,7 @@ def test_anthropic_message_usage(fake, claude):
     assert first.stop_reason == "end_turn"
     assert first.model == "claude-haiku-4-5-20251001" == reported_model("anthropic", CLAUDE)
     assert first.id.startswith("msg_") and first.id != second.id
+    assert first._request_id and first._request_id != second._request_id  # from the request-id header
 
 
 def check_claude_events(events: list[Any]) -> None:

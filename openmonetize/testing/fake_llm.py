@@ -89,7 +89,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -687,20 +687,28 @@ _GOOGLE_STATUSES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMI
                     501: "NOT_IMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
 
+def _request_id_header(provider: str, seq: int) -> dict[str, str]:
+    """The header each provider names its request id in (the SDKs expose it as ``_request_id``)."""
+    if provider == "anthropic":
+        return {"request-id": f"req_01fake{seq:016d}"}
+    if provider in ("openai", "groq"):
+        return {"x-request-id": f"req_fake{seq:024d}"}
+    return {}
+
+
 def _error(provider: str, status: int, message: str, seq: int = 0) -> _Reply:
     if provider == "anthropic":
         kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
-        request_id = f"req_01fake{seq:016d}"
+        request_id = _request_id_header(provider, seq)["request-id"]
         body: Json = {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
-        return _Reply(status, body, headers={"request-id": request_id})
+        return _Reply(status, body)
     if provider == "gemini":
         status_name = _GOOGLE_STATUSES.get(status, "UNKNOWN")
         return _Reply(status, {"error": {"code": status, "message": message, "status": status_name}})
     if provider == "openrouter":
         return _Reply(status, {"error": {"code": status, "message": message, "metadata": {}}})
     kind = _OPENAI_ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
-    return _Reply(status, body, headers={"x-request-id": f"req_fake{seq:024d}"})
+    return _Reply(status, {"error": {"message": message, "type": kind, "param": None, "code": None}})
 
 
 # ---------------------------------------------------------------------------- routing
@@ -881,17 +889,25 @@ class FakeLLMServer:
             seq = self._seq
             self._requests.append(RecordedRequest(provider, path, query, body))
             failure = self._failures.popleft() if self._failures else None
+        reply, cut = self._build(endpoint, path_model, parsed, seq, failure)
+        return replace(reply, headers={**_request_id_header(provider, seq), **reply.headers}), cut
+
+    def _build(
+        self, endpoint: _Endpoint, path_model: str, parsed: Any, seq: int, failure: int | None
+    ) -> tuple[_Reply, int | None]:
+        """The queued failure, a refusal of a malformed request, or the endpoint's answer."""
+        provider = endpoint.provider
         if failure is not None:
             return _error(provider, failure, f"fake {failure} injected by FakeLLMServer.fail_next", seq), None
-        if parsed is None or not isinstance(parsed, dict):
+        if not isinstance(parsed, dict):
             return _error(provider, 400, "the body is not a JSON object", seq), None
-        missing = [name for name in endpoint.required if name not in body]
+        missing = [name for name in endpoint.required if name not in parsed]
         if missing:
             return _error(provider, 400, f"missing required field(s): {', '.join(missing)}", seq), None
-        model = path_model or body["model"]
+        model = path_model or parsed["model"]
         if not isinstance(model, str):
             return _error(provider, 400, "model must be a string", seq), None
-        reply = endpoint.build(_Call(provider, endpoint.name, model, body, seq, int(time.time())))
+        reply = endpoint.build(_Call(provider, endpoint.name, model, parsed, seq, int(time.time())))
         cut = None
         if reply.body is None:
             with self._lock:
@@ -1015,6 +1031,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
         self.end_headers()
         out: list[bytes] = []
         sent = 0
