@@ -663,6 +663,21 @@ def test_cut_next_stream_raises_after_one_chunk(fake, clients, name):
     assert [t for t in map(content_of, STREAM_CALLS[name](clients)) if t] == list(REPLY_CHUNKS)
 
 
+def test_cut_before_any_content_sends_only_the_preamble(fake, claude, gemini):
+    fake.cut_next_stream(after_chunks=0)
+    events = []
+    with pytest.raises(httpx2.RemoteProtocolError):
+        for event in claude.messages.create(model=CLAUDE, max_tokens=64, messages=CLAUDE_MESSAGES, stream=True):
+            events.append(event.type)
+    assert events == ["message_start", "content_block_start"]
+    fake.cut_next_stream(after_chunks=0)
+    with pytest.raises(httpx2.RemoteProtocolError):
+        list(gemini.models.generate_content_stream(model=GEMINI, contents="hi"))
+    assert len(fake.requests) == 2  # google-genai has no continuation token to resume from
+    with pytest.raises(ValueError):
+        fake.cut_next_stream(after_chunks=4)
+
+
 def test_cut_next_stream_async(fake):
     async def main() -> None:
         async with openai.AsyncOpenAI(api_key=KEY, base_url=fake.base_url("openai"), max_retries=0) as client:

@@ -48,7 +48,8 @@ on the wire). How each provider counts, which is what a tracker must get right:
   last chunk has the final numbers and summing chunks overcounts.
 
 Every stream sends exactly three content chunks (``"Hello"``, ``" from"``, ``" fake"``)
-before its final parts. When the request asks for JSON output for a schema (OpenAI
+before its final parts; the first chat chunk carries the assistant role too (OpenAI sends the
+role in a chunk of its own, with empty content, first). When the request asks for JSON output for a schema (OpenAI
 ``response_format``/``text.format`` ``json_schema``, Anthropic ``output_config.format``,
 Gemini ``responseSchema``/``responseJsonSchema``), the text is instead a JSON value valid for
 that schema (split in three for streams), so the SDKs' ``parse`` helpers succeed.
@@ -60,13 +61,17 @@ date, as their APIs report dated snapshots; embeddings, OpenRouter, Groq and Gem
 the name unchanged. Ids (``chatcmpl-``, ``resp_``, ``msg_``, ``gen-``, Gemini
 ``responseId``) are built from the server's request sequence number: deterministic and
 different for every request of a server's lifetime (``reset()`` does not reuse them).
+OpenAI and Groq answers name a request id in ``x-request-id``, Anthropic's in ``request-id``.
 
 Faults: ``fail_next`` answers with the provider's own error body, so each SDK raises its
 own exception type. The openai, anthropic and groq SDKs retry 5xx twice by default, each
 retry consuming one queued failure; construct clients with ``max_retries=0`` in tests.
 google-genai does not retry unless ``HttpOptions.retry_options`` is set.
 ``cut_next_stream`` ends a streamed body mid-way: streams use chunked transfer encoding,
-so the client sees an incomplete body and raises during iteration.
+so the client sees an incomplete body and raises during iteration (openai:
+``APIConnectionError``; anthropic and google-genai: ``httpx2.RemoteProtocolError``; groq:
+``httpx.RemoteProtocolError``). No continuation token is ever sent, so google-genai does not
+resume a cut stream.
 
 Only the standard library is used; nothing is written to disk, nothing sleeps. JSON answers
 keep the connection alive (Content-Length); streams are chunked and keep it alive too. (The
