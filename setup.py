@@ -23,9 +23,11 @@ EXTRAS = {
         "PyYAML >= 6.0",
     ],
 }
+# the provider SDKs that usage tracking wraps; tests drive them against openmonetize.testing.fake_llm
+EXTRAS["providers"] = ["openai >= 3", "anthropic >= 2", "google-genai >= 3", "groq >= 1"]
 # benchmarks only: the peer SDK bench/track.py compares against
 EXTRAS["bench"] = ["segment-analytics-python == 2.4.0"]
-EXTRAS["dev"] = EXTRAS["testing"] + [
+EXTRAS["dev"] = EXTRAS["testing"] + EXTRAS["providers"] + [
     "pytest >= 8",
     "hypothesis >= 6.100",
     "schemathesis >= 4, < 5",

@@ -1,4 +1,5 @@
-"""Test helpers for the OpenMonetize SDK: a local ingest server that enforces the API contract.
+"""Test helpers for the OpenMonetize SDK: a local ingest server that enforces the API contract, and a
+fake LLM provider server (``fake_llm``) for testing usage tracking against the real provider SDKs.
 
 ``import openmonetize`` never imports this package. Names here are loaded on first
 use because the pytest plugin lives in this package: merely having the SDK installed
@@ -12,12 +13,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from openmonetize.testing.fake_llm import FakeLLMServer
     from openmonetize.testing.server import LocalIngestServer
     from openmonetize.testing.store import SummaryRow
 
-__all__ = ["LocalIngestServer", "SummaryRow"]
+__all__ = ["FakeLLMServer", "LocalIngestServer", "SummaryRow"]
 
 _HOMES = {
+    "FakeLLMServer": "openmonetize.testing.fake_llm",
     "LocalIngestServer": "openmonetize.testing.server",
     "SummaryRow": "openmonetize.testing.store",
 }
