@@ -13,6 +13,8 @@ RUNTIME = [
     "python-dateutil >= 2.8.2",
     "pydantic >= 2.11, < 3",
     "typing-extensions >= 4.7.1",
+    # transparent proxies for the LLM tracker (isinstance, context managers, every attribute pass through)
+    "wrapt >= 2, < 3",
 ]
 
 EXTRAS = {

@@ -37,8 +37,9 @@ def run_guide(blocks: list[str], server: LocalIngestServer) -> dict[str, object]
 
 @pytest.mark.parametrize("guide", [*SEED_GUIDES, ROOT / "README.md"], ids=lambda p: p.name)
 def test_guide_usage_runs_verbatim(guide: Path):
+    # the README's OpenMonetize and LLM tracker blocks run on their own (below, and in test_llm.py)
     blocks = [b for b in python_blocks(guide) if ("events_api" in b or "import" in b) and "OpenMonetize(" not in b
-              and "LocalIngestServer" not in b]
+              and "LocalIngestServer" not in b and "create_llm_tracker" not in b]
     assert blocks, f"no Python usage found in {guide}"
     with LocalIngestServer(api_key=GUIDE_KEY) as server:
         namespace = run_guide(blocks, server)

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 MAX_METADATA_KEYS = 50
 MAX_METADATA_JSON_BYTES = 4096
 
+# one encoder for every event (json.dumps with options builds a new one per call)
+_encode_metadata = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
 
 def prepare_event(cls: type[BaseModel], data: Any) -> Any:
     """Fill in what a caller may omit: `event_id` (a new UUIDv7) and `timestamp` (now).
@@ -66,7 +69,7 @@ def _check_metadata(metadata: dict[str, Any]) -> None:
     if len(metadata) > MAX_METADATA_KEYS:
         raise ValueError(f"metadata has {len(metadata)} keys: at most {MAX_METADATA_KEYS} are allowed")
     try:
-        encoded = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        encoded = _encode_metadata(metadata)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata must be plain JSON (str, int, float, bool, None, list, dict): {exc}") from None
     size = len(encoded.encode())

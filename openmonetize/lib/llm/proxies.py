@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -91,9 +91,18 @@ def _tracked_method(target: Callable[..., Any], method: Method, recorder: Record
     @functools.wraps(target)
     def tracked(*args: Any, **kwargs: Any) -> Any:
         hide = _ask_for_usage(method, kwargs)
-        return _observe(target(*args, **kwargs), method, kwargs, hide, recorder)
+        result = target(*args, **kwargs)
+        if inspect.iscoroutine(result):  # an async method behind a sync decorator (the SDKs have some)
+            return _observe_when_done(result, method, kwargs, hide, recorder)
+        return _observe(result, method, kwargs, hide, recorder)
 
     return tracked
+
+
+async def _observe_when_done(
+    pending: Coroutine[Any, Any, Any], method: Method, kwargs: dict[str, Any], hide: bool, recorder: Recorder,
+) -> Any:
+    return _observe(await pending, method, kwargs, hide, recorder)
 
 
 def _ask_for_usage(method: Method, kwargs: dict[str, Any]) -> bool:

@@ -35,11 +35,11 @@ Routes = dict[str, Union["Routes", Method]]
 #: the client methods that return a new client of the same kind (`with_options(timeout=...)`)
 CLIENT_COPIES = frozenset({"with_options", "copy"})
 
-_CHAT_CREATE = Method("when_asked", u.read_openai_chat, lambda hide: u.ChatChunkTally(hide), asks_for_usage=True)
+CHAT_CREATE = Method("when_asked", u.read_openai_chat, lambda hide: u.ChatChunkTally(hide), asks_for_usage=True)
 _CHAT_PARSE = Method("never", u.read_openai_chat)
 _CHAT_STREAM = Method("manager", tally=lambda hide: u.ChatHelperTally(hide), snapshot=u.read_chat_helper_snapshot,
                       asks_for_usage=True)
-_OPENAI_CHAT: Routes = {"completions": {"create": _CHAT_CREATE, "parse": _CHAT_PARSE, "stream": _CHAT_STREAM}}
+_OPENAI_CHAT: Routes = {"completions": {"create": CHAT_CREATE, "parse": _CHAT_PARSE, "stream": _CHAT_STREAM}}
 _RESPONSES: Routes = {
     "create": Method("when_asked", u.read_openai_responses, lambda hide: u.ResponsesTally()),
     "parse": Method("never", u.read_openai_responses),
@@ -51,10 +51,9 @@ OPENAI: Routes = {
     "beta": {"chat": _OPENAI_CHAT},
 }
 
-GROQ: Routes = {
-    # Groq reports stream usage in the last chunk's `x_groq` without being asked
-    "chat": {"completions": {"create": Method("when_asked", u.read_openai_chat, lambda hide: u.ChatChunkTally(hide))}},
-}
+# Groq reports stream usage in the last chunk's `x_groq` without being asked
+_GROQ_CREATE = Method("when_asked", u.read_openai_chat, lambda hide: u.ChatChunkTally(hide, groq=True))
+GROQ: Routes = {"chat": {"completions": {"create": _GROQ_CREATE}}}
 
 _MESSAGES: Routes = {
     "create": Method("when_asked", u.read_anthropic_message, lambda hide: u.AnthropicTally()),

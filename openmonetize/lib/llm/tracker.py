@@ -24,17 +24,20 @@ logger = logging.getLogger("openmonetize.llm")
 
 ClientT = TypeVar("ClientT")
 
-#: Event ids derived from provider response ids live in this UUIDv5 namespace.
+#: Ids too long for `event_id` (128 characters) are hashed into this UUIDv5 namespace instead.
 RESPONSE_ID_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-5c7d-9e0f-1a2b3c4d5e6f")
+_MAX_EVENT_ID = 128
 
 #: Metadata keys the tracker may add to the wrap's metadata (room is kept for them).
-TRACKER_METADATA_KEYS = ("response_id", "partial", "stream_end", "cost", "cache_creation_input_tokens")
-_TRACKER_METADATA_BYTES = 256
+TRACKER_METADATA_KEYS = ("partial", "stream_end", "cost", "cache_creation_input_tokens")
+_TRACKER_METADATA_BYTES = 128
 
 
 def event_id_for_response(provider: str, response_id: str) -> str:
-    """The same provider response always maps to the same event id, so tracking it twice bills once."""
-    return str(uuid.uuid5(RESPONSE_ID_NAMESPACE, f"{provider}:{response_id}"))
+    """`provider:response_id`: the same response always maps to the same event id, so tracking it twice
+    bills once, and the id leads straight to the provider's logs."""
+    event_id = f"{provider}:{response_id}"
+    return event_id if len(event_id) <= _MAX_EVENT_ID else str(uuid.uuid5(RESPONSE_ID_NAMESPACE, event_id))
 
 
 class LLMTracker:
@@ -132,8 +135,6 @@ class _Billing:
             elif usage.extra:
                 metadata.update(usage.extra)
             response_id = observation.response_id
-            if response_id is not None:
-                metadata["response_id"] = response_id
             if end != COMPLETED:
                 metadata["partial"] = True
                 metadata["stream_end"] = end

@@ -55,7 +55,8 @@ def openai_chat_usage(usage: Any) -> Usage:
     prompt_details = getattr(usage, "prompt_tokens_details", None)
     completion_details = getattr(usage, "completion_tokens_details", None)
     extra: Metadata = {}
-    cost = getattr(usage, "cost", None)  # OpenRouter; the SDK's usage model keeps unknown fields
+    unknown = getattr(usage, "__pydantic_extra__", None)  # the fields the SDK's model does not declare
+    cost = unknown.get("cost") if unknown else None  # OpenRouter's
     if isinstance(cost, (int, float)) and not isinstance(cost, bool):
         extra["cost"] = cost
     return Usage(
@@ -122,7 +123,9 @@ def read_openai_responses(response: Any) -> Observation:
 
 def read_openai_embeddings(response: Any) -> Observation:
     usage = getattr(response, "usage", None)
-    return _observe(response, openai_chat_usage(usage) if usage is not None else None, id_attr="")
+    model = getattr(response, "model", None)
+    return Observation(Usage(input_tokens=_int(getattr(usage, "prompt_tokens", 0))) if usage is not None else None,
+                       model if isinstance(model, str) else None)
 
 
 def read_anthropic_message(message: Any) -> Observation:
@@ -163,16 +166,17 @@ class Tally:
 class ChatChunkTally(Tally):
     """OpenAI-shaped chat chunks: usage in a final chunk (OpenAI, OpenRouter) or under `x_groq` (Groq)."""
 
-    def __init__(self, hide_usage_chunk: bool) -> None:
+    def __init__(self, hide_usage_chunk: bool, groq: bool = False) -> None:
         super().__init__()
         self.hide_usage_chunk = hide_usage_chunk
+        self.groq = groq  # only Groq's chunk model declares x_groq; asking others for it is a slow miss
 
     def observe(self, item: Any) -> bool:
         self._meet(item)
-        usage = getattr(item, "usage", None)
-        if usage is None:
-            x_groq = getattr(item, "x_groq", None)
-            usage = getattr(x_groq, "usage", None) if x_groq is not None else None
+        usage = item.usage
+        if usage is None and self.groq:
+            x_groq = item.x_groq
+            usage = x_groq.usage if x_groq is not None else None
         if usage is None:
             return False
         self.seen.usage = openai_chat_usage(usage)

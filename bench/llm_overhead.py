@@ -1,0 +1,142 @@
+"""What wrapping a provider client with the LLM tracker adds to each call, side by side in one run.
+
+    .venv/bin/pip install -e '.[dev]'
+    .venv/bin/python bench/llm_overhead.py [--calls 100] [--rounds 41]
+
+The real `openai.OpenAI` client calls the fake provider (openmonetize.testing.fake_llm, its own process)
+with and without the wrap, alternating rounds; the tracker delivers to bench/sink.py (another process), as
+a service would. Two shapes: a plain chat completion, and a streamed one read to the end. Overhead per
+call is the median over rounds of (wrapped - unwrapped) mean call time, in wall time and in this
+process's CPU time (all threads: the tracker's background delivery included); goals: <= 30 us and <= 5%
+of the unwrapped call. With three processes on two cores, wall-time rounds are noisy (see the IQR), so
+the tracker's own caller-thread work is also timed in isolation, on real responses and chunks from the
+fake: the attribute lookups through the proxies, reading usage, building, validating and queueing the
+event, and for a stream the proxy around the chunks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from track import KEY, sink_events, start_sink
+
+FAKE = (
+    "import sys, threading\n"
+    "from openmonetize.testing.fake_llm import FakeLLMServer\n"
+    "fake = FakeLLMServer().start()\n"
+    "print(fake.base_url('openai'), flush=True)\n"
+    "sys.stdin.read()\n"
+)
+MESSAGES = [{"role": "user", "content": "Hello!"}]
+
+
+def start_fake() -> tuple[subprocess.Popen[str], str]:
+    fake = subprocess.Popen([sys.executable, "-c", FAKE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert fake.stdout is not None
+    return fake, fake.stdout.readline().strip()
+
+
+def plain(client: Any) -> None:
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+
+
+def streamed(client: Any) -> None:
+    for _ in client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True):
+        pass
+
+
+def round_time(call: Callable[[Any], None], client: Any, calls: int) -> tuple[float, float]:
+    """(wall, CPU) microseconds per call"""
+    started, cpu = time.perf_counter(), time.process_time()
+    for _ in range(calls):
+        call(client)
+    return (time.perf_counter() - started) / calls * 1e6, (time.process_time() - cpu) / calls * 1e6
+
+
+def isolated(raw: Any, wrapped: Any, n: int = 20_000) -> None:
+    """The tracker's caller-thread work per call, without the HTTP round trip around it."""
+    from openmonetize.lib.llm import proxies, routes
+
+    recorder = wrapped._self_recorder
+    method = routes.CHAT_CREATE
+    response = raw.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    chunks = list(raw.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True,
+                                              stream_options={"include_usage": True}))
+
+    def per_call(work: Callable[[], object]) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            work()
+        return (time.perf_counter() - started) / n * 1e6
+
+    lookup = per_call(lambda: wrapped.chat.completions.create) - per_call(lambda: raw.chat.completions.create)
+    plain_work = per_call(lambda: proxies._observe(response, method, {"model": "gpt-4o"}, False, recorder))
+
+    def tracked_stream() -> None:
+        assert method.tally is not None
+        for _ in proxies.TrackedStream(iter(chunks), method.tally(True), proxies._on_end(recorder, "gpt-4o")):
+            pass
+
+    def bare_stream() -> None:
+        for _ in iter(chunks):
+            pass
+
+    stream_work = per_call(tracked_stream) - per_call(bare_stream)
+    print(f"\ntracker's caller-thread work, isolated ({n} calls): attribute lookups {lookup:.1f} us; plain call "
+          f"{lookup + plain_work:.1f} us; streamed call ({len(chunks)} chunks) {lookup + stream_work:.1f} us")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=100, help="calls per round and client")
+    parser.add_argument("--rounds", type=int, default=41)
+    args = parser.parse_args()
+
+    import openai
+
+    from openmonetize import create_llm_tracker
+
+    sink, sink_url = start_sink()
+    fake, base_url = start_fake()
+    try:
+        tracker = create_llm_tracker(api_key=KEY, base_url=sink_url)
+        raw = openai.OpenAI(api_key="sk-fake", base_url=base_url, max_retries=0)
+        wrapped = tracker.wrap(client=raw, customer_id="cust_1", metadata={"feature": "chat"})
+        print(f"openai {openai.__version__}, {args.rounds} rounds x {args.calls} calls, alternating\n")
+        print(f"{'call':<9} {'clock':<5} {'unwrapped us':>13} {'wrapped us':>11} {'overhead us':>12} "
+              f"{'overhead %':>11}   overhead IQR us")
+        for name, call in (("plain", plain), ("streamed", streamed)):
+            for client in (raw, wrapped):  # warm up connections, caches and the tracker's threads
+                round_time(call, client, args.calls)
+            unwrapped: dict[str, list[float]] = {"wall": [], "cpu": []}
+            differences: dict[str, list[float]] = {"wall": [], "cpu": []}
+            for i in range(args.rounds):
+                order = (raw, wrapped) if i % 2 == 0 else (wrapped, raw)
+                times = {id(client): round_time(call, client, args.calls) for client in order}
+                for k, clock in enumerate(("wall", "cpu")):
+                    unwrapped[clock].append(times[id(raw)][k])
+                    differences[clock].append(times[id(wrapped)][k] - times[id(raw)][k])
+            for clock in ("wall", "cpu"):
+                base = statistics.median(unwrapped[clock])
+                overhead = statistics.median(differences[clock])
+                q1, _, q3 = statistics.quantiles(differences[clock], n=4)
+                print(f"{name:<9} {clock:<5} {base:>13.1f} {base + overhead:>11.1f} {overhead:>12.1f} "
+                      f"{overhead / base:>10.2%}   {q1:.1f} .. {q3:.1f}")
+        tracker.flush(30)
+        print(f"\nevents the sink received: {sink_events(sink_url)} "
+              f"(wrapped calls: {2 * (args.rounds + 1) * args.calls}); dropped: {tracker.client.stats()['dropped']}")
+        isolated(raw, wrapped)
+        tracker.shutdown(30)
+    finally:
+        fake.terminate()
+        sink.terminate()
+
+
+if __name__ == "__main__":
+    main()
