@@ -536,19 +536,44 @@ def test_wrapped_client_is_transparent(fake, tracker, ingest, customer):
     assert llm.chat.completions.create.__doc__ == raw.chat.completions.create.__doc__
     # untracked methods and resources pass through as the client's own
     assert type(llm.models) is type(raw.models)
-    raw_response = llm.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
-    usage = raw_response.parse().usage
-    assert usage is not None and usage.prompt_tokens == CHAT["prompt_tokens"]
-    with llm.chat.completions.with_streaming_response.create(model="gpt-4o", messages=MESSAGES) as response:
-        usage = response.parse().usage
-        assert usage is not None and usage.completion_tokens == CHAT["completion_tokens"]
     # with_options returns a tracked client too; `with` yields the wrapped client
     llm.with_options(timeout=5).chat.completions.create(model="gpt-4o", messages=MESSAGES)
     with llm as inside:
         assert inside is llm
         inside.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert raw.is_closed()
-    assert len(recorded(tracker, ingest, customer)) == 2  # raw/streaming-response calls are not tracked
+    assert [tokens(e) for e in recorded(tracker, ingest, customer)] == [CHAT_TOKENS, CHAT_TOKENS]
+
+
+def test_raw_responses_are_recorded_when_parsed(fake, tracker, ingest, customer):
+    raw = openai_client(fake, False)
+    llm = tracker.wrap(client=raw, customer_id=customer)
+    response = llm.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
+    assert isinstance(response, openai._legacy_response.LegacyAPIResponse)
+    assert response.headers["content-type"].startswith("application/json")
+    completion = response.parse()
+    assert response.parse() is completion  # parsed once, recorded once
+    stream = llm.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES, stream=True).parse()
+    assert isinstance(stream, openai.Stream) and all(chunk.choices for chunk in stream)
+    with llm.chat.completions.with_streaming_response.create(model="gpt-4o", messages=MESSAGES) as streaming:
+        assert streaming.parse().id
+    claude = tracker.wrap(client=anthropic_client(fake, False), customer_id=customer)
+    claude.messages.with_raw_response.create(model="claude-sonnet-4-6", max_tokens=10, messages=MESSAGES).parse()
+    events = recorded(tracker, ingest, customer)
+    assert sorted(tokens(e) for e in events) == sorted([CHAT_TOKENS] * 3 + [CLAUDE_TOKENS])
+    assert f"openai:{completion.id}" in {e["event_id"] for e in events}
+
+
+def test_async_streaming_response_is_recorded_when_parsed(fake, tracker, ingest, customer):
+    llm = tracker.wrap(client=openai_client(fake, True), customer_id=customer)
+
+    async def call() -> None:
+        async with llm.chat.completions.with_streaming_response.create(model="gpt-4o", messages=MESSAGES) as r:
+            await r.parse()
+        (await llm.responses.with_raw_response.create(model="gpt-4o", input="Hi")).parse()  # legacy: sync parse
+
+    asyncio.run(call())
+    assert sorted(tokens(e) for e in recorded(tracker, ingest, customer)) == sorted([CHAT_TOKENS, RESPONSES_TOKENS])
 
 
 def test_async_wrapped_methods_stay_coroutine_functions(fake, tracker, customer):

@@ -12,6 +12,7 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -118,6 +119,10 @@ def _ask_for_usage(method: Method, kwargs: dict[str, Any]) -> bool:
 
 def _observe(result: Any, method: Method, kwargs: dict[str, Any], hide: bool, recorder: Recorder) -> Any:
     try:
+        if method.raw:
+            if hasattr(type(result), "parse"):
+                return TrackedRawResponse(result, method, kwargs, hide, recorder)
+            return TrackedRawResponseManager(result, method, kwargs, hide, recorder)
         streams = method.streams
         model = kwargs.get("model")
         if streams == "never" or (streams == "when_asked" and kwargs.get("stream") is not True):
@@ -310,3 +315,46 @@ class TrackedStreamManager(wrapt.ObjectProxy[Any]):
                         tb: TracebackType | None) -> Any:
         self._self_record(exc_type)
         return await self.__wrapped__.__aexit__(exc_type, exc, tb)
+
+
+class TrackedRawResponse(wrapt.ObjectProxy[Any]):
+    """`with_raw_response` answers: recorded when the caller parses them, once, as the parsed call would be.
+
+    `parse()` is where the SDK turns the body into the response (or stream); reading only headers or
+    `.text` leaves the call untracked, as documented.
+    """
+
+    def __init__(self, wrapped: Any, method: Method, kwargs: dict[str, Any], hide: bool, recorder: Recorder) -> None:
+        super().__init__(wrapped)
+        self._self_call = (replace(method, raw=False), kwargs, hide, recorder)
+        self._self_parsed: Any = _UNPARSED
+
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        if self._self_parsed is not _UNPARSED:
+            return self._self_parsed
+        parsed = self.__wrapped__.parse(*args, **kwargs)
+        if inspect.iscoroutine(parsed):  # AsyncAPIResponse.parse
+            return self._self_parse_later(parsed)
+        self._self_parsed = _observe(parsed, *self._self_call)
+        return self._self_parsed
+
+    async def _self_parse_later(self, pending: Coroutine[Any, Any, Any]) -> Any:
+        self._self_parsed = _observe(await pending, *self._self_call)
+        return self._self_parsed
+
+
+_UNPARSED = object()
+
+
+class TrackedRawResponseManager(wrapt.ObjectProxy[Any]):
+    """`with_streaming_response` answers: a context manager around the raw response."""
+
+    def __init__(self, wrapped: Any, method: Method, kwargs: dict[str, Any], hide: bool, recorder: Recorder) -> None:
+        super().__init__(wrapped)
+        self._self_call = (method, kwargs, hide, recorder)
+
+    def __enter__(self) -> Any:
+        return TrackedRawResponse(self.__wrapped__.__enter__(), *self._self_call)
+
+    async def __aenter__(self) -> Any:
+        return TrackedRawResponse(await self.__wrapped__.__aenter__(), *self._self_call)

@@ -8,7 +8,7 @@ provider SDK is imported here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Union
 
 from openmonetize.lib.llm import usage as u
@@ -28,9 +28,19 @@ class Method:
     snapshot: Callable[[Any], tuple[u.Observation, bool]] | None = None
     #: OpenAI chat streams carry usage only when asked with stream_options.include_usage
     asks_for_usage: bool = False
+    #: reached through `with_raw_response` / `with_streaming_response`: the usage is read when the
+    #: caller parses the raw response
+    raw: bool = False
 
 
 Routes = dict[str, Union["Routes", Method]]
+
+
+def _with_raw(resource: Routes) -> Routes:
+    """Add the SDKs' raw-response views of a resource's tracked methods (Stainless-generated SDKs)."""
+    raw: Routes = {name: replace(m, raw=True) for name, m in resource.items()
+                   if isinstance(m, Method) and m.streams in ("never", "when_asked")}
+    return {**resource, "with_raw_response": raw, "with_streaming_response": raw}
 
 #: the client methods that return a new client of the same kind (`with_options(timeout=...)`)
 CLIENT_COPIES = frozenset({"with_options", "copy"})
@@ -39,27 +49,27 @@ CHAT_CREATE = Method("when_asked", u.read_openai_chat, lambda hide: u.ChatChunkT
 _CHAT_PARSE = Method("never", u.read_openai_chat)
 _CHAT_STREAM = Method("manager", tally=lambda hide: u.ChatHelperTally(hide), snapshot=u.read_chat_helper_snapshot,
                       asks_for_usage=True)
-_OPENAI_CHAT: Routes = {"completions": {"create": CHAT_CREATE, "parse": _CHAT_PARSE, "stream": _CHAT_STREAM}}
-_RESPONSES: Routes = {
+_OPENAI_CHAT: Routes = {"completions": _with_raw({"create": CHAT_CREATE, "parse": _CHAT_PARSE, "stream": _CHAT_STREAM})}
+_RESPONSES: Routes = _with_raw({
     "create": Method("when_asked", u.read_openai_responses, lambda hide: u.ResponsesTally()),
     "parse": Method("never", u.read_openai_responses),
-}
+})
 OPENAI: Routes = {
     "chat": _OPENAI_CHAT,
     "responses": _RESPONSES,
-    "embeddings": {"create": Method("never", u.read_openai_embeddings)},
+    "embeddings": _with_raw({"create": Method("never", u.read_openai_embeddings)}),
     "beta": {"chat": _OPENAI_CHAT},
 }
 
 # Groq reports stream usage in the last chunk's `x_groq` without being asked
 _GROQ_CREATE = Method("when_asked", u.read_openai_chat, lambda hide: u.ChatChunkTally(hide, groq=True))
-GROQ: Routes = {"chat": {"completions": {"create": _GROQ_CREATE}}}
+GROQ: Routes = {"chat": {"completions": _with_raw({"create": _GROQ_CREATE})}}
 
-_MESSAGES: Routes = {
+_MESSAGES: Routes = _with_raw({
     "create": Method("when_asked", u.read_anthropic_message, lambda hide: u.AnthropicTally()),
     "parse": Method("never", u.read_anthropic_message),
     "stream": Method("manager", snapshot=u.read_anthropic_helper_snapshot),
-}
+})
 ANTHROPIC: Routes = {"messages": _MESSAGES, "beta": {"messages": _MESSAGES}}
 
 _MODELS: Routes = {
