@@ -455,6 +455,24 @@ def test_provider_error_propagates_unchanged_and_records_nothing(fake, tracker, 
     assert recorded(tracker, ingest, customer) == []
 
 
+@SYNC_ASYNC
+def test_gemini_stream_error_on_first_read_records_nothing(fake, tracker, ingest, customer, is_async):
+    # google-genai sends the request when the stream is first read, so the provider error surfaces there
+    llm = tracker.wrap(client=gemini_client(fake), customer_id=customer)
+    fake.fail_next(1, status=500)
+
+    async def read_async() -> None:
+        async for _ in await llm.aio.models.generate_content_stream(model="gemini-2.5-flash", contents="Hi"):
+            pass
+
+    with pytest.raises(genai_errors.ServerError):
+        if is_async:
+            asyncio.run(read_async())
+        else:
+            list(llm.models.generate_content_stream(model="gemini-2.5-flash", contents="Hi"))
+    assert recorded(tracker, ingest, customer) == []
+
+
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_stream_failing_midway_raises_to_the_caller_and_records_what_was_seen(fake, tracker, ingest, customer,
                                                                               provider):

@@ -152,6 +152,7 @@ class _StreamBase(wrapt.ObjectProxy[Any]):
 
     def _self_observe(self, item: Any) -> bool:
         try:
+            self._self_tally.items += 1
             return self._self_tally.observe(item)
         except Exception:
             logger.exception("openmonetize: could not read usage from a stream item; passing it on")
@@ -159,15 +160,18 @@ class _StreamBase(wrapt.ObjectProxy[Any]):
 
     def _self_end(self, how: str) -> None:
         on_end, self._self_on_end = self._self_on_end, None
-        if on_end is not None:
-            on_end(self._self_tally.seen, COMPLETED if self._self_tally.complete else how)
+        tally = self._self_tally
+        if on_end is None or (how == ERROR and tally.items == 0):
+            return  # a stream that failed before anything arrived is a provider error: nothing to bill
+        on_end(tally.seen, COMPLETED if tally.complete else how)
 
     def close(self) -> Any:
         self._self_end(CLOSED)
         return self.__wrapped__.close()
 
     def __del__(self) -> None:
-        self._self_end(ABANDONED)
+        if hasattr(self, "_self_on_end"):  # not when __init__ failed half-way
+            self._self_end(ABANDONED)
 
     def __repr__(self) -> str:
         return repr(self.__wrapped__)

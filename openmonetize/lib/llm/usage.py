@@ -148,6 +148,7 @@ class Tally:
     def __init__(self) -> None:
         self.seen = Observation()
         self.complete = False  # the provider's final usage arrived
+        self.items = 0  # how many stream items arrived
 
     def observe(self, item: Any) -> bool:
         raise NotImplementedError
