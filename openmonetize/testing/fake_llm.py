@@ -82,23 +82,20 @@ so it opens a new connection for every chat stream; its async one drains and reu
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
 import re
-import socket
-import socketserver
 import struct
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, NamedTuple
+
+from .loopback import LoopbackHTTPServer, TrackedHandler
 
 __all__ = ["REPLY_CHUNKS", "REPLY_TEXT", "USAGE", "FakeLLMServer", "RecordedRequest", "reported_model"]
 
@@ -184,7 +181,6 @@ _DATED = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8})$")
 _GEMINI_PATH = re.compile(r"/gemini/(v1[a-z0-9]*)/models/([^/:]+):(generateContent|streamGenerateContent)")
 _OPENROUTER_VENDORS = {"openai": "OpenAI", "anthropic": "Anthropic", "google": "Google", "meta-llama": "Meta"}
 _EMBEDDING_DIMENSIONS = 8
-_JOIN_TIMEOUT = 10.0
 
 Json = dict[str, Any]
 
@@ -764,7 +760,7 @@ class FakeLLMServer:
         self._requests: list[RecordedRequest] = []
         self._failures: deque[int] = deque()  # statuses of the next failing requests
         self._cuts: deque[int] = deque()  # content chunks the next streams get before the cut
-        self._httpd: _HTTPServer | None = None
+        self._httpd: LoopbackHTTPServer[FakeLLMServer] | None = None
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
@@ -777,15 +773,9 @@ class FakeLLMServer:
         with self._lifecycle:
             if self._httpd is not None:
                 return self
-            httpd = _HTTPServer((self._host, self._port), self)
+            httpd = LoopbackHTTPServer((self._host, self._port), _Handler, self)
             self._port = httpd.server_address[1]
-            thread = threading.Thread(
-                target=httpd.serve_forever,
-                kwargs={"poll_interval": 0.01},  # bounds how long stop() waits
-                name=f"openmonetize-fake-llm-{self._port}",
-                daemon=True,
-            )
-            thread.start()
+            thread = httpd.serve_in_background(f"openmonetize-fake-llm-{self._port}")
             self._httpd, self._thread = httpd, thread
         return self
 
@@ -795,10 +785,7 @@ class FakeLLMServer:
             httpd, thread = self._httpd, self._thread
             if httpd is None or thread is None:
                 return
-            httpd.shutdown()
-            httpd.close_connections(_JOIN_TIMEOUT)
-            httpd.server_close()
-            thread.join(_JOIN_TIMEOUT)
+            httpd.stop(thread)
             self._httpd = self._thread = None
 
     def __enter__(self) -> FakeLLMServer:
@@ -923,78 +910,12 @@ class FakeLLMServer:
 # ---------------------------------------------------------------------------- HTTP
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """Threaded HTTP server that can close its keep-alive connections on stop."""
-
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], app: FakeLLMServer) -> None:
-        self.app = app
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._connections: dict[socket.socket, threading.Thread] = {}
-        self._connections_lock = threading.Lock()
-        self._closing = False
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN, a DNS lookup we do not need.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
-
-    def track(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            if self._closing:
-                _shutdown(connection)
-            self._connections[connection] = threading.current_thread()
-
-    def untrack(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.pop(connection, None)
-
-    def close_connections(self, timeout: float) -> None:
-        """Wake handlers idling on keep-alive connections and wait for them to end."""
-        with self._connections_lock:
-            self._closing = True
-            open_now = list(self._connections.items())
-        for connection, _ in open_now:
-            _shutdown(connection)
-        deadline = time.monotonic() + timeout
-        for _, thread in open_now:
-            if thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - time.monotonic()))
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        error = sys.exc_info()[1]
-        if isinstance(error, (ConnectionError, TimeoutError)):
-            logger.debug("connection from %s ended: %r", client_address, error)
-        else:
-            logger.exception("error while serving %s", client_address)
-
-
-def _shutdown(connection: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed by the peer
-        connection.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(TrackedHandler):
     """HTTP plumbing only: read the body, write a JSON answer or a chunked event stream."""
 
-    server: _HTTPServer
-    protocol_version = "HTTP/1.1"  # keep-alive, as the providers' APIs do
-    # Headers and body go out in separate writes; with Nagle's algorithm on, the body
-    # would wait for the client's delayed ACK (~40 ms per answer).
-    disable_nagle_algorithm = True
+    server: LoopbackHTTPServer[FakeLLMServer]
+
     server_version = "FakeLLM/1"
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.untrack(self.connection)
 
     def do_POST(self) -> None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

@@ -7,7 +7,6 @@ so that client retry logic is exercised over real sockets rather than mocks.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import logging
@@ -15,9 +14,6 @@ import math
 import os
 import random
 import re
-import socket
-import socketserver
-import sys
 import threading
 import time
 import uuid
@@ -26,11 +22,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
 from .faults import Fault, FaultPlan
+from .loopback import LoopbackHTTPServer, TrackedHandler
 from .spec import INGEST_PATH, IngestContract, Problem, load_contract
 from .store import EventStore, MemoryStore, SqliteStore, SummaryRow
 
@@ -41,7 +37,6 @@ logger = logging.getLogger("openmonetize.testing")
 _MAX_DETAILS = 100
 _DRAIN_LIMIT = 64 * 1024 * 1024  # past this an oversized body is cut off, not read
 _LINE_LIMIT = 65536
-_JOIN_TIMEOUT = 10.0
 # Only text with such an escape can decode to a lone surrogate, which is not Unicode.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -139,7 +134,7 @@ class LocalIngestServer:
         self._gzip_requests = 0
         self._rejected_customers: frozenset[str] = frozenset()
         self._contract: IngestContract | None = None
-        self._httpd: _HTTPServer | None = None
+        self._httpd: LoopbackHTTPServer[LocalIngestServer] | None = None
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
@@ -156,20 +151,14 @@ class LocalIngestServer:
             if self._httpd is not None:
                 return self
             self._contract = load_contract()
-            httpd = _HTTPServer((self._host, self._port), self)
+            httpd = LoopbackHTTPServer((self._host, self._port), _Handler, self)
             try:
                 self._store.open()
             except BaseException:
                 httpd.server_close()
                 raise
             self._port = httpd.server_address[1]
-            thread = threading.Thread(
-                target=httpd.serve_forever,
-                kwargs={"poll_interval": 0.01},  # bounds how long stop() waits
-                name=f"openmonetize-local-ingest-{self._port}",
-                daemon=True,
-            )
-            thread.start()
+            thread = httpd.serve_in_background(f"openmonetize-local-ingest-{self._port}")
             self._httpd, self._thread = httpd, thread
         logger.info("local ingest server listening on %s", self.url)
         return self
@@ -180,10 +169,7 @@ class LocalIngestServer:
             httpd, thread = self._httpd, self._thread
             if httpd is None or thread is None:
                 return
-            httpd.shutdown()
-            httpd.close_connections(_JOIN_TIMEOUT)
-            httpd.server_close()
-            thread.join(_JOIN_TIMEOUT)
+            httpd.stop(thread)
             self._httpd = self._thread = None
             self._store.close()
         logger.info("local ingest server on port %s stopped", self._port)
@@ -494,78 +480,12 @@ def _finite_float(text: str) -> float:
 # ---------------------------------------------------------------------------- HTTP
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """Threaded HTTP server that can close its keep-alive connections on stop."""
-
-    daemon_threads = True  # a forgotten server never blocks interpreter exit
-
-    def __init__(self, address: tuple[str, int], app: LocalIngestServer) -> None:
-        self.app = app
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._connections: dict[socket.socket, threading.Thread] = {}
-        self._connections_lock = threading.Lock()
-        self._closing = False
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN, a DNS lookup we do not need.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
-
-    def track(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            if self._closing:
-                _shutdown(connection)
-            self._connections[connection] = threading.current_thread()
-
-    def untrack(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.pop(connection, None)
-
-    def close_connections(self, timeout: float) -> None:
-        """Wake handlers idling on keep-alive connections and wait for them to end."""
-        with self._connections_lock:
-            self._closing = True
-            open_now = list(self._connections.items())
-        for connection, _ in open_now:
-            _shutdown(connection)
-        deadline = time.monotonic() + timeout
-        for _, thread in open_now:
-            if thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - time.monotonic()))
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        error = sys.exc_info()[1]
-        if isinstance(error, (ConnectionError, TimeoutError)):
-            logger.debug("connection from %s ended: %r", client_address, error)
-        else:
-            logger.exception("error while serving %s", client_address)
-
-
-def _shutdown(connection: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed by the peer
-        connection.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(TrackedHandler):
     """HTTP plumbing only: framing, body reading, writing answers."""
 
-    server: _HTTPServer
-    protocol_version = "HTTP/1.1"  # keep-alive, so client connection pools are exercised
-    # Headers and body go out in separate writes; with Nagle's algorithm on, the body
-    # waits for the client's delayed ACK and every answer takes ~40 ms.
-    disable_nagle_algorithm = True
+    server: LoopbackHTTPServer[LocalIngestServer]
+
     server_version = "OpenMonetizeLocalIngest/1"
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.untrack(self.connection)
 
     def parse_request(self) -> bool:
         self.server.app._count_request()
