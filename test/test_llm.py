@@ -520,6 +520,7 @@ def test_tracking_failure_never_raises_into_the_caller(fake, ingest, customer, c
     assert resp.usage.prompt_tokens == CHAT["prompt_tokens"]
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "".join(REPLY_CHUNKS)
     assert sum("could not record LLM usage" in r.getMessage() for r in caplog.records) == 2
+    assert API_KEY not in caplog.text and API_KEY not in repr(tracker)
 
 
 def test_full_queue_drops_and_reports_instead_of_waiting(fake, customer):
