@@ -60,6 +60,9 @@ def status(directory: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([{**asdict(f), "path": str(f.path)} for f in files], indent=2))
         return
+    if not files:
+        click.echo(f"no spool files in {directory}: nothing waiting")
+        return
     table = Table(title=f"Spool {directory}", title_justify="left")
     for name, justify in (("file", "left"), ("state", "left"), ("events", "right"), ("oldest event", "left"),
                           ("newest event", "left"), ("bytes", "right")):
@@ -67,13 +70,11 @@ def status(directory: Path, as_json: bool) -> None:
     for f in files:
         table.add_row(f.path.name, "live" if f.live else "orphaned", f"{f.events:,}", f.oldest or "",
                       f.newest or "", f"{f.bytes:,}")
-    if files:
+    if len(files) > 1:
         table.add_section()
         table.add_row(f"{len(files)} files", "", f"{sum(f.events for f in files):,}",
                       min((f.oldest for f in files if f.oldest), default=""),
                       max((f.newest for f in files if f.newest), default=""), f"{sum(f.bytes for f in files):,}")
-    else:
-        table.caption = "no spool files: nothing waiting"
     stdout_console().print(table)
 
 
@@ -118,38 +119,47 @@ def replay(directory: Path, base_url: str, api_key: str | None, timeout: float, 
     log_to(console)
     before = _inspect(directory)
     live = [f for f in before if f.live]
-    orphaned = sum(f.events for f in before if not f.live)
-    console.print(f"openmonetize spool replay: {orphaned:,} events in {len(before) - len(live)} orphaned files,"
-                  f" sending to {display_url(base_url)}", markup=False)
+    orphaned = [f for f in before if not f.live]
+    console.print(f"openmonetize spool replay: {sum(f.events for f in orphaned):,} events in {len(orphaned)} orphaned"
+                  f" file(s), sending to {display_url(base_url)}", markup=False)
 
-    from openmonetize.lib.client import OpenMonetize
+    stats = {"sent": 0, "duplicates": 0, "rejected": 0}
+    delivered = True
+    interrupted = False
+    if orphaned:
+        from openmonetize.lib.client import OpenMonetize
 
-    failures: queue.SimpleQueue[DeliveryFailure] = queue.SimpleQueue()
-    om = OpenMonetize(api_key=key, base_url=base_url, spool_dir=directory, on_error=failures.put,
-                      block_timeout=math.inf)
-    delivered = interrupted = False
-    with interruptible():
-        try:
-            om.start()  # opens the spool: adopts the orphaned files
-            delivered = _deliver(om, timeout)
-        except Interrupted:
-            interrupted = True
-        finally:
-            stats = om.stats()
-            with contextlib.suppress(Interrupted):
-                om.shutdown(0 if interrupted or not delivered else 10)
-    refused = _write_rejects(failures, rejects_path)
-    left = stats["queued"]
-    adopted = stats["sent"] + stats["duplicates"] + stats["rejected"] + left
-    click.echo("summary")
-    click.echo(f"  adopted     {adopted:>12,}  events from orphaned files")
-    click.echo(f"  sent        {stats['sent']:>12,}  new events accepted")
-    click.echo(f"  duplicates  {stats['duplicates']:>12,}  already delivered (same event_id): not billed again")
-    click.echo(f"  refused     {stats['rejected']:>12,}  " + (f"written to {rejects_path}" if refused else "").strip())
-    click.echo(f"  left        {left:>12,}  " + ("still in the spool: run replay again later" if left else ""))
+        failures: queue.SimpleQueue[DeliveryFailure] = queue.SimpleQueue()
+        om = OpenMonetize(api_key=key, base_url=base_url, spool_dir=directory, on_error=failures.put,
+                          block_timeout=math.inf)
+        with interruptible():
+            try:
+                om.start()  # opens the spool: adopts the orphaned files
+                delivered = _deliver(om, timeout)
+            except Interrupted:
+                interrupted = True
+            finally:
+                stats = om.stats()
+                with contextlib.suppress(Interrupted):
+                    om.shutdown(10 if delivered and not interrupted else 0)
+        _write_rejects(failures, rejects_path)
+    # What is left is what the files hold now, apart from the live processes' (ours included: events in
+    # flight stay in the file until acknowledged). Counted on disk: exact, unlike a snapshot of counters.
+    live_paths = {f.path for f in live}
+    left = sum(f.events for f in _inspect(directory) if f.path not in live_paths)
+    rows = [
+        ("adopted", stats["sent"] + stats["duplicates"] + stats["rejected"] + left, "events from orphaned files"),
+        ("sent", stats["sent"], "new events accepted"),
+        ("duplicates", stats["duplicates"], "already delivered (same event_id): not billed again"),
+        ("refused", stats["rejected"], f"written to {rejects_path}" if stats["rejected"] else ""),
+        ("left", left, "still in the spool: run replay again later" if left else ""),
+    ]
     if live:
-        click.echo(f"  live        {sum(f.events for f in live):>12,}  events in {len(live)} files of running"
-                   " processes, left to them")
+        rows.append(("live", sum(f.events for f in live), f"events in {len(live)} file(s) of running processes,"
+                                                            " left to them"))
+    click.echo("summary")
+    for name, value, note in rows:
+        click.echo(f"  {name:<11}{value:>12,}  {note}".rstrip())
     if interrupted:
         sys.exit(130)
     sys.exit(OK if delivered and not stats["rejected"] and not left else PARTIAL_FAILURE)
