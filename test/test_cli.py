@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,7 +22,15 @@ from pathlib import Path
 
 import pytest
 
-from openmonetize.cli.jsonl import MAX_LINE_BYTES, Invalid, derive_event_id, id_namespace, parse_line, read_lines
+from openmonetize.cli.jsonl import (
+    MAX_LINE_BYTES,
+    Invalid,
+    derive_event_id,
+    event_time_ms,
+    id_namespace,
+    parse_line,
+    read_lines,
+)
 from openmonetize.lib.buffers import inspect_spool, read_spool
 from openmonetize.testing.store import SqliteStore, read_totals
 
@@ -497,11 +506,18 @@ def test_derived_ids_are_a_stable_promise():
     event = {"event_type": "CUSTOM", "customer_id": "cust_abc", "feature_id": "pdf", "unit_type": "pages",
              "quantity": 3, "timestamp": TS}
     # Changing the rule would make files sent by earlier versions bill twice when re-sent.
-    assert derive_event_id(id_namespace(), 7, event) == "e772172b-8bec-5ca7-af39-bd0697ff2363"
+    golden = "01a1968d-3900-8e77-972b-8bec4ca7af39"
+    assert derive_event_id(id_namespace(), 7, event) == golden
+    assert uuid.UUID(golden).version == 8 and int(golden.replace("-", "")[:12], 16) == 1793527200000
+    assert event_time_ms("2026-11-01T10:00:00Z") == event_time_ms("2026-11-01T12:00:00+02:00") == 1793527200000
+    assert event_time_ms("2026-11-01T10:00:00") == 1793527200000  # no offset: UTC here, whatever the machine
+    assert event_time_ms("2026-11-01T10:00:00.25Z") == 1793527200250 and event_time_ms("yesterday") == 0
+    later = derive_event_id(id_namespace(), 1, {**event, "timestamp": "2026-11-01T10:00:00.001Z"})
+    assert later > golden  # ids sort in event-time order, as the SDK's UUIDv7s do
     reordered = b'{ "timestamp": "2026-11-01T10:00:00Z", "quantity": 3, "unit_type": "pages", ' \
                 b'"feature_id": "pdf", "customer_id": "cust_abc", "event_type": "CUSTOM" }'
     parsed = parse_line(reordered, 7, id_namespace())
-    assert not isinstance(parsed, Invalid) and parsed.event_id == "e772172b-8bec-5ca7-af39-bd0697ff2363"
+    assert not isinstance(parsed, Invalid) and parsed.event_id == golden
     assert derive_event_id(id_namespace(), 8, event) != derive_event_id(id_namespace(), 7, event)
     assert derive_event_id(id_namespace("x"), 7, event) != derive_event_id(id_namespace(), 7, event)
     with_null = parse_line(json.dumps({**event, "event_id": None}).encode(), 7, id_namespace())
@@ -518,5 +534,28 @@ def test_read_lines_numbers_like_an_editor_and_bounds_memory():
     overlong = parse_line(b"x" * (MAX_LINE_BYTES + 1), 4, id_namespace())
     assert isinstance(overlong, Invalid) and "longer than" in overlong.reason
     assert isinstance(parse_line(b"\xff{}", 1, id_namespace()), Invalid)
+    odd = parse_line(b'{"event_type": ["CUSTOM"]}', 1, id_namespace())
+    assert isinstance(odd, Invalid) and odd.reason.startswith("event_type=['CUSTOM']: it must be one of")
     nan = parse_line(json.dumps(custom(1, "c")).replace('"quantity": 2', '"quantity": NaN').encode(), 1, id_namespace())
     assert isinstance(nan, Invalid) and "NaN is not a JSON number" in nan.reason
+
+
+def test_events_the_service_refuses_go_to_the_rejects_file_with_their_line(tmp_path, capsys):
+    # In process: only the library's server can be told to refuse a customer (as the real service does).
+    from openmonetize.cli.backfill import run as run_send
+    from openmonetize.cli.common import stderr_console
+    from openmonetize.testing import LocalIngestServer
+
+    source = tmp_path / "refused.jsonl"
+    source.write_text("".join(json.dumps(custom(i, "cust_gone" if i == 3 else "cust_ok")) + "\n" for i in range(5)))
+    rejects = tmp_path / "refused.rejects.jsonl"
+    with LocalIngestServer(api_key=KEY) as server:
+        server.reject_customers({"cust_gone"})
+        code = run_send(str(source), server.url, KEY, rejects, "", 30.0, stderr_console())
+        assert len(server.events) == 4
+    assert code == 1
+    counts = summary(capsys.readouterr().out)
+    assert (counts["sent"], counts["invalid"], counts["failed"]) == (4, 0, 1)
+    [record] = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert record["line"] == 4 and "refused by the service" in record["reason"]
+    assert "CUSTOMER_NOT_FOUND" in record["reason"] and json.loads(record["original"])["customer_id"] == "cust_gone"

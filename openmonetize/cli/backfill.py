@@ -18,7 +18,6 @@ import queue
 import stat
 import sys
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -78,7 +77,7 @@ class Sender:
         self.key_refused = False
         self.timeout = math.inf
         self._failures: queue.SimpleQueue[DeliveryFailure] = queue.SimpleQueue()
-        self._lines_of: OrderedDict[str, int] = OrderedDict()  # event id -> line, for the unconfirmed ones
+        self._lines_of: dict[str, int] = {}  # event id -> line number, of the events tracked last
         self._resolved = 0
         self._progress_at = time.monotonic()
 
@@ -106,10 +105,11 @@ class Sender:
                 continue
             if self.valid % CHUNK == 1:
                 self._wait_for_room(report)
-            om.track(event)  # type: ignore[arg-type]
-            lines_of[event.event_id] = number  # type: ignore[union-attr]
-            if len(lines_of) > 4 * WINDOW:
-                lines_of.popitem(last=False)
+            lines_of[om.track(event)] = number  # type: ignore[arg-type]
+            if len(lines_of) > 4 * WINDOW:  # keep the newest half: unconfirmed events are among them
+                recent = list(lines_of.items())[-2 * WINDOW:]
+                lines_of.clear()
+                lines_of.update(recent)
         report.update(counts)
 
     def _invalid(self, invalid: Invalid) -> None:
@@ -178,6 +178,9 @@ class Sender:
 
 def run(source: str, base_url: str, key: str | None, rejects_path: Path, namespace: str, timeout: float,
          console: Console) -> int:
+    # Sender threads wait for the GIL after each socket call while this thread parses lines: a shorter
+    # switch interval than the default 5 ms keeps requests flowing (measured: 10-25% more lines/s).
+    sys.setswitchinterval(0.0005)
     rejects = Rejects(rejects_path)
     sender = Sender(None, namespace, rejects, console)
     sender.timeout = timeout
