@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from openmonetize.lib.failures import DeliveryFailure
 
 CHUNK = 1000  # lines tracked between two looks at the client's backlog
-WINDOW = 20_000  # unconfirmed events allowed in the client (its max_queue_size)
+WINDOW = 10_000  # unconfirmed events allowed in the client (its max_queue_size): ten batches ahead
 GRACE = 5.0  # seconds to deliver what was already read after an interruption
 SHOWN_INVALID = 10  # invalid lines printed on stderr; all of them go to the rejects file
 
@@ -106,8 +106,8 @@ class Sender:
             if self.valid % CHUNK == 1:
                 self._wait_for_room(report)
             lines_of[om.track(event)] = number  # type: ignore[arg-type]
-            if len(lines_of) > 4 * WINDOW:  # keep the newest half: unconfirmed events are among them
-                recent = list(lines_of.items())[-2 * WINDOW:]
+            if len(lines_of) > 2 * WINDOW:  # keep the newest half: the unconfirmed events are among them
+                recent = list(lines_of.items())[-WINDOW:]
                 lines_of.clear()
                 lines_of.update(recent)
         report.update(counts)
