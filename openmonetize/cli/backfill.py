@@ -171,7 +171,7 @@ class Sender:
             self.key_refused = True
         for event in failure.events:
             self.refused += 1
-            line = self._lines_of.get(str(event.get("event_id")), 0)
+            line = self._lines_of.get(str(event.get("event_id")))  # None: too old to be traced
             original = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
             self.rejects.write(Invalid(line, f"refused by the service: {failure.reason}", original))
 

@@ -46,7 +46,7 @@ _TAGS = ", ".join(_MODELS)
 class Invalid:
     """A line that is not a valid event: never sent, reported with its number and why."""
 
-    line: int
+    line: int | None  # None only for an event the service refused that can no longer be traced to its line
     reason: str
     original: bytes
 

@@ -15,8 +15,9 @@ from openmonetize.cli.usage import usage
 def cli() -> None:
     """Meter AI usage from the shell: try the SDK, backfill usage from logs, inspect a spool.
 
-    The API key is read from OPENMONETIZE_API_KEY (or --api-key) and never printed. Exit status: 0 ok,
-    1 partial failure (some events invalid, refused or not delivered), 2 usage error.
+    The API key is read from OPENMONETIZE_API_KEY (or --api-key) and never printed (serve prints the dev
+    key it generated or was given on its command line). Exit status: 0 ok, 1 partial failure (some events
+    invalid, refused or not delivered), 2 usage error; docs/guides/cli.md has the details.
     """
 
 
