@@ -27,9 +27,12 @@ EXTRAS = {
 }
 # the provider SDKs that usage tracking wraps; tests drive them against openmonetize.testing.fake_llm
 EXTRAS["providers"] = ["openai >= 3", "anthropic >= 2", "google-genai >= 3", "groq >= 1"]
+# the `openmonetize` command: click and rich, plus the local server (`serve`, `demo`), so that every
+# command works after `pip install 'openmonetize[cli]'`; kept out of the runtime set, which services embed
+EXTRAS["cli"] = ["click >= 8.1", "rich >= 13"] + EXTRAS["testing"]
 # benchmarks only: the peer SDK bench/track.py compares against
 EXTRAS["bench"] = ["segment-analytics-python == 2.4.0"]
-EXTRAS["dev"] = EXTRAS["testing"] + EXTRAS["providers"] + [
+EXTRAS["dev"] = EXTRAS["cli"] + EXTRAS["providers"] + [
     "pytest >= 8",
     "hypothesis >= 6.100",
     "schemathesis >= 4, < 5",
@@ -53,5 +56,8 @@ setup(
     package_data={"openmonetize": ["py.typed", "openapi.yaml"]},
     install_requires=RUNTIME,
     extras_require=EXTRAS,
-    entry_points={"pytest11": ["openmonetize = openmonetize.testing.pytest_plugin"]},
+    entry_points={
+        "console_scripts": ["openmonetize = openmonetize.cli:main"],
+        "pytest11": ["openmonetize = openmonetize.testing.pytest_plugin"],
+    },
 )

@@ -12,5 +12,7 @@ template.
 - `buffers`: where queued events wait: memory, or the SQLite spool.
 - `retry`: the retry policy, as a urllib3 `Retry`.
 - `failures`: `DeliveryFailure`, what `on_error` receives.
-- `demo`: `python -m openmonetize.lib.demo`.
+- `demo`: `openmonetize demo` (or `python -m openmonetize.lib.demo`).
+
+The command line (`openmonetize/cli/`, hand-written too) builds on these.
 """

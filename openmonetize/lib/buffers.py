@@ -280,6 +280,99 @@ class SpoolBuffer(MemoryBuffer):
         return self._db
 
 
+@dataclass(frozen=True)
+class SpoolFile:
+    """What one spool file holds, as seen from outside (`openmonetize spool status`).
+
+    `live`: a running process holds its lock and will deliver it; the others are orphans, adopted by
+    the next client that opens the directory. `oldest` and `newest` are the events' timestamps (UTC,
+    ISO 8601, to the millisecond); `bytes` is the space on disk (the database, its WAL and index).
+    """
+
+    path: Path
+    live: bool
+    events: int
+    oldest: str | None
+    newest: str | None
+    bytes: int
+
+
+def spool_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """The spool files in `directory`, oldest name first."""
+    return sorted(Path(directory).glob(f"*{SPOOL_SUFFIX}"))
+
+
+def inspect_spool(directory: str | os.PathLike[str]) -> list[SpoolFile]:
+    """Describe each spool file without disturbing it: read-only, and a live process's lock is only tested.
+
+    A file that vanishes meanwhile (adopted or emptied by a live process) is left out.
+    """
+    found = []
+    for path in spool_files(directory):
+        try:
+            with _read_only(path) as db:
+                if _has_events_table(db):
+                    count, oldest, newest = db.execute(
+                        "SELECT COUNT(*), MIN(t), MAX(t) FROM (SELECT strftime('%Y-%m-%dT%H:%M:%fZ',"
+                        " upper(json_extract(CAST(body AS TEXT), '$.timestamp'))) AS t FROM events)"
+                    ).fetchone()
+                else:  # created by a process that died before its first write
+                    count, oldest, newest = 0, None, None
+            size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists())
+        except (sqlite3.Error, FileNotFoundError):
+            if not path.exists():
+                continue
+            raise
+        found.append(SpoolFile(path, is_live(path), count, oldest, newest, size))
+    return found
+
+
+def read_spool(directory: str | os.PathLike[str], *, include_live: bool = True) -> Iterator[bytes]:
+    """Every event (its JSON, as it will be sent) in the spool files, read-only, file by file in order."""
+    for path in spool_files(directory):
+        if not include_live and is_live(path):
+            continue
+        try:
+            with _read_only(path) as db:
+                if not _has_events_table(db):
+                    continue
+                for (body,) in db.execute("SELECT body FROM events ORDER BY id"):
+                    yield bytes(body)
+        except sqlite3.Error:
+            if path.exists():
+                raise
+
+
+def is_live(path: Path) -> bool:
+    """Whether a running process holds this spool file's lock. Tested with a shared lock, released at
+    once, so it never blocks the owner (a client adopting orphans at that instant retries later)."""
+    try:
+        fd = os.open(f"{path}.lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing releases the lock if it was taken
+    return False
+
+
+@contextlib.contextmanager
+def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection that cannot write, checkpoint or delete the owner's WAL."""
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _has_events_table(db: sqlite3.Connection) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone() is not None
+
+
 def _lock(path: Path) -> int | None:
     """An exclusive, non-blocking lock on `<path>.lock`, released by the OS when the process dies."""
     fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)

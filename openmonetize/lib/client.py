@@ -112,6 +112,14 @@ class OpenMonetize:
         )
         return EventsApi(ApiClient(config))
 
+    def start(self) -> None:
+        """Start delivering now instead of at the first `track_*`.
+
+        With a `spool_dir` this opens the spool and adopts what dead processes left there, so a tool
+        (`openmonetize spool replay`) can deliver a spool without tracking anything itself.
+        """
+        self._start()
+
     def _start(self) -> Dispatcher:
         with self._lock:
             if self._closed:

@@ -9,9 +9,11 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol, TypedDict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypedDict
 
-__all__ = ["EventStore", "MemoryStore", "SqliteStore", "SummaryRow", "summarize"]
+__all__ = ["EventStore", "MemoryStore", "SqliteStore", "SummaryRow", "TotalsRow", "read_totals", "summarize"]
 
 Event = dict[str, Any]
 
@@ -253,3 +255,56 @@ class SqliteStore:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(_SCHEMA)
         return conn
+
+
+class TotalsRow(TypedDict):
+    """Usage totals of one group (a customer, a feature or a model) and one unit.
+
+    ``unit_type`` is None for the totals of token and image events and names the unit for CUSTOM
+    quantities, so quantities of different units are never added together. ``key`` is None for CUSTOM
+    events grouped by model (they have none).
+    """
+
+    key: str | None
+    unit_type: str | None
+    events: int
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    reasoning_tokens: int
+    image_count: int
+    quantity: float
+
+
+GroupBy = Literal["customer", "feature", "model"]
+_GROUP_COLUMNS: dict[str, str] = {"customer": "customer_id", "feature": "feature_id", "model": "model"}
+
+
+def read_totals(path: str | os.PathLike[str], by: GroupBy = "customer", since: datetime | None = None
+                ) -> list[TotalsRow]:
+    """Totals per group and unit from a SqliteStore file, read-only (a running server keeps writing).
+
+    ``since`` (timezone-aware, or naive meaning local time) keeps the events whose timestamp is at or
+    after it, compared as instants to the millisecond whatever offsets the events carry. Rows are
+    ordered by key (None last), then unit (None first).
+    """
+    column = _GROUP_COLUMNS[by]
+    where, args = "", []
+    if since is not None:
+        where = "WHERE strftime('%Y-%m-%dT%H:%M:%f', upper(timestamp)) >= ?"
+        args.append(since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23])
+    query = (
+        f"SELECT {column}, unit_type, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens),"
+        f" SUM(reasoning_tokens), SUM(image_count), SUM(quantity) FROM events {where}"
+        f" GROUP BY {column}, unit_type ORDER BY {column} IS NULL, {column}, unit_type IS NOT NULL, unit_type"
+    )
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(query, args).fetchall()
+    finally:
+        conn.close()
+    return [
+        TotalsRow(key=key, unit_type=unit, events=n, input_tokens=inp, output_tokens=out, cached_input_tokens=cached,
+                  reasoning_tokens=reasoning, image_count=images, quantity=qty)
+        for key, unit, n, inp, out, cached, reasoning, images, qty in rows
+    ]

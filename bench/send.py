@@ -1,0 +1,185 @@
+"""`openmonetize send` against a plain loop of `EventsApi.ingest` (batches of 1000), side by side in one run,
+plus the peak RSS of `send` for a large file.
+
+Both post the same JSON lines file (a usage log in time order, no event_id) to `openmonetize serve` (another
+process, SQLite), started afresh on an empty database for every run; each client runs in a fresh process
+(interpreter start and imports count for both), alternating which goes first. The plain loop is what a user
+would write: `json.loads` each line, `ingest(events=batch)` every 1000 lines (the dicts are validated by
+`ingest`, which gives them new UUIDv7s). Peak RSS is `getrusage(RUSAGE_CHILDREN)` of a helper process whose
+only child is the `send` run.
+
+    .venv/bin/python bench/send.py [--lines 100000] [--rounds 3] [--rss-lines 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+KEY = "bench-key"
+OM = str(Path(sys.executable).with_name("openmonetize"))
+
+
+def write_events(path: Path, lines: int) -> None:
+    """Valid events only (the plain loop has no way to skip a bad line): a third of each type, in time order
+    (a usage log, 20 events a second)."""
+    rng = random.Random(5)
+    start = datetime(2026, 10, 1, tzinfo=timezone.utc)
+    with path.open("w") as out:
+        for i in range(lines):
+            customer = f"cust_{rng.randrange(200)}"
+            ts = (start + timedelta(milliseconds=50 * i)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            if i % 3 == 0:
+                event = {"event_type": "TOKEN_USAGE", "customer_id": customer, "feature_id": "chat",
+                         "provider": "openai", "model": "gpt-4o", "input_tokens": rng.randrange(100, 9000),
+                         "output_tokens": rng.randrange(10, 900), "timestamp": ts,
+                         "metadata": {"request_id": f"req_{i}"}}
+            elif i % 3 == 1:
+                event = {"event_type": "IMAGE_GENERATION", "customer_id": customer, "feature_id": "images",
+                         "provider": "openai", "model": "gpt-image-1", "image_count": 1 + i % 4, "timestamp": ts}
+            else:
+                event = {"event_type": "CUSTOM", "customer_id": customer, "feature_id": "pdf", "unit_type": "pages",
+                         "quantity": 1 + i % 30, "timestamp": ts}
+            out.write(json.dumps(event) + "\n")
+
+
+PLAIN_LOOP = """
+import json, sys
+from openmonetize import ApiClient, EventsApi
+from openmonetize.configuration import Configuration
+
+config = Configuration(host=sys.argv[2], access_token=sys.argv[3])
+api = EventsApi(ApiClient(config))
+batch, sent = [], 0
+with open(sys.argv[1], "rb") as f:
+    for line in f:
+        batch.append(json.loads(line))
+        if len(batch) == 1000:
+            sent += api.ingest(events=batch).accepted
+            batch = []
+if batch:
+    sent += api.ingest(events=batch).accepted
+print(sent)
+"""
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{cmd[:3]} failed ({result.returncode}): {result.stderr[-2000:]}")
+    return elapsed, result.stdout
+
+
+def sent_of(summary: str) -> int:
+    match = re.search(r"^  sent\s+([\d,]+)", summary, flags=re.M)
+    assert match, summary
+    return int(match.group(1).replace(",", ""))
+
+
+def peak_rss_mb(path: Path, url: str, env: dict[str, str]) -> tuple[float, float]:
+    """(peak RSS in MB, seconds) of one `send` run, measured in a helper whose only child it is."""
+    helper = (
+        "import resource, subprocess, sys, time\n"
+        "t = time.perf_counter()\n"
+        f"subprocess.run([{OM!r}, 'send', {str(path)!r}, '--base-url', {url!r}],"
+        " check=True, capture_output=True)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, time.perf_counter() - t)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", helper], capture_output=True, text=True, env=env, check=True).stdout
+    rss, seconds = out.split()
+    return float(rss), float(seconds)
+
+
+class Server:
+    """A fresh `openmonetize serve` on an empty database, so every measurement starts from the same state."""
+
+    def __init__(self, work: Path, name: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([OM, "serve", "--db", str(work / f"{name}.db"), "--port", "0"],
+                                     stdout=subprocess.PIPE, text=True, env=env)
+        assert self.proc.stdout is not None
+        match = re.search(r"listening on (\S+)", self.proc.stdout.readline())
+        assert match
+        self.url = match.group(1)
+
+    def __enter__(self) -> str:
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lines", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rss-lines", type=int, default=1_000_000)
+    args = parser.parse_args()
+    lines: int = args.lines
+
+    work = Path(tempfile.mkdtemp(prefix="om-bench-send-"))
+    env = {**os.environ, "OPENMONETIZE_API_KEY": KEY}
+    env.pop("OPENMONETIZE_BASE_URL", None)
+    try:
+        source = work / "events.jsonl"
+        write_events(source, lines)
+
+        def send(name: str) -> float:
+            with Server(work, name, env) as url:
+                seconds, out = timed([OM, "send", str(source), "--base-url", url], env)
+            assert sent_of(out) == lines, out
+            return lines / seconds
+
+        def loop(name: str) -> float:
+            with Server(work, name, env) as url:
+                seconds, out = timed([sys.executable, "-c", PLAIN_LOOP, str(source), url, KEY], env)
+            assert int(out) == lines, out
+            return lines / seconds
+
+        send_rates: list[float] = []
+        loop_rates: list[float] = []
+        for round_ in range(args.rounds):
+            if round_ % 2 == 0:
+                send_rates.append(send(f"send{round_}"))
+                loop_rates.append(loop(f"loop{round_}"))
+            else:
+                loop_rates.append(loop(f"loop{round_}"))
+                send_rates.append(send(f"send{round_}"))
+            print(f"round {round_ + 1}: send {send_rates[-1]:,.0f} lines/s, plain ingest loop "
+                  f"{loop_rates[-1]:,.0f} lines/s, ratio {send_rates[-1] / loop_rates[-1]:.2f}", flush=True)
+        send_rate, loop_rate = statistics.median(send_rates), statistics.median(loop_rates)
+        print(f"{lines:,} lines, {args.rounds} rounds, median; each run a fresh process, against a fresh"
+              " `openmonetize serve`")
+        print(f"openmonetize send          : {send_rate:>9,.0f} lines/s")
+        print(f"plain EventsApi.ingest loop: {loop_rate:>9,.0f} lines/s")
+        print(f"ratio send / loop          : {send_rate / loop_rate:.2f}   (goal >= 1.0)")
+
+        with Server(work, "rss-small", env) as url:
+            small_rss, _ = peak_rss_mb(source, url, env)
+        big = work / "big.jsonl"
+        write_events(big, args.rss_lines)
+        with Server(work, "rss-big", env) as url:
+            big_rss, big_seconds = peak_rss_mb(big, url, env)
+        size_mb = big.stat().st_size / 1e6
+        print(f"peak RSS of send: {small_rss:.0f} MB for {lines:,} lines; {big_rss:.0f} MB for "
+              f"{args.rss_lines:,} lines ({size_mb:.0f} MB file, {args.rss_lines / big_seconds:,.0f} lines/s); "
+              f"ratio {big_rss / small_rss:.2f}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
