@@ -15,12 +15,12 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
+from openmonetize.lib.client import DEFAULT_BASE_URL
+
 # Exit codes: the shell's conventions.
 OK = 0
 PARTIAL_FAILURE = 1  # some events invalid, refused or not delivered
 USAGE_ERROR = 2  # click's own code for bad flags and arguments
-
-DEFAULT_BASE_URL = "https://api.openmonetize.io"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
