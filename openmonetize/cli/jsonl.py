@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
+from openmonetize.lib import strict_json
 from openmonetize.models.custom_event import CustomEvent
 from openmonetize.models.image_generation_event import ImageGenerationEvent
 from openmonetize.models.token_usage_event import TokenUsageEvent
@@ -208,23 +208,12 @@ def _check_shape(data: dict[str, Any]) -> str | None:
     return None
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:50]} is out of range")
-    return value
-
-
 def _not_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 # Built once: json.dumps/json.loads with options build a new encoder/decoder per call (~2 us per line).
-_decode = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float).decode
+_decode = strict_json.loads
 _canonical: Callable[[Any], str] = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 if c_make_encoder is not None:  # the C encoder json.dumps itself runs, kept instead of rebuilt per call
     _c_canonical = c_make_encoder(None, _not_json, encode_basestring, None, ":", ",", True, False, True)

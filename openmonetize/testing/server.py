@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import math
 import os
 import random
 import re
@@ -24,6 +23,8 @@ from email.message import Message
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any
+
+from openmonetize.lib import strict_json
 
 from .faults import Fault, FaultPlan
 from .loopback import LoopbackHTTPServer, TrackedHandler
@@ -441,7 +442,7 @@ def _decode_json(headers: Message, raw: bytes, limit: int) -> Any:
         raise _Refused(_error(400, "INVALID_JSON", "the request body is empty"))
     try:
         text = raw.decode("utf-8")
-        body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        body = strict_json.loads(text)
     except (ValueError, RecursionError) as exc:  # includes JSONDecodeError, UnicodeDecodeError
         raise _Refused(_error(400, "INVALID_JSON", f"the body is not valid JSON: {exc}")) from None
     if _SURROGATE_ESCAPE.search(text):
@@ -464,17 +465,6 @@ def _gunzip(data: bytes, limit: int) -> bytes:
     if not inflater.eof or inflater.unused_data:
         raise _Refused(_error(400, "BAD_REQUEST", "the gzip body is truncated or has trailing data"))
     return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:50]} is out of range")
-    return value
 
 
 # ---------------------------------------------------------------------------- HTTP

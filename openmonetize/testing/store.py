@@ -18,18 +18,10 @@ __all__ = ["EventStore", "MemoryStore", "SqliteStore", "SummaryRow", "TotalsRow"
 Event = dict[str, Any]
 
 
-class SummaryRow(TypedDict):
-    """Usage totals of one (customer_id, feature_id, model, unit_type) group.
+class Totals(TypedDict):
+    """What is added up for a group of events; totals a group cannot have (image_count of token usage,
+    say) are 0."""
 
-    ``model`` is None for CUSTOM events and ``unit_type`` is None for the others, so
-    quantities of different units are never added together. Totals a group cannot
-    have (image_count of token usage, say) are 0.
-    """
-
-    customer_id: str
-    feature_id: str
-    model: str | None
-    unit_type: str | None
     events: int
     input_tokens: int
     output_tokens: int
@@ -37,6 +29,19 @@ class SummaryRow(TypedDict):
     reasoning_tokens: int
     image_count: int
     quantity: float
+
+
+class SummaryRow(Totals):
+    """Usage totals of one (customer_id, feature_id, model, unit_type) group.
+
+    ``model`` is None for CUSTOM events and ``unit_type`` is None for the others, so
+    quantities of different units are never added together.
+    """
+
+    customer_id: str
+    feature_id: str
+    model: str | None
+    unit_type: str | None
 
 
 # The per-event numbers behind a summary, in SummaryRow order after the key.
@@ -257,7 +262,7 @@ class SqliteStore:
         return conn
 
 
-class TotalsRow(TypedDict):
+class TotalsRow(Totals):
     """Usage totals of one group (a customer, a feature or a model) and one unit.
 
     ``unit_type`` is None for the totals of token and image events and names the unit for CUSTOM
@@ -267,13 +272,6 @@ class TotalsRow(TypedDict):
 
     key: str | None
     unit_type: str | None
-    events: int
-    input_tokens: int
-    output_tokens: int
-    cached_input_tokens: int
-    reasoning_tokens: int
-    image_count: int
-    quantity: float
 
 
 GroupBy = Literal["customer", "feature", "model"]
