@@ -1,9 +1,9 @@
 """The hand-written layer of openmonetize.
 
-Everything outside `openmonetize/lib/` and `openmonetize/testing/` is generated from `openapi.yaml` by
+Everything outside `openmonetize/lib/`, `openmonetize/cli/` and `openmonetize/testing/` is generated from `openapi.yaml` by
 `./generate.sh` and must not be edited by hand. The generated models call into `event_rules` through the
-spec's `x-sdk-validators` extension; the package exports `OpenMonetize` and `DeliveryFailure` through its
-template.
+spec's `x-sdk-validators` extension; the package exports `OpenMonetize`, `DeliveryFailure`,
+`create_llm_tracker` and `LLMTracker` through its template.
 
 - `event_ids`: UUIDv7 event ids.
 - `event_rules`: rules a JSON schema cannot express (defaults filled in, cross-field checks, metadata size).
@@ -12,6 +12,8 @@ template.
 - `buffers`: where queued events wait: memory, or the SQLite spool.
 - `retry`: the retry policy, as a urllib3 `Retry`.
 - `failures`: `DeliveryFailure`, what `on_error` receives.
+- `llm/`: automatic LLM usage tracking (`create_llm_tracker`): proxies around provider clients.
+- `strict_json`: JSON decoding that refuses NaN and Infinity (the local server, `openmonetize send`).
 - `demo`: `openmonetize demo` (or `python -m openmonetize.lib.demo`).
 
 The command line (`openmonetize/cli/`, hand-written too) builds on these.
