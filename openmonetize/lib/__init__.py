@@ -1,8 +1,8 @@
 """The hand-written layer of openmonetize.
 
-Everything outside `openmonetize/lib/`, `openmonetize/cli/` and `openmonetize/testing/` is generated from `openapi.yaml` by
-`./generate.sh` and must not be edited by hand. The generated models call into `event_rules` through the
-spec's `x-sdk-validators` extension; the package exports `OpenMonetize`, `DeliveryFailure`,
+Everything outside `openmonetize/lib/`, `openmonetize/cli/` and `openmonetize/testing/` is generated from
+`openapi.yaml` by `./generate.sh` and must not be edited by hand. The generated models call into
+`event_rules` through the spec's `x-sdk-validators` extension; the package exports `OpenMonetize`, `DeliveryFailure`,
 `create_llm_tracker` and `LLMTracker` through its template.
 
 - `event_ids`: UUIDv7 event ids.
