@@ -61,9 +61,9 @@ class LLMTracker:
     ) -> ClientT:
         """The same client, billing every tracked call to `customer_id`.
 
-        Cheap (one proxy object): wrapping per request is fine. `provider` overrides the provider
-        recorded on events (detected from the client; OpenRouter from its base URL). Bad arguments
-        raise here, before any LLM call is made.
+        About 15 us (one proxy object, and the validation of the arguments): wrapping per request is
+        fine. `provider` overrides the provider recorded on events (detected from the client; OpenRouter
+        from its base URL). Bad arguments raise here, before any LLM call is made.
         """
         provider = provider or detect_provider(client)
         routes = routes_for(provider or "", client)
