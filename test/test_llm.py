@@ -252,6 +252,15 @@ def test_openai_chat_parse(fake, tracker, ingest, customer, is_async):
     assert tokens(only(tracker, ingest, customer)) == CHAT_TOKENS
 
 
+def test_beta_namespaces_are_tracked_too(fake, tracker, ingest, customer):
+    gpt = tracker.wrap(client=openai_client(fake, False), customer_id=customer)
+    gpt.beta.chat.completions.parse(model="gpt-4o", messages=MESSAGES, response_format=Answer)
+    claude = tracker.wrap(client=anthropic_client(fake, False), customer_id=customer)
+    claude.beta.messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=MESSAGES)
+    events = recorded(tracker, ingest, customer)
+    assert sorted(tokens(e) for e in events) == sorted([CHAT_TOKENS, CLAUDE_TOKENS])
+
+
 @SYNC_ASYNC
 def test_openai_responses_create(fake, tracker, ingest, customer, is_async):
     llm = tracker.wrap(client=openai_client(fake, is_async), customer_id=customer)
