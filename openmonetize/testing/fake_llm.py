@@ -92,10 +92,9 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
-from types import TracebackType
 from typing import Any, NamedTuple
 
-from .loopback import LoopbackHTTPServer, TrackedHandler
+from .loopback import LoopbackHTTPServer, LoopbackService, TrackedHandler
 
 __all__ = ["REPLY_CHUNKS", "REPLY_TEXT", "USAGE", "FakeLLMServer", "RecordedRequest", "reported_model"]
 
@@ -745,71 +744,24 @@ def _route(path: str) -> tuple[_Endpoint, str] | None:
 # ---------------------------------------------------------------------------- server
 
 
-class FakeLLMServer:
+class FakeLLMServer(LoopbackService):
     """Fake OpenAI, OpenRouter, Groq, Anthropic and Gemini HTTP APIs on loopback, with fixed usage.
 
     See the module docstring for the endpoints and the meaning of every number in ``USAGE``.
     """
 
+    _thread_name = "openmonetize-fake-llm"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._host = host
-        self._port = port
+        super().__init__(host, port, _Handler)
         self._lock = threading.Lock()
-        self._lifecycle = threading.Lock()
         self._seq = 0
         self._requests: list[RecordedRequest] = []
         self._failures: deque[int] = deque()  # statuses of the next failing requests
         self._cuts: deque[int] = deque()  # content chunks the next streams get before the cut
-        self._httpd: LoopbackHTTPServer[FakeLLMServer] | None = None
-        self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"<FakeLLMServer {self.url if self.running else 'stopped'}>"
-
-    # -- lifecycle
-
-    def start(self) -> FakeLLMServer:
-        """Bind and serve in a daemon thread; a no-op when already running."""
-        with self._lifecycle:
-            if self._httpd is not None:
-                return self
-            httpd = LoopbackHTTPServer((self._host, self._port), _Handler, self)
-            self._port = httpd.server_address[1]
-            thread = httpd.serve_in_background(f"openmonetize-fake-llm-{self._port}")
-            self._httpd, self._thread = httpd, thread
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close open (keep-alive) connections."""
-        with self._lifecycle:
-            httpd, thread = self._httpd, self._thread
-            if httpd is None or thread is None:
-                return
-            httpd.stop(thread)
-            self._httpd = self._thread = None
-
-    def __enter__(self) -> FakeLLMServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._httpd is not None
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``, without a trailing slash."""
-        if self._port == 0:
-            raise RuntimeError("the server has no port yet; call start() first")
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}"
 
     def base_url(self, provider: str) -> str:
         """What to pass as the SDK client's base URL for ``provider``.

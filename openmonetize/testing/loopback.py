@@ -12,7 +12,10 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Generic, TypeVar
+from types import TracebackType
+from typing import Any, ClassVar, Generic, TypeVar
+
+from typing_extensions import Self
 
 logger = logging.getLogger("openmonetize.testing")
 
@@ -105,3 +108,71 @@ class TrackedHandler(BaseHTTPRequestHandler):
 def _shutdown(connection: socket.socket) -> None:
     with contextlib.suppress(OSError):  # already closed by the peer
         connection.shutdown(socket.SHUT_RDWR)
+
+
+class LoopbackService:
+    """Start, stop, `with` and `url` for a server object its handlers reach as `self.server.app`.
+
+    Subclasses name their thread, and open or close what they serve from in the hooks.
+    """
+
+    _thread_name: ClassVar[str]
+
+    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._handler = handler
+        self._host = host
+        self._port = port
+        self._lifecycle = threading.Lock()
+        self._httpd: LoopbackHTTPServer[Self] | None = None
+        self._thread: threading.Thread | None = None
+
+    def _open(self) -> None:
+        """Runs once the port is bound, before serving; an exception unbinds it."""
+
+    def _close(self) -> None:
+        """Runs once serving has stopped."""
+
+    def start(self) -> Self:
+        """Bind and serve in a daemon thread; a no-op when already running."""
+        with self._lifecycle:
+            if self._httpd is not None:
+                return self
+            httpd = LoopbackHTTPServer((self._host, self._port), self._handler, self)
+            try:
+                self._open()
+            except BaseException:
+                httpd.server_close()
+                raise
+            self._port = httpd.server_address[1]
+            self._thread = httpd.serve_in_background(f"{self._thread_name}-{self._port}")
+            self._httpd = httpd
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close open (keep-alive) connections, wait for handlers, then `_close`."""
+        with self._lifecycle:
+            httpd, thread = self._httpd, self._thread
+            if httpd is None or thread is None:
+                return
+            httpd.stop(thread)
+            self._httpd = self._thread = None
+            self._close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._httpd is not None
+
+    @property
+    def url(self) -> str:
+        """Base URL without a trailing slash, e.g. ``http://127.0.0.1:54321``."""
+        if self._port == 0:
+            raise RuntimeError("the server has no port yet; call start() first")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}"

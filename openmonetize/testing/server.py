@@ -21,13 +21,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
-from types import TracebackType
 from typing import Any
 
 from openmonetize.lib import strict_json
 
 from .faults import Fault, FaultPlan
-from .loopback import LoopbackHTTPServer, TrackedHandler
+from .loopback import LoopbackHTTPServer, LoopbackService, TrackedHandler
 from .spec import INGEST_PATH, IngestContract, Problem, load_contract
 from .store import EventStore, MemoryStore, SqliteStore, SummaryRow
 
@@ -92,7 +91,7 @@ def _seconds_header(seconds: float) -> str:
 # ---------------------------------------------------------------------------- server
 
 
-class LocalIngestServer:
+class LocalIngestServer(LoopbackService):
     """A local stand-in for the ingest API that enforces the OpenAPI contract.
 
     Usage::
@@ -121,22 +120,18 @@ class LocalIngestServer:
             raise ValueError("api_key must not be empty")
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
+        super().__init__(host, port, _Handler)
         self._api_key = api_key
         self._key_bytes = api_key.encode("utf-8")
-        self._host = host
-        self._port = port
         self.max_body_bytes = max_body_bytes
         self._store: EventStore = MemoryStore() if db_path is None else SqliteStore(db_path)
         self._faults = FaultPlan()
-        self._lifecycle = threading.Lock()
         self._counter_lock = threading.Lock()
         self._requests = 0
         self._duplicates_received = 0
         self._gzip_requests = 0
         self._rejected_customers: frozenset[str] = frozenset()
         self._contract: IngestContract | None = None
-        self._httpd: LoopbackHTTPServer[LocalIngestServer] | None = None
-        self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -146,57 +141,25 @@ class LocalIngestServer:
 
     # -- lifecycle
 
+    _thread_name = "openmonetize-local-ingest"
+
+    def _open(self) -> None:
+        self._contract = load_contract()
+        self._store.open()
+
+    def _close(self) -> None:
+        self._store.close()
+
     def start(self) -> LocalIngestServer:
         """Bind and serve in a daemon thread; a no-op when already running."""
-        with self._lifecycle:
-            if self._httpd is not None:
-                return self
-            self._contract = load_contract()
-            httpd = LoopbackHTTPServer((self._host, self._port), _Handler, self)
-            try:
-                self._store.open()
-            except BaseException:
-                httpd.server_close()
-                raise
-            self._port = httpd.server_address[1]
-            thread = httpd.serve_in_background(f"openmonetize-local-ingest-{self._port}")
-            self._httpd, self._thread = httpd, thread
+        super().start()
         logger.info("local ingest server listening on %s", self.url)
         return self
 
     def stop(self) -> None:
         """Stop serving, close open connections, wait for handlers, close the store."""
-        with self._lifecycle:
-            httpd, thread = self._httpd, self._thread
-            if httpd is None or thread is None:
-                return
-            httpd.stop(thread)
-            self._httpd = self._thread = None
-            self._store.close()
+        super().stop()
         logger.info("local ingest server on port %s stopped", self._port)
-
-    def __enter__(self) -> LocalIngestServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._httpd is not None
-
-    @property
-    def url(self) -> str:
-        """Base URL without a trailing slash, e.g. ``http://127.0.0.1:54321``."""
-        if self._port == 0:
-            raise RuntimeError("the server has no port yet; call start() first")
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}"
 
     @property
     def port(self) -> int:
