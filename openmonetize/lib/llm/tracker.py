@@ -128,16 +128,17 @@ class _Billing:
     def record(self, observation: Observation, end: str, requested_model: Any) -> None:
         try:
             usage = observation.usage
-            metadata = dict(self.metadata) if self.metadata else {}
             if usage is None:
                 usage = Usage()
                 end = end if end != COMPLETED else "no_usage"
-            elif usage.extra:
-                metadata.update(usage.extra)
+            # the event validates (and so copies) its metadata: the wrap's dict is shared unless keys are added
+            metadata = self.metadata
+            if usage.extra or end != COMPLETED:
+                metadata = {**(metadata or {}), **usage.extra}
+                if end != COMPLETED:
+                    metadata["partial"] = True
+                    metadata["stream_end"] = end
             response_id = observation.response_id
-            if end != COMPLETED:
-                metadata["partial"] = True
-                metadata["stream_end"] = end
             model = observation.model or (requested_model if isinstance(requested_model, str) else None)
             event = TokenUsageEvent(
                 event_id=event_id_for_response(self.provider, response_id) if response_id else None,
