@@ -5,7 +5,8 @@
 
 The real `openai.OpenAI` client calls the fake provider (openmonetize.testing.fake_llm, its own process)
 with and without the wrap, alternating rounds; the tracker delivers to bench/sink.py (another process), as
-a service would. Two shapes: a plain chat completion, and a streamed one read to the end. Overhead per
+a service would. Two shapes: a plain chat completion, and a streamed one read to the end; and what asking
+for stream usage costs the unwrapped client by itself (the tracker asks for it). Overhead per
 call is the median over rounds of (wrapped - unwrapped) mean call time, in wall time and in this
 process's CPU time (all threads: the tracker's background delivery included); goals: <= 30 us and <= 5%
 of the unwrapped call. With three processes on two cores, wall-time rounds are noisy (see the IQR), so
@@ -51,6 +52,34 @@ def streamed(client: Any) -> None:
         pass
 
 
+def streamed_with_usage(client: Any) -> None:
+    for _ in client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True,
+                                            stream_options={"include_usage": True}):
+        pass
+
+
+def compare(name: str, baseline: tuple[Callable[[Any], None], Any], compared: tuple[Callable[[Any], None], Any],
+            rounds: int, calls: int) -> None:
+    """Median over alternating rounds of (compared - baseline) per-call time, wall and CPU."""
+    runs = (baseline, compared)
+    for call, client in runs:  # warm up connections, caches and the tracker's threads
+        round_time(call, client, calls)
+    base_times: dict[str, list[float]] = {"wall": [], "cpu": []}
+    differences: dict[str, list[float]] = {"wall": [], "cpu": []}
+    for i in range(rounds):
+        times = [round_time(call, client, calls) for call, client in (runs if i % 2 == 0 else runs[::-1])]
+        base, other = (times[0], times[1]) if i % 2 == 0 else (times[1], times[0])
+        for k, clock in enumerate(("wall", "cpu")):
+            base_times[clock].append(base[k])
+            differences[clock].append(other[k] - base[k])
+    for clock in ("wall", "cpu"):
+        base_median = statistics.median(base_times[clock])
+        overhead = statistics.median(differences[clock])
+        q1, _, q3 = statistics.quantiles(differences[clock], n=4)
+        print(f"{name:<18} {clock:<5} {base_median:>12.1f} {base_median + overhead:>12.1f} {overhead:>12.1f} "
+              f"{overhead / base_median:>10.2%}   {q1:.1f} .. {q3:.1f}", flush=True)
+
+
 def round_time(call: Callable[[Any], None], client: Any, calls: int) -> tuple[float, float]:
     """(wall, CPU) microseconds per call"""
     started, cpu = time.perf_counter(), time.process_time()
@@ -61,7 +90,7 @@ def round_time(call: Callable[[Any], None], client: Any, calls: int) -> tuple[fl
 
 def isolated(raw: Any, wrapped: Any, n: int = 20_000) -> None:
     """The tracker's caller-thread work per call, without the HTTP round trip around it."""
-    from openmonetize.lib.llm import proxies, routes
+    from openmonetize.lib.llm import LLMTracker, proxies, routes
 
     recorder = wrapped._self_recorder
     method = routes.CHAT_CREATE
@@ -88,8 +117,11 @@ def isolated(raw: Any, wrapped: Any, n: int = 20_000) -> None:
             pass
 
     stream_work = per_call(tracked_stream) - per_call(bare_stream)
+    tracker = LLMTracker(recorder.client, feature_id="chat", owns_client=False)
+    wrap_cost = per_call(lambda: tracker.wrap(client=raw, customer_id="cust_1", metadata={"feature": "chat"}))
     print(f"\ntracker's caller-thread work, isolated ({n} calls): attribute lookups {lookup:.1f} us; plain call "
-          f"{lookup + plain_work:.1f} us; streamed call ({len(chunks)} chunks) {lookup + stream_work:.1f} us")
+          f"{lookup + plain_work:.1f} us; streamed call ({len(chunks)} chunks) {lookup + stream_work:.1f} us; "
+          f"one wrap (per customer or request) {wrap_cost:.1f} us")
 
 
 def main() -> None:
@@ -109,28 +141,21 @@ def main() -> None:
         raw = openai.OpenAI(api_key="sk-fake", base_url=base_url, max_retries=0)
         wrapped = tracker.wrap(client=raw, customer_id="cust_1", metadata={"feature": "chat"})
         print(f"openai {openai.__version__}, {args.rounds} rounds x {args.calls} calls, alternating\n")
-        print(f"{'call':<9} {'clock':<5} {'unwrapped us':>13} {'wrapped us':>11} {'overhead us':>12} "
+        print(f"{'call':<18} {'clock':<5} {'baseline us':>12} {'compared us':>12} {'overhead us':>12} "
               f"{'overhead %':>11}   overhead IQR us")
-        for name, call in (("plain", plain), ("streamed", streamed)):
-            for client in (raw, wrapped):  # warm up connections, caches and the tracker's threads
-                round_time(call, client, args.calls)
-            unwrapped: dict[str, list[float]] = {"wall": [], "cpu": []}
-            differences: dict[str, list[float]] = {"wall": [], "cpu": []}
-            for i in range(args.rounds):
-                order = (raw, wrapped) if i % 2 == 0 else (wrapped, raw)
-                times = {id(client): round_time(call, client, args.calls) for client in order}
-                for k, clock in enumerate(("wall", "cpu")):
-                    unwrapped[clock].append(times[id(raw)][k])
-                    differences[clock].append(times[id(wrapped)][k] - times[id(raw)][k])
-            for clock in ("wall", "cpu"):
-                base = statistics.median(unwrapped[clock])
-                overhead = statistics.median(differences[clock])
-                q1, _, q3 = statistics.quantiles(differences[clock], n=4)
-                print(f"{name:<9} {clock:<5} {base:>13.1f} {base + overhead:>11.1f} {overhead:>12.1f} "
-                      f"{overhead / base:>10.2%}   {q1:.1f} .. {q3:.1f}")
+        comparisons = (
+            ("plain", plain, plain, wrapped),
+            ("streamed", streamed, streamed, wrapped),
+            # what billing a stream costs by itself: the unwrapped client asking for usage, as the tracker does
+            ("streamed+usage", streamed, streamed_with_usage, raw),
+        )
+        for name, base_call, call, client in comparisons:
+            compare(name, (base_call, raw), (call, client), args.rounds, args.calls)
         tracker.flush(30)
         print(f"\nevents the sink received: {sink_events(sink_url)} "
               f"(wrapped calls: {2 * (args.rounds + 1) * args.calls}); dropped: {tracker.client.stats()['dropped']}")
+        print("(baseline: the unwrapped client; compared: the wrapped one, or for streamed+usage the unwrapped one"
+              " with stream_options.include_usage)")
         isolated(raw, wrapped)
         tracker.shutdown(30)
     finally:

@@ -6,7 +6,8 @@ process, SQLite), started afresh on an empty database for every run; each client
 (interpreter start and imports count for both), alternating which goes first. The plain loop is what a user
 would write: `json.loads` each line, `ingest(events=batch)` every 1000 lines (the dicts are validated by
 `ingest`, which gives them new UUIDv7s). Peak RSS is `getrusage(RUSAGE_CHILDREN)` of a helper process whose
-only child is the `send` run.
+only child is the `send` run. Last, the server CPU it takes to store the file with time-ordered against
+random event ids.
 
     .venv/bin/python bench/send.py [--lines 100000] [--rounds 3] [--rss-lines 1000000]
 """
@@ -24,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -113,13 +116,48 @@ class Server:
         match = re.search(r"listening on (\S+)", self.proc.stdout.readline())
         assert match
         self.url = match.group(1)
+        self.cpu_seconds = 0.0
 
     def __enter__(self) -> str:
         return self.url
 
     def __exit__(self, *exc: object) -> None:
+        self.cpu_seconds = server_cpu_seconds(self.proc.pid)
         self.proc.terminate()
         self.proc.wait()
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_ids(source: Path, target: Path, make_id: Callable[[], str]) -> None:
+    """The same events, each with an explicit event_id from `make_id`, in line order."""
+    with source.open() as lines, target.open("w") as out:
+        for line in lines:
+            out.write(json.dumps({"event_id": make_id(), **json.loads(line)}) + "\n")
+
+
+def id_order(work: Path, source: Path, env: dict[str, str], rounds: int) -> None:
+    """Server CPU to store the file with time-ordered ids (UUIDv7, as the SDK's and `send`'s derived ids
+    are) against random ones (UUIDv4): why `send` derives time-ordered ids."""
+    from openmonetize.lib.event_ids import new_event_id
+
+    files = {"time-ordered": work / "ordered.jsonl", "random": work / "random.jsonl"}
+    with_ids(source, files["time-ordered"], new_event_id)
+    with_ids(source, files["random"], lambda: str(uuid.uuid4()))
+    cpu: dict[str, list[float]] = {name: [] for name in files}
+    for round_ in range(rounds):
+        for name in (list(files) if round_ % 2 == 0 else list(files)[::-1]):
+            server = Server(work, f"ids-{name}-{round_}", env)
+            with server as url:
+                timed([OM, "send", str(files[name]), "--base-url", url], env)
+            cpu[name].append(server.cpu_seconds)
+    ordered, scattered = statistics.median(cpu["time-ordered"]), statistics.median(cpu["random"])
+    print(f"server CPU to store the file, median of {rounds}: time-ordered ids {ordered:.2f} s, random ids "
+          f"{scattered:.2f} s; random / ordered {scattered / ordered:.2f}", flush=True)
 
 
 def main() -> None:
@@ -166,6 +204,8 @@ def main() -> None:
         print(f"openmonetize send          : {send_rate:>9,.0f} lines/s")
         print(f"plain EventsApi.ingest loop: {loop_rate:>9,.0f} lines/s")
         print(f"ratio send / loop          : {send_rate / loop_rate:.2f}   (goal >= 1.0)")
+
+        id_order(work, source, env, args.rounds)
 
         with Server(work, "rss-small", env) as url:
             small_rss, _ = peak_rss_mb(source, url, env)
