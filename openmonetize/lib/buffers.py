@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from openmonetize.lib.failures import DeliveryFailure
+
 Entry = tuple[int, bytes]  # (seq, the event as JSON)
 
 SPOOL_SUFFIX = ".om-spool.sqlite3"
@@ -33,11 +35,19 @@ _inherited_across_fork: list[object] = []
 
 @dataclass
 class Batch:
-    """Events (as JSON) taken for one request; `keys` tell the buffer which ones to ack or give back."""
+    """Events (as JSON) taken for one request, with their `seqs` (tracking order, for `flush()`) and
+    `keys` (the buffer's handle on each event, to ack, give back or dead-letter it); one entry each."""
 
     bodies: list[bytes]
-    min_seq: int
+    seqs: list[int]
     keys: list[Any]
+
+    def __len__(self) -> int:
+        return len(self.bodies)
+
+    @property
+    def min_seq(self) -> int:
+        return min(self.seqs)
 
     def request_body(self) -> bytes:
         return b'{"events":[' + b",".join(self.bodies) + b"]}"
@@ -46,6 +56,17 @@ class Batch:
         """The events as dicts, for reports (all, or those at `indexes`)."""
         chosen = self.bodies if indexes is None else [self.bodies[i] for i in indexes]
         return [json.loads(body) for body in chosen]
+
+    def subset(self, indexes: Iterable[int]) -> Batch:
+        chosen = list(indexes)
+        return Batch([self.bodies[i] for i in chosen], [self.seqs[i] for i in chosen],
+                     [self.keys[i] for i in chosen])
+
+    def halves(self) -> tuple[Batch, Batch]:
+        """Split in two (a refused batch is bisected until the refused events are isolated)."""
+        mid = len(self.bodies) // 2
+        return (Batch(self.bodies[:mid], self.seqs[:mid], self.keys[:mid]),
+                Batch(self.bodies[mid:], self.seqs[mid:], self.keys[mid:]))
 
 
 class MemoryBuffer:
@@ -87,13 +108,22 @@ class MemoryBuffer:
                 entries.append(entry)
         if not entries:
             return None
-        return Batch([body for _, body in entries], entries[0][0], entries)
+        seqs = [seq for seq, _ in entries]
+        return Batch([body for _, body in entries], seqs, seqs)
 
     def give_back(self, batch: Batch) -> None:
-        self.intake.extendleft(reversed(batch.keys))
+        self.intake.extendleft(reversed(list(zip(batch.seqs, batch.bodies))))
 
     def ack(self, batch: Batch) -> None:
         pass
+
+    def dead_letter(self, batch: Batch, failure: DeliveryFailure) -> bool:
+        """Keep events refused for good; False when there is nowhere to keep them (then they are reported)."""
+        return False
+
+    @property
+    def dead_letters(self) -> int:
+        return 0
 
     def low_seq(self) -> float:
         try:
@@ -253,7 +283,7 @@ class SpoolBuffer(MemoryBuffer):
         if not ids:
             return None
         self._reserved.update(ids)
-        return Batch(bodies, min(seqs), ids)
+        return Batch(bodies, seqs, ids)
 
     def give_back(self, batch: Batch) -> None:
         self._reserved.difference_update(batch.keys)

@@ -1,22 +1,35 @@
-"""What background delivery reports when events cannot be delivered: never silently."""
+"""What background delivery reports through `on_error` and the log: never silently."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FailureKind = Literal["rejected", "dropped", "undelivered"]
+FailureKind = Literal["rejected", "unconfirmed", "dropped", "undelivered", "paused", "spool_error"]
+
+# Kinds that are notices about the client's state, not about particular events: their `events` is empty.
+NOTICE_KINDS: frozenset[str] = frozenset({"paused", "spool_error"})
 
 
 @dataclass(frozen=True)
 class DeliveryFailure:
-    """Events that will not be billed, and why.
+    """Events that were not billed (or a notice that delivery is held up), and why.
 
-    - `rejected`: the service refused them for good (a 4xx other than 408/429, or a per-event
-      rejection in a 2xx answer). They are not retried.
+    Events:
+    - `rejected`: the service refused these events on their own (a 400/413/422 or a 403 that the
+      others in their batch did not get, isolated by splitting; or a per-event error in a 2xx answer).
+      With a spool they are kept in its dead-letter table (`openmonetize spool dead-letters`).
+    - `unconfirmed`: the service answered 2xx but never accounted for them (a body that breaks the
+      contract, counts that do not add up), after a bounded number of resends. Kept like `rejected`.
     - `dropped`: the in-memory queue was full and no spool was configured.
     - `undelivered`: shutdown's deadline passed while they were still queued or in flight, with no
       spool to keep them for the next process.
+
+    Notices (`events` is empty; nothing is lost, events are kept):
+    - `paused`: the service refused the key or the account (401, 402, a 403 for every event, an
+      unexpected status); delivery pauses with a long backoff and resumes by itself. Once per episode.
+    - `spool_error`: the spool could not store events (disk full, I/O error); they are kept in memory
+      and written to disk again once it has room. Once per episode.
     """
 
     kind: FailureKind
@@ -31,5 +44,6 @@ class DeliveryFailure:
 
     def __str__(self) -> str:
         status = f" (HTTP {self.status})" if self.status else ""
+        if self.kind in NOTICE_KINDS:
+            return f"delivery {self.kind}{status}: {self.reason}"
         return f"{len(self.events)} event(s) {self.kind}{status}: {self.reason}"
-
