@@ -121,7 +121,7 @@ def test_a_permanent_400_is_not_retried_and_reaches_on_error(om, server, failure
     server.fail_next(1, status=400, body={"error": "VALIDATION_ERROR", "message": "feature unknown",
                                           "details": [{"path": "events[0].feature_id", "message": "unknown"}]})
     event_id = token_usage(om)
-    assert om.flush(10)
+    assert om.flush(10) is False  # resolved, but not delivered
     assert server.request_count == 1
     [failure] = failures
     assert failure.kind == "rejected" and failure.status == 400 and failure.event_ids == [event_id]
@@ -134,7 +134,7 @@ def test_per_event_rejections_are_reported_and_the_rest_not_resent(om, server, f
     server.reject_customers({"cust_gone"})
     good = [token_usage(om) for _ in range(3)]
     gone = token_usage(om, customer="cust_gone")
-    assert om.flush(10)
+    assert om.flush(10) is False
     assert server.event_ids == set(good)
     [failure] = failures
     assert failure.kind == "rejected" and failure.event_ids == [gone]
@@ -195,7 +195,8 @@ def test_back_pressure_without_spool_blocks_then_reports_the_drop(server, failur
     dropped = [i for f in failures if f.kind == "dropped" for i in f.event_ids]
     assert len(dropped) == stats["dropped"]
     assert all("spool_dir" in f.reason for f in failures)
-    assert om.flush(60)
+    assert om.flush(60) is False  # some were dropped
+    assert om.flush(60) is True  # and nothing since
     assert server.event_ids | set(dropped) == set(tracked)  # nothing lost silently
     assert not server.event_ids & set(dropped)
     om.shutdown(5)
@@ -220,7 +221,7 @@ def test_track_on_an_event_loop_never_blocks_it(server, failures):
     async def main() -> None:
         for _ in range(30):
             token_usage(om)  # with a full queue: dropped at once and reported, not a 30 s wait
-        assert await om.aflush(60)
+        assert await om.aflush(60) is False  # some were dropped
 
     started = time.monotonic()
     asyncio.run(main())
@@ -289,11 +290,11 @@ def test_kill_9_with_a_spool_while_the_server_is_down_then_the_next_process_deli
     assert len(ids) == 5000
     with LocalIngestServer(api_key=KEY) as server:
         nxt = OpenMonetize(api_key=KEY, base_url=server.url, spool_dir=tmp_path)
-        assert nxt.stats()["spooled"] == 0  # nothing is read before the client starts
+        assert nxt.flush(60)  # construction opened the spool: flush alone delivers what the dead one left
+        assert server.event_ids == ids
         mine = token_usage(nxt)
-        assert nxt.flush(60)
-        assert server.event_ids == ids | {mine}
         assert nxt.shutdown(10)
+        assert server.event_ids == ids | {mine}
     assert list(tmp_path.glob("*.sqlite3")) == []  # an emptied spool leaves no file behind
 
 
@@ -350,7 +351,7 @@ def test_api_key_and_base_url_from_the_environment(server, monkeypatch):
 def test_an_idle_client_does_not_spin(om, server):
     token_usage(om)
     assert om.flush(10)
-    dispatcher = om._dispatcher
+    dispatcher = om._worker
     before = dispatcher.iterations
     time.sleep(1.0)  # flush_interval is 0.05 s here: about 20 loops, not the thousands of a busy loop
     assert dispatcher.iterations - before < 100

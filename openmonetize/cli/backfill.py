@@ -129,7 +129,7 @@ class Sender:
         while True:
             queued = self._absorb()
             report.update(self.counts)
-            if queued + CHUNK < self.om.max_queue_size:
+            if queued + CHUNK < WINDOW:
                 return
             time.sleep(0.01)
 

@@ -112,7 +112,7 @@ class MemoryBuffer:
         return Batch([body for _, body in entries], seqs, seqs)
 
     def give_back(self, batch: Batch) -> None:
-        self.intake.extendleft(reversed(list(zip(batch.seqs, batch.bodies))))
+        self.intake.extendleft(reversed(list(zip(batch.seqs, batch.bodies, strict=True))))
 
     def ack(self, batch: Batch) -> None:
         pass

@@ -26,12 +26,13 @@ from openmonetize.api.events_api import EventsApi
 from openmonetize.api_client import ApiClient
 from openmonetize.configuration import Configuration
 from openmonetize.lib.buffers import MemoryBuffer, SpoolBuffer
-from openmonetize.lib.delivery import DeliverySettings, Dispatcher, Stats
+from openmonetize.lib.delivery import DeliverySettings, DeliveryWorker, Dispatcher, Send, Stats
 from openmonetize.lib.failures import DeliveryFailure
-from openmonetize.lib.retry import RETRY_STATUSES, DeliveryRetry
+from openmonetize.lib.retry import RetryPolicy
 from openmonetize.models.custom_event import CustomEvent
 from openmonetize.models.event import Event
 from openmonetize.models.image_generation_event import ImageGenerationEvent
+from openmonetize.models.ingest_response import IngestResponse
 from openmonetize.models.token_usage_event import TokenUsageEvent
 
 logger = logging.getLogger("openmonetize")
@@ -44,13 +45,14 @@ _event_adapter: TypeAdapter[Event] | None = None
 class OpenMonetize:
     """The background delivery client.
 
-    Memory is bounded by `max_queue_size` events waiting in memory (default 20,000, about 10 MB).
-    When that is full, `track_*` waits up to `block_timeout` seconds for room (never on an asyncio
-    event loop's thread), then drops the event and reports it through `on_error` and the log. With a
-    `spool_dir`, events are committed to disk every `spool_commit_interval` seconds (default 0.05) and
-    survive crashes, `kill -9`, reboots and outages of any length; the next process to open the same
-    directory delivers what a dead one left. At interpreter exit, queued events are delivered for up to
-    `shutdown_timeout` seconds.
+    Memory is bounded by `max_queue_bytes` of events waiting in memory (default 64 MiB, about 200,000
+    token events; `max_queue_size` adds a bound in events). When that is full, `track_*` waits up to
+    `block_timeout` seconds for room (never on an asyncio event loop's thread), then drops the event and
+    reports it through `on_error` and the log. With a `spool_dir`, the spool is opened here (a directory
+    that cannot be used raises `SpoolError`), what dead processes left in it is delivered from now on,
+    and events are committed to disk every `spool_commit_interval` seconds (default 0.05): they survive
+    crashes, `kill -9`, reboots and outages of any length. At interpreter exit, queued events are
+    delivered for up to `shutdown_timeout` seconds. `retry_policy` sets the backoffs (see `RetryPolicy`).
     """
 
     def __init__(
@@ -60,7 +62,8 @@ class OpenMonetize:
         *,
         spool_dir: str | os.PathLike[str] | None = None,
         on_error: Callable[[DeliveryFailure], None] | None = None,
-        max_queue_size: int = 20_000,
+        max_queue_bytes: int = 64 * 1024 * 1024,
+        max_queue_size: int | None = None,
         block_timeout: float = 1.0,
         batch_size: int = 1000,
         max_batch_bytes: int = 5 * 1024 * 1024,
@@ -70,18 +73,23 @@ class OpenMonetize:
         gzip: bool = False,
         shutdown_timeout: float = 10.0,
         spool_commit_interval: float = 0.05,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         api_key = api_key if api_key is not None else os.environ.get("OPENMONETIZE_API_KEY")
         if not api_key:
             raise ValueError("OpenMonetize needs an API key: pass api_key= or set OPENMONETIZE_API_KEY")
         if not 1 <= batch_size <= 1000:
             raise ValueError(f"batch_size={batch_size!r}: must be between 1 and 1000 (the service's limit)")
-        if max_queue_size < 1:
-            raise ValueError(f"max_queue_size={max_queue_size!r}: must be at least 1")
+        if max_queue_size is not None and max_queue_size < 1:
+            raise ValueError(f"max_queue_size={max_queue_size!r}: must be at least 1 (or None: no bound in events)")
+        if max_queue_bytes < 1:
+            raise ValueError(f"max_queue_bytes={max_queue_bytes!r}: must be at least 1")
         self.base_url = (base_url or os.environ.get("OPENMONETIZE_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.spool_dir = os.fspath(spool_dir) if spool_dir is not None else None
         self.on_error = on_error
         self.max_queue_size = max_queue_size
+        self.max_queue_bytes = max_queue_bytes
+        self.retry_policy = retry_policy or RetryPolicy()
         self.block_timeout = block_timeout
         self.shutdown_timeout = shutdown_timeout
         self._api_key = api_key
@@ -92,6 +100,8 @@ class OpenMonetize:
         )
         self._closed = False
         self._reset_state()
+        if self.spool_dir is not None:
+            self._start()  # open the spool now (a bad directory fails here) and deliver what it holds
         _live_clients.add(self)
 
     def _reset_state(self) -> None:
@@ -100,17 +110,22 @@ class OpenMonetize:
         self._seq = itertools.count(1)
         self._stats = Stats()
         self._buffer: MemoryBuffer = SpoolBuffer(self.spool_dir) if self.spool_dir else MemoryBuffer()
-        self._dispatcher: Dispatcher | None = None
+        self._worker: DeliveryWorker | None = None
+        self._flush_floor = 0  # failures of events before this seq were answered by an earlier flush()
 
-    def _events_api(self) -> EventsApi:
+    def _send(self) -> Send:
+        """One HTTP attempt per call: the worker alone decides retries (`retries=False`)."""
         config = Configuration(host=self.base_url, access_token=self._api_key)
         config.connection_pool_maxsize = self._settings.max_concurrent_requests
-        config.retries = DeliveryRetry(
-            total=3, backoff_factor=0.25, backoff_max=5.0, status_forcelist=RETRY_STATUSES, allowed_methods=None,
-            raise_on_status=False, respect_retry_after_header=True, retry_after_max=60,
-            on_retry=lambda: self._stats.add(retried=1),
-        )
-        return EventsApi(ApiClient(config))
+        config.retries = False
+        api = EventsApi(ApiClient(config))
+        timeout = self._settings.request_timeout
+        headers = {"Content-Encoding": "gzip"} if self._settings.gzip else None
+
+        def send(body: bytes, count: int) -> IngestResponse:
+            return api.ingest_serialized(body, _event_count=count, _request_timeout=timeout, _headers=headers)
+
+        return send
 
     def start(self) -> None:
         """Start delivering now instead of at the first `track_*`.
@@ -120,18 +135,18 @@ class OpenMonetize:
         """
         self._start()
 
-    def _start(self) -> Dispatcher:
+    def _start(self) -> DeliveryWorker:
         with self._lock:
             if self._closed:
                 raise RuntimeError("this OpenMonetize client is shut down")
-            if self._dispatcher is None:
-                dispatcher = Dispatcher(self._buffer, self._events_api(), self._settings, self._stats, self._report)
-                dispatcher.start()
-                dispatcher.opened.wait()
-                if dispatcher.open_error is not None:
-                    raise RuntimeError(f"cannot open the spool in {self.spool_dir}") from dispatcher.open_error
-                self._dispatcher = dispatcher
-            return self._dispatcher
+            if self._worker is None:
+                self._buffer.open()  # on this thread: fast (adopting orphans happens on the delivery thread)
+                dispatcher = Dispatcher(self._buffer, self._send(), self._settings, self._stats, self._report,
+                                        self.retry_policy)
+                worker = DeliveryWorker(dispatcher, self.max_queue_bytes, self.max_queue_size)
+                worker.start()
+                self._worker = worker
+            return self._worker
 
     # -- tracking (the caller's hot path) -------------------------------------------------------------
 
@@ -214,31 +229,35 @@ class OpenMonetize:
 
     def _enqueue(self, event: TokenUsageEvent | ImageGenerationEvent | CustomEvent, *, wait: bool = True) -> str:
         """Queue the event's JSON. `wait=False` never waits for room (the LLM tracker, after a paid call)."""
-        dispatcher = self._dispatcher or self._start()
+        worker = self._worker or self._start()
         body = event.__pydantic_serializer__.to_json(event, exclude_none=True)  # once, as it will be sent
         intake = self._buffer.intake
-        if len(intake) >= self.max_queue_size and not self._wait_for_room(dispatcher, body, wait):
+        if len(intake) >= worker.queue_limit and not self._wait_for_room(worker, body, wait):
             return event.event_id
         intake.append((next(self._seq), body))
         if len(intake) % self._settings.batch_size == 0:
-            dispatcher.wakeup.set()
+            worker.wakeup.set()
         return event.event_id
 
-    def _wait_for_room(self, dispatcher: Dispatcher, body: bytes, wait: bool) -> bool:
+    def _wait_for_room(self, worker: DeliveryWorker, body: bytes, wait: bool) -> bool:
         """The back-pressure policy; False when the event was dropped (and reported)."""
-        dispatcher.wakeup.set()
+        worker.wakeup.set()
         try:
             asyncio.get_running_loop()
             on_event_loop = True
         except RuntimeError:
             on_event_loop = False
         deadline = time.monotonic() + (self.block_timeout if wait and not on_event_loop else 0.0)
-        while len(self._buffer.intake) >= self.max_queue_size:
+        while len(self._buffer.intake) >= worker.queue_limit:
             if time.monotonic() >= deadline:
                 self._stats.add(dropped=1)
+                with worker.resolved:
+                    worker.failed_seqs.append(next(self._seq))
                 self._report(DeliveryFailure(
                     "dropped", [json.loads(body)],
-                    f"the queue held {self.max_queue_size} events for {self.block_timeout}s"
+                    f"the queue held {len(self._buffer.intake)} events (max_queue_bytes={self.max_queue_bytes}"
+                    + (f", max_queue_size={self.max_queue_size}" if self.max_queue_size else "")
+                    + f") for {self.block_timeout}s"
                     + (" (not waiting on an asyncio event loop)" if on_event_loop else "")
                     + ("" if wait else " (not waiting after an LLM call)")
                     + "; configure spool_dir= to keep events on disk instead"))
@@ -249,28 +268,36 @@ class OpenMonetize:
     # -- flushing and lifecycle ------------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every event tracked before this call is acknowledged or reported.
+        """Wait until every event tracked before this call is resolved: delivered, refused, unconfirmed
+        or dropped (a pause for a refused key resolves nothing: the events wait for the service).
 
-        Returns True when they all are, False if `timeout` seconds passed first.
+        True only when all of them were accepted or recognised as duplicates by the service; False if
+        `timeout` passed first, or if one was refused, dead-lettered, unconfirmed or dropped (each such
+        event makes the first flush() that waits for it return False; they are reported to `on_error`).
         """
-        dispatcher = self._dispatcher
-        if dispatcher is None:
+        worker = self._worker
+        if worker is None:
             return True
         ticket = next(self._seq)
-        with dispatcher.resolved:
-            dispatcher.flush_waiters += 1
-            started = dispatcher.iterations
-        dispatcher.wakeup.set()
+        with worker.resolved:
+            worker.flush_waiters += 1
+            started = worker.iterations
+        worker.wakeup.set()
         try:
-            with dispatcher.resolved:
-                return dispatcher.resolved.wait_for(
-                    lambda: dispatcher.iterations > started and dispatcher.low_water > ticket, timeout)
+            with worker.resolved:
+                if not worker.resolved.wait_for(
+                        lambda: worker.iterations > started and worker.low_water > ticket, timeout):
+                    return False
+                floor, self._flush_floor = self._flush_floor, max(self._flush_floor, ticket)
+                failed = any(floor <= seq < ticket for seq in worker.failed_seqs)
+                worker.failed_seqs[:] = [seq for seq in worker.failed_seqs if seq >= self._flush_floor]
+                return not failed
         finally:
-            with dispatcher.resolved:
-                dispatcher.flush_waiters -= 1
+            with worker.resolved:
+                worker.flush_waiters -= 1
 
     def shutdown(self, timeout: float | None = None) -> bool:
-        """Flush, then stop the background threads. True if everything was delivered in time.
+        """Flush, then stop the background threads. True if everything was delivered in time (as `flush`).
 
         Without a spool, what could not be delivered in time is reported through `on_error` as
         `undelivered`; with a spool it stays on disk for the next process.
@@ -280,13 +307,13 @@ class OpenMonetize:
                 return True
             self._closed = True
         _live_clients.discard(self)
-        dispatcher = self._dispatcher
-        if dispatcher is None:
+        worker = self._worker
+        if worker is None:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
         delivered = self.flush(timeout)
-        stopped = dispatcher.stop(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        self._dispatcher = None
+        stopped = worker.stop(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        self._worker = None
         if self._buffer.durable:
             if stopped:
                 self._buffer.close()
@@ -296,7 +323,7 @@ class OpenMonetize:
             return delivered
         # Not confirmed in time and nowhere to keep them: report them (a late answer may still land,
         # in which case a resend is deduplicated by id).
-        leftover = [event for batch in dispatcher.unresolved_batches() for event in batch.events()]
+        leftover = [event for batch in worker.unresolved_batches() for event in batch.events()]
         leftover += [json.loads(body) for body in self._buffer.remaining()]
         if leftover:
             self._report(DeliveryFailure("undelivered", leftover,
@@ -319,8 +346,8 @@ class OpenMonetize:
 
     def stats(self) -> dict[str, int]:
         """Counters since this client started (in this process)."""
-        dispatcher = self._dispatcher
-        in_flight = sum(len(b.bodies) for b in dispatcher.unresolved_batches()) if dispatcher else 0
+        worker = self._worker
+        in_flight = sum(len(b.bodies) for b in worker.unresolved_batches()) if worker else 0
         s = self._stats
         return {
             "queued": len(self._buffer) + in_flight,
@@ -328,6 +355,8 @@ class OpenMonetize:
             "duplicates": s.duplicates,
             "retried": s.retried,
             "rejected": s.rejected,
+            "unconfirmed": s.unconfirmed,
+            "dead_letters": self._buffer.dead_letters,
             "spooled": self._buffer.stored,
             "dropped": s.dropped,
             "requests": s.requests,

@@ -1,8 +1,15 @@
-"""The background side of `OpenMonetize`: one dispatcher thread that owns the buffer and forms
-batches, and a few sender threads that post them through the generated `EventsApi`.
+"""The background side of `OpenMonetize`.
 
-A batch is resolved exactly once: acknowledged (accepted or duplicate), rejected for good (reported),
-or given back to the buffer to be sent again, with the same event ids, after a jittered pause.
+`Dispatcher` makes every delivery decision: which batch goes next, and what an answer means for the
+events in it. It is single-threaded and takes its clock and its transport as arguments, so its tests need
+no sockets and no sleeps. `DeliveryWorker` runs it: one dispatcher thread that owns the buffer, and a few
+sender threads that each make one HTTP attempt at a time through the generated `EventsApi`.
+
+Data flows one way: tracked events -> buffer -> job -> attempt -> answer -> the job is resolved. A job
+ends in exactly one of: acknowledged (accepted or duplicate), refused for good (kept in the spool's
+dead letters and reported), unconfirmed after `max_unconfirmed` answers that did not account for it
+(kept and reported), or, at shutdown, left in the spool / reported undelivered. Everything else sends the
+same events, with the same ids, again later.
 """
 
 from __future__ import annotations
@@ -14,17 +21,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
-import urllib3
-
-from openmonetize.api.events_api import EventsApi
-from openmonetize.exceptions import ApiException
+from openmonetize.exceptions import ApiException, InvalidResponseError
 from openmonetize.lib.buffers import Batch, MemoryBuffer
-from openmonetize.lib.failures import DeliveryFailure
-from openmonetize.lib.retry import RETRY_STATUSES, full_jitter, retry_after_seconds
+from openmonetize.lib.failures import DeliveryFailure, FailureKind
+from openmonetize.lib.retry import RetryPolicy, verdict
+from openmonetize.models.ingest_response import IngestResponse
 
 logger = logging.getLogger("openmonetize")
+
+# One HTTP attempt: the request body and how many events it holds -> the checked answer, or raises an
+# `ApiException` (`ApiConnectionError`/`ApiTimeoutError` without an answer, `InvalidResponseError` for a
+# 2xx that breaks the contract).
+Send = Callable[[bytes, int], IngestResponse]
+
+_ENTRY_OVERHEAD = 128  # bytes a queued event costs beyond its JSON: the bytes object, the tuple, its seq
 
 
 @dataclass
@@ -32,10 +43,8 @@ class DeliverySettings:
     batch_size: int = 1000
     max_batch_bytes: int = 5 * 1024 * 1024
     flush_interval: float = 0.5
-    max_concurrent_requests: int = 4
+    max_concurrent_requests: int = 2
     request_timeout: float = 10.0
-    retry_base: float = 0.5
-    retry_cap: float = 30.0
     commit_interval: float = 0.05
     gzip: bool = False
     adopt_interval: float = 30.0
@@ -47,6 +56,7 @@ class Stats:
     duplicates: int = 0
     retried: int = 0
     rejected: int = 0
+    unconfirmed: int = 0
     dropped: int = 0
     requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -57,52 +67,293 @@ class Stats:
                 setattr(self, name, getattr(self, name) + value)
 
 
-@dataclass
-class _Outcome:
+@dataclass(eq=False)
+class Job:
+    """A batch on its way: the same events, with the same ids, until it is resolved."""
+
     batch: Batch
-    kind: Literal["ack", "retry", "reject", "split"]
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    failure: DeliveryFailure | None = None
-    retry_after: float | None = None
+    not_before: float = 0.0
+    failures: int = 0  # transient failures of this job in a row
+    unconfirmed: int = 0  # 2xx answers that did not account for its events
+    forbidden_at: int | None = None  # the answer number of the first 403 for the batch it was split from
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one HTTP attempt gave: the checked answer, or the exception it raised."""
+
+    job: Job
+    response: IngestResponse | None = None
+    error: BaseException | None = None
 
 
 class Dispatcher:
-    """Runs the delivery thread; all buffer access happens on it."""
+    """Every delivery decision, on one thread, against an injected clock and transport."""
 
     def __init__(
         self,
         buffer: MemoryBuffer,
-        events_api: EventsApi,
+        send: Send,
         settings: DeliverySettings,
         stats: Stats,
         report: Callable[[DeliveryFailure], None],
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.buffer = buffer
-        self.api = events_api
+        self._send = send
         self.settings = settings
         self.stats = stats
         self.report = report
+        self.policy = policy or RetryPolicy()
+        self.clock = clock
+        self.waiting: list[Job] = []  # retries and split halves, sent before new batches
+        self.in_flight: set[Job] = set()
+        self.failed_seqs: list[int] = []  # events resolved without delivery, for flush()'s answer
+        self.paused_until = 0.0
+        self.pauses = 0  # refusals of the key or account in a row (0: not paused)
+        self.failures_in_a_row = 0  # transient failures across jobs since the last 2xx
+        self.answers = 0  # answers resolved so far: orders events without trusting the clock's resolution
+        self.last_accepted = -1  # the answer number of the latest 2xx
+        self.batch_limit = settings.batch_size
+        self.entry_bytes = 512.0  # running estimate of what a queued event costs in memory
+
+    # -- what goes next ---------------------------------------------------------------------------------
+
+    def next_jobs(self, due: bool) -> list[Job]:
+        """Jobs to hand to senders now. `due`: send a partial batch (the interval passed, or a flush)."""
+        now = self.clock()
+        if now < self.paused_until:
+            return []
+        probing = self.pauses > 0 or self.failures_in_a_row >= 2  # the service looks down: one at a time
+        limit = 1 if probing else self.settings.max_concurrent_requests
+        jobs: list[Job] = []
+        while len(self.in_flight) < limit:
+            job = self._next_waiting(now)
+            if job is None:
+                if probing and self.waiting:
+                    break  # probe with what failed before taking anything new
+                if len(self.buffer) < self.batch_limit and not due:
+                    break
+                batch = self.buffer.take(self.batch_limit, self.settings.max_batch_bytes)
+                if batch is None:
+                    break
+                self._measure(batch)
+                job = Job(batch)
+            self.in_flight.add(job)
+            jobs.append(job)
+        return jobs
+
+    def _next_waiting(self, now: float) -> Job | None:
+        ready = [job for job in self.waiting if job.not_before <= now]
+        if not ready:
+            return None
+        job = min(ready, key=lambda j: (j.not_before, j.batch.min_seq))
+        self.waiting.remove(job)
+        return job
+
+    def _measure(self, batch: Batch) -> None:
+        size = sum(len(body) for body in batch.bodies) / len(batch) + _ENTRY_OVERHEAD
+        self.entry_bytes = 0.8 * self.entry_bytes + 0.2 * size
+
+    def next_wakeup(self) -> float:
+        """Seconds until a pause ends or a waiting job is due (inf if neither)."""
+        now = self.clock()
+        times = [job.not_before for job in self.waiting]
+        if self.paused_until > now:
+            times.append(self.paused_until)
+        return max(0.0, min(times) - now) if times else math.inf
+
+    def low_seq(self) -> float:
+        """The lowest seq not yet resolved (inf when everything is)."""
+        return min([self.buffer.low_seq(), *(job.batch.min_seq for job in (*self.waiting, *self.in_flight))])
+
+    def unresolved(self) -> list[Batch]:
+        return [job.batch for job in (*self.in_flight, *self.waiting)]
+
+    # -- one attempt (sender threads) -----------------------------------------------------------------------
+
+    def attempt(self, job: Job) -> Attempt:
+        self.stats.add(requests=1)
+        try:
+            return Attempt(job, response=self._send(job.batch.request_body(), len(job.batch)))
+        except Exception as exc:
+            return Attempt(job, error=exc)
+
+    # -- what an answer means ---------------------------------------------------------------------------------
+
+    def resolve(self, attempt: Attempt) -> None:
+        job = attempt.job
+        self.in_flight.discard(job)
+        self.answers += 1
+        now = self.clock()
+        if attempt.response is not None:
+            self._accepted(job, attempt.response, now)
+            return
+        error = attempt.error
+        if isinstance(error, InvalidResponseError):
+            self._unconfirmed(job, error, now)
+        elif isinstance(error, ApiException):
+            self._refused(job, error, now)
+        else:  # a bug below us: never lose the batch to it
+            logger.error("openmonetize: unexpected error sending %d events; will retry", len(job.batch),
+                         exc_info=error)
+            self._retry_later(job, None, now)
+
+    def _accepted(self, job: Job, response: IngestResponse, now: float) -> None:
+        if self.pauses:
+            logger.warning("openmonetize: the service accepts events again; delivery resumed")
+        self.pauses = 0
+        self.failures_in_a_row = 0
+        self.last_accepted = self.answers
+        self.batch_limit = max(self.batch_limit, self.settings.batch_size)
+        batch = job.batch
+        errors = response.errors or []
+        self.stats.add(sent=response.accepted, duplicates=response.duplicates)
+        if not errors:
+            self.buffer.ack(batch)
+            return
+        refused = sorted(error.index for error in errors)
+        refused_set = set(refused)
+        self.buffer.ack(batch.subset(i for i in range(len(batch)) if i not in refused_set))
+        reason = "; ".join(f"{error.code}: {error.message}" for error in errors[:5])
+        self._give_up(batch.subset(refused), "rejected", reason, 202, [error.to_dict() for error in errors])
+
+    def _unconfirmed(self, job: Job, error: InvalidResponseError, now: float) -> None:
+        job.unconfirmed += 1
+        if job.unconfirmed >= self.policy.max_unconfirmed:
+            self._give_up(job.batch, "unconfirmed",
+                          f"{job.unconfirmed} answers did not account for them (last: {error.reason})", error.status)
+            return
+        logger.warning("openmonetize: an answer did not account for %d events (%s); resending them",
+                       len(job.batch), error.reason)
+        self.stats.add(retried=1)
+        job.not_before = now + self.policy.backoff(job.unconfirmed)
+        self.waiting.append(job)
+
+    def _refused(self, job: Job, error: ApiException, now: float) -> None:
+        status = error.status or 0
+        kind = verdict(status)
+        if kind == "retry":
+            self._retry_later(job, error, now)
+        elif kind == "isolate":
+            self._isolate(job, error, status)
+        elif kind == "forbidden":
+            # A 403 for some events (a customer this key may not bill) or for all (the key): split while
+            # other events still get in; an event refused on its own after others were accepted is refused.
+            if job.forbidden_at is None:
+                job.forbidden_at = self.answers
+            if len(job.batch) > 1 and not self.pauses:
+                self._isolate(job, error, status)
+            elif len(job.batch) == 1 and self.last_accepted > job.forbidden_at:
+                self._give_up(job.batch, "rejected", _reason(error), status, _details(error))
+            else:
+                self._pause(job, error, status, now, "the key was refused for every event tried (403)")
+        else:
+            self._pause(job, error, status, now, _pause_reason(status))
+
+    def _retry_later(self, job: Job, error: ApiException | None, now: float) -> None:
+        job.failures += 1
+        self.failures_in_a_row += 1
+        self.stats.add(retried=1)
+        delay = self.policy.backoff(max(job.failures, self.failures_in_a_row))
+        retry_after = self.policy.retry_after(error.headers if error is not None else None)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+            self.paused_until = max(self.paused_until, now + retry_after)  # a rate limit is the key's, not the batch's
+        job.not_before = now + delay
+        self.waiting.append(job)
+        logger.warning("openmonetize: %s for %d events; retrying in %.1fs", _describe(error), len(job.batch), delay)
+
+    def _isolate(self, job: Job, error: ApiException, status: int) -> None:
+        if len(job.batch) == 1:
+            self._give_up(job.batch, "rejected", _reason(error), status, _details(error))
+            return
+        if status == 413:
+            self.batch_limit = max(1, len(job.batch) // 2)  # the size itself was the problem
+        for half in job.batch.halves():
+            self.waiting.append(Job(half, unconfirmed=job.unconfirmed, forbidden_at=job.forbidden_at))
+
+    def _pause(self, job: Job, error: ApiException, status: int, now: float, why: str) -> None:
+        self.pauses += 1
+        pause = self.policy.pause(self.pauses)
+        self.paused_until = now + pause
+        job.not_before = self.paused_until
+        self.waiting.append(job)
+        reason = f"{why}; events are kept, delivery resumes by itself (next try in {pause:.0f}s): {_reason(error)}"
+        if self.pauses == 1:
+            self.report(DeliveryFailure("paused", [], reason, status=status))
+        else:
+            logger.error("openmonetize: delivery still paused (HTTP %s, %d refusals in a row); next try in %.0fs",
+                         status, self.pauses, pause)
+
+    def _give_up(self, batch: Batch, kind: FailureKind, reason: str, status: int | None,
+                 details: list[dict[str, object]] | None = None) -> None:
+        """Resolve events that will not be delivered: kept in the spool's dead letters if there is one,
+        and reported either way."""
+        failure = DeliveryFailure(kind, batch.events(), reason, status=status, details=list(details or []))
+        kept = self.buffer.dead_letter(batch, failure)
+        if not kept:
+            self.buffer.ack(batch)  # nowhere to keep them: the report below is their record
+        self.stats.add(**{"rejected" if kind == "rejected" else "unconfirmed": len(batch)})
+        self.failed_seqs.extend(batch.seqs)
+        if kept:
+            failure = DeliveryFailure(kind, failure.events, f"{reason} (kept in the spool's dead letters)",
+                                      status=status, details=failure.details)
+        self.report(failure)
+
+
+def _describe(error: ApiException | None) -> str:
+    if error is None:
+        return "an unexpected error"
+    if error.status:
+        return f"ingest answered {error.status}"
+    return str(error.reason or type(error).__name__)
+
+
+def _reason(error: ApiException) -> str:
+    data = getattr(error, "data", None)
+    message = getattr(data, "message", None) or error.reason or "refused"
+    return f"{error.status} {message}"
+
+
+def _details(error: ApiException) -> list[dict[str, object]]:
+    details = getattr(getattr(error, "data", None), "details", None) or []
+    return [detail.to_dict() for detail in details]
+
+
+def _pause_reason(status: int) -> str:
+    if status == 401:
+        return "the service refused the API key (401)"
+    if status == 402:
+        return "the account's plan or quota is exhausted (402)"
+    return f"the service answered {status}, which says nothing about the events (wrong base URL?)"
+
+
+class DeliveryWorker:
+    """Runs a `Dispatcher`: one dispatcher thread that owns the buffer, and sender threads."""
+
+    def __init__(self, dispatcher: Dispatcher, max_queue_bytes: int, max_queue_size: int | None = None) -> None:
+        self.dispatcher = dispatcher
+        self.max_queue_bytes = max_queue_bytes
+        self.max_queue_size = max_queue_size
+        self.settings = dispatcher.settings
+        self.buffer = dispatcher.buffer
         self.wakeup = threading.Event()
         self.resolved = threading.Condition()
-        self.low_water: float = math.inf  # lowest seq not yet resolved
+        self.low_water: float = -math.inf  # lowest seq not yet resolved, published after each loop
         self.iterations = 0  # loops completed: flush() waits for one that began after it
         self.flush_waiters = 0
         self.stopping = False
-        self.failed_attempts = 0
-        self._paused_until = 0.0
-        self._in_flight: dict[int, Batch] = {}
-        self._outcomes: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
-        self._work: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
-        self._batch_limit = settings.batch_size
+        self.failed_seqs: list[int] = []  # published copy of the dispatcher's, read under `resolved`
+        self.queue_limit = self._queue_limit()  # events the intake may hold, from the byte bound
+        self._attempts: queue.SimpleQueue[Attempt] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="openmonetize-dispatcher", daemon=True)
         self._senders = [
             threading.Thread(target=self._send_loop, name=f"openmonetize-sender-{i}", daemon=True)
-            for i in range(settings.max_concurrent_requests)
+            for i in range(self.settings.max_concurrent_requests)
         ]
-        self.opened = threading.Event()
-        self.open_error: BaseException | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -117,154 +368,80 @@ class Dispatcher:
         return not self._thread.is_alive()
 
     def unresolved_batches(self) -> list[Batch]:
-        """Batches handed to senders and not yet resolved (read once the dispatcher is told to stop)."""
-        return list(self._in_flight.values())
+        """Batches taken from the buffer and not yet resolved (read once the dispatcher is told to stop)."""
+        return self.dispatcher.unresolved()
 
-    # -- dispatcher thread --------------------------------------------------------------------------
+    # -- dispatcher thread ----------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        d = self.dispatcher
         try:
-            self.buffer.open()
-        except BaseException as exc:  # reported to the caller by OpenMonetize
-            self.open_error = exc
-            self.opened.set()
-            return
-        self.opened.set()
-        last_send = last_adopt = time.monotonic()
-        try:
+            self.buffer.adopt_orphans()
+            last_send = last_adopt = time.monotonic()
             while True:
                 now = time.monotonic()
-                timeout = self.settings.flush_interval - (now - last_send)
+                timeout = min(self.settings.flush_interval - (now - last_send), d.next_wakeup())
                 if self.buffer.durable:
                     timeout = min(timeout, self.settings.commit_interval)
-                if self._paused_until > now:
-                    timeout = min(timeout, self._paused_until - now)
                 self.wakeup.wait(max(timeout, 0.0))
                 self.wakeup.clear()
                 now = time.monotonic()
                 self.buffer.commit()
-                self._collect_outcomes()
+                self._collect()
                 if now - last_adopt >= self.settings.adopt_interval:
                     self.buffer.adopt_orphans()
                     last_adopt = now
                 interval_over = now - last_send >= self.settings.flush_interval
-                due = interval_over or self.flush_waiters > 0 or self.stopping
-                if self._dispatch(due, now) or interval_over:
+                jobs = d.next_jobs(interval_over or self.flush_waiters > 0 or self.stopping)
+                for job in jobs:
+                    self._work.put(job)
+                if jobs or interval_over:
                     last_send = now  # the interval restarts whether or not there was anything to send
-                self._update_low_water()
-                if self.stopping and not self._in_flight and (len(self.buffer) == 0 or self._paused_until > now):
+                self._publish()
+                if self.stopping and not d.in_flight and ((len(self.buffer) == 0 and not d.waiting)
+                                                          or d.paused_until > d.clock()):
                     break
         except BaseException:
-            logger.exception("openmonetize delivery thread failed; events stay %s",
+            logger.exception("openmonetize: the delivery thread failed; events stay %s",
                              "in the spool" if self.buffer.durable else "in memory")
             raise
         finally:
             for _ in self._senders:
                 self._work.put(None)
 
-    def _dispatch(self, due: bool, now: float) -> bool:
-        """Hand batches to senders; returns True if any was sent."""
-        if self._paused_until > now:
-            return False
-        sent = False
-        while len(self._in_flight) < self.settings.max_concurrent_requests:
-            if len(self.buffer) < self._batch_limit and not due:
-                break
-            batch = self.buffer.take(self._batch_limit, self.settings.max_batch_bytes)
-            if batch is None:
-                break
-            self._in_flight[id(batch)] = batch
-            self._work.put(batch)
-            sent = True
-            if self.failed_attempts:
-                break  # while the service is failing, probe with one batch at a time
-        return sent
-
-    def _collect_outcomes(self) -> None:
+    def _collect(self) -> None:
         while True:
             try:
-                outcome = self._outcomes.get_nowait()
+                attempt = self._attempts.get_nowait()
             except queue.Empty:
                 return
-            batch = outcome.batch
-            del self._in_flight[id(batch)]
-            if outcome.kind == "ack":
-                self.buffer.ack(batch)
-                self.failed_attempts = 0
-                self._batch_limit = self.settings.batch_size
-                self.stats.add(sent=outcome.accepted, duplicates=outcome.duplicates, rejected=outcome.rejected)
-            elif outcome.kind == "reject":
-                self.buffer.ack(batch)
-                self.stats.add(rejected=len(batch.bodies))
-            elif outcome.kind == "split":
-                self.buffer.give_back(batch)
-                self._batch_limit = max(1, len(batch.bodies) // 2)
-            else:  # retry later, same events, same ids
-                self.buffer.give_back(batch)
-                self.failed_attempts += 1
-                self.stats.add(retried=1)
-                pause = full_jitter(self.failed_attempts, self.settings.retry_base, self.settings.retry_cap)
-                if outcome.retry_after is not None:
-                    pause = max(pause, outcome.retry_after)
-                self._paused_until = time.monotonic() + pause
-            if outcome.failure is not None:
-                self.report(outcome.failure)
+            self.dispatcher.resolve(attempt)
 
-    def _update_low_water(self) -> None:
-        low = min([self.buffer.low_seq(), *(b.min_seq for b in self._in_flight.values())])
+    def _publish(self) -> None:
+        d = self.dispatcher
+        low = d.low_seq()
+        limit = self._queue_limit()
         with self.resolved:
             self.low_water = low
+            if d.failed_seqs:
+                self.failed_seqs.extend(d.failed_seqs)
+                d.failed_seqs.clear()
+            self.queue_limit = limit
             self.iterations += 1
             self.resolved.notify_all()
 
-    # -- sender threads ---------------------------------------------------------------------------------
+    def _queue_limit(self) -> int:
+        """The byte bound as a count, from the measured size of queued events (read without a lock by
+        `track_*`: an int is replaced atomically)."""
+        limit = max(1, int(self.max_queue_bytes / self.dispatcher.entry_bytes))
+        return min(limit, self.max_queue_size) if self.max_queue_size else limit
+
+    # -- sender threads ---------------------------------------------------------------------------------------
 
     def _send_loop(self) -> None:
         while True:
-            batch = self._work.get()
-            if batch is None:
+            job = self._work.get()
+            if job is None:
                 return
-            try:
-                outcome = self._send(batch)
-            except Exception:  # never lose a batch to a bug in the path below
-                logger.exception("openmonetize: unexpected error sending %d events; will retry", len(batch.bodies))
-                outcome = _Outcome(batch, "retry")
-            self._outcomes.put(outcome)
+            self._attempts.put(self.dispatcher.attempt(job))
             self.wakeup.set()
-
-    def _send(self, batch: Batch) -> _Outcome:
-        self.stats.add(requests=1)
-        try:
-            response = self.api.ingest_serialized(
-                batch.request_body(), _request_timeout=self.settings.request_timeout,
-                _headers={"Content-Encoding": "gzip"} if self.settings.gzip else None)
-        except ApiException as exc:
-            return self._error_outcome(batch, exc)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            logger.warning("openmonetize: sending %d events failed (%s); will retry", len(batch.bodies),
-                           type(exc).__name__)
-            return _Outcome(batch, "retry")
-        errors = [error for error in response.errors or [] if 0 <= error.index < len(batch.bodies)]
-        failure = None
-        if errors:
-            failure = DeliveryFailure(
-                "rejected", batch.events(error.index for error in errors),
-                "; ".join(f"{error.code}: {error.message}" for error in errors[:5]), status=202,
-                details=[error.to_dict() for error in errors])
-        return _Outcome(batch, "ack", accepted=response.accepted, duplicates=response.duplicates,
-                        rejected=len(errors), failure=failure)
-
-    def _error_outcome(self, batch: Batch, exc: ApiException) -> _Outcome:
-        status = exc.status or 0
-        if status == 0 or status in RETRY_STATUSES:
-            logger.warning("openmonetize: ingest answered %s for %d events; will retry", status or "no response",
-                           len(batch.bodies))
-            return _Outcome(batch, "retry", retry_after=retry_after_seconds(exc.headers))
-        if status == 413 and len(batch.bodies) > 1:
-            return _Outcome(batch, "split")
-        error = getattr(exc, "data", None)
-        message = getattr(error, "message", None) or exc.reason or "refused"
-        details = [d.to_dict() for d in (getattr(error, "details", None) or [])]
-        failure = DeliveryFailure("rejected", batch.events(), f"{status} {message}", status=status,
-                                  details=details)
-        return _Outcome(batch, "reject", failure=failure)

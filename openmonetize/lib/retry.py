@@ -1,71 +1,87 @@
-"""The retry policy of background delivery, as a urllib3 `Retry` that the generated client applies itself.
+"""The one retry policy of background delivery: what an answer means for the events in it, and when to
+try again. The HTTP layer sends once per attempt; every pause and resend is decided here and applied by
+the dispatcher (`delivery.py`).
 
-Resending is safe because a resend carries the same event ids and the service deduplicates on them, so
-POST is retried like any idempotent method.
+Resending is safe because a resend carries the same event ids and the service deduplicates on them.
 """
 
 from __future__ import annotations
 
+import email.utils
 import random
 import re
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from urllib3.util.retry import Retry
+Verdict = Literal["retry", "isolate", "forbidden", "pause"]
 
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _SECONDS = re.compile(r"^\s*[0-9]+(\.[0-9]+)?\s*$")
 
 
-class DeliveryRetry(Retry):
-    """urllib3's Retry with full jitter, fractional `Retry-After`, and a hook counting each retry.
+def verdict(status: int) -> Verdict:
+    """What an error answer (or `0`: no answer at all) says about the events of the batch.
 
-    Full jitter (a uniform draw between 0 and the capped exponential) spreads the retries of many
-    clients after an outage instead of letting them arrive in waves.
+    - `retry`: transient (no answer, timeout, 408, 429, 5xx): resend the same events later.
+    - `isolate`: the service refused something in the batch (400, 413, 422): split it until the refused
+      events stand alone; only an event refused on its own is refused for good.
+    - `forbidden` (403): either the key may not send some of these events (a customer it may not bill:
+      isolate them) or it may send none (a key problem: pause). The dispatcher tells them apart.
+    - `pause`: about the key, the account or the URL, not the events (401, 402, 3xx, 404, any other
+      status): keep everything and pause delivery until the service accepts again.
+    """
+    if status == 0 or status in (408, 429) or status >= 500:
+        return "retry"
+    if status in (400, 413, 422):
+        return "isolate"
+    if status == 403:
+        return "forbidden"
+    return "pause"
+
+
+@dataclass
+class RetryPolicy:
+    """Backoff for transient failures, pauses for key/account trouble, and the bound on answers that
+    do not confirm events.
+
+    Full jitter (a uniform draw between 0 and the capped exponential) spreads the retries of many clients
+    after an outage instead of letting them arrive in waves. A pause (401, 402, ...) starts at
+    `pause_base` and doubles up to `pause_cap`: long enough not to hammer a service that refuses the key,
+    short enough that delivery resumes soon after the key is fixed.
     """
 
-    def __init__(self, *args: Any, on_retry: Callable[[], None] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.on_retry = on_retry
+    base: float = 0.5
+    cap: float = 30.0
+    pause_base: float = 5.0
+    pause_cap: float = 300.0
+    max_unconfirmed: int = 3  # 2xx answers that fail to account for an event before it is reported unconfirmed
+    retry_after_max: float = 3600.0
+    rng: random.Random = field(default_factory=random.Random, repr=False)
 
-    def new(self, **kw: Any) -> DeliveryRetry:
-        retry = super().new(**kw)
-        retry.on_retry = self.on_retry
-        return retry
+    def backoff(self, attempt: int) -> float:
+        """Seconds before resending after the `attempt`-th failure in a row (1-based)."""
+        return float(self.rng.uniform(0, min(self.cap, self.base * 2 ** (attempt - 1))))
 
-    def increment(self, *args: Any, **kwargs: Any) -> DeliveryRetry:
-        retry = super().increment(*args, **kwargs)  # raises MaxRetryError when exhausted
-        if self.on_retry is not None:
-            self.on_retry()
-        return retry
+    def pause(self, episode_attempt: int) -> float:
+        """Seconds to pause after the `episode_attempt`-th refusal of the key or account in a row."""
+        ceiling = min(self.pause_cap, self.pause_base * 2 ** (episode_attempt - 1))
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)  # never much shorter than the ceiling
 
-    def get_backoff_time(self) -> float:
-        errors = 0
-        for attempt in reversed(self.history):
-            if attempt.redirect_location is not None:
-                break
-            errors += 1
-        if errors == 0:
-            return 0.0
-        return random.uniform(0, min(self.backoff_max, self.backoff_factor * 2 ** (errors - 1)))
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        if _SECONDS.match(retry_after):
-            return min(max(float(retry_after), 0.0), self.retry_after_max)
-        return super().parse_retry_after(retry_after)
-
-
-def full_jitter(attempt: int, base: float, cap: float) -> float:
-    """Seconds to wait before attempt number `attempt` (1-based) of a batch the client gave up on."""
-    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
-
-
-def retry_after_seconds(headers: Any) -> float | None:
-    """The `Retry-After` of an error answer, in seconds, if it has a usable one."""
-    value = headers.get("Retry-After") if headers else None
-    if not value:
-        return None
-    try:
-        return DeliveryRetry(retry_after_max=3600).parse_retry_after(str(value))
-    except Exception:
-        return None
+    def retry_after(self, headers: Mapping[str, Any] | None, now: float | None = None) -> float | None:
+        """The answer's `Retry-After` in seconds (a number or an HTTP date), if it has a usable one."""
+        value = headers.get("Retry-After") if headers else None
+        if not value:
+            return None
+        text = str(value)
+        if _SECONDS.match(text):
+            seconds = float(text)
+        else:
+            try:
+                when = email.utils.parsedate_to_datetime(text)
+            except (TypeError, ValueError, IndexError):
+                return None
+            if when is None or when.tzinfo is None:
+                return None
+            seconds = when.timestamp() - (time.time() if now is None else now)
+        return min(max(seconds, 0.0), self.retry_after_max)

@@ -131,6 +131,7 @@ class LocalIngestServer(LoopbackService):
         self._duplicates_received = 0
         self._gzip_requests = 0
         self._rejected_customers: frozenset[str] = frozenset()
+        self._rejected_status: int | None = None
         self._contract: IngestContract | None = None
 
     def __repr__(self) -> str:
@@ -210,10 +211,19 @@ class LocalIngestServer(LoopbackService):
         with self._counter_lock:
             return self._gzip_requests
 
-    def reject_customers(self, customer_ids: Iterable[str]) -> None:
-        """Refuse events of these customers individually, in a 2xx answer (`rejected`, `errors`), as the
-        service does for business reasons; the rest of the batch is stored."""
+    def reject_customers(self, customer_ids: Iterable[str], *, status: int | None = None) -> None:
+        """Refuse events of these customers.
+
+        By default individually, in a 2xx answer (`rejected`, `errors`), as the service does for business
+        reasons; the rest of the batch is stored. With `status` (400, 403, 422), a batch holding any of
+        them is refused whole with that status and no per-event indexes, as the upstream service does for
+        a rule the client does not know (version skew) or a customer the key may not bill: a client must
+        split the batch to deliver the others.
+        """
+        if status is not None and not 400 <= status <= 499:
+            raise ValueError("status must be a 4xx status")
         self._rejected_customers = frozenset(customer_ids)
+        self._rejected_status = status
 
     @property
     def faults_injected(self) -> int:
@@ -224,6 +234,7 @@ class LocalIngestServer(LoopbackService):
         self._store.clear()
         self._faults.clear()
         self._rejected_customers = frozenset()
+        self._rejected_status = None
         with self._counter_lock:
             self._requests = 0
             self._duplicates_received = 0
@@ -351,6 +362,9 @@ class LocalIngestServer(LoopbackService):
 
         batch_id = f"batch_{uuid.uuid4().hex}"
         unknown_customers = self._rejected_customers
+        if self._rejected_status is not None and any(e["customer_id"] in unknown_customers for e in body["events"]):
+            status = self._rejected_status
+            return _error(status, _status_code_name(status), "the batch holds an event this service refuses")
         events, errors = [], []
         for index, event in enumerate(body["events"]):
             if event["customer_id"] in unknown_customers:

@@ -1,0 +1,337 @@
+"""The Dispatcher's decisions, without sockets or sleeps: a fake service (a function that answers like
+the ingest API) and an injected clock. What is asserted here is what the loopback tests in
+test_delivery.py show end to end."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from openmonetize.exceptions import ApiException, InvalidResponseError
+from openmonetize.lib.buffers import Batch, MemoryBuffer
+from openmonetize.lib.delivery import DeliverySettings, Dispatcher, Stats
+from openmonetize.lib.failures import DeliveryFailure
+from openmonetize.lib.retry import RetryPolicy, verdict
+from openmonetize.models.ingest_response import IngestResponse
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class FakeService:
+    """Answers like the ingest API. `script` answers the next requests in order (a status, or a function
+    of the ids); after it, `refuse` (400), `forbid` (403) and `down` decide."""
+
+    script: list[int | Callable[[list[str]], IngestResponse]] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)
+    forbid: set[str] = field(default_factory=set)
+    status: int | None = None  # every request answers this while set
+    headers: dict[str, str] = field(default_factory=dict)
+    requests: list[list[str]] = field(default_factory=list)
+    stored: list[str] = field(default_factory=list)
+
+    def __call__(self, body: bytes, count: int) -> IngestResponse:
+        ids = [event["event_id"] for event in json.loads(body)["events"]]
+        assert len(ids) == count
+        self.requests.append(ids)
+        if self.script:
+            step = self.script.pop(0)
+            if callable(step):
+                return step(ids)
+            raise _error(step, self.headers)
+        if self.status is not None:
+            raise _error(self.status, self.headers)
+        if self.refuse & set(ids):
+            raise _error(400, {})
+        if self.forbid & set(ids):
+            raise _error(403, {})
+        fresh = [i for i in ids if i not in self.stored]
+        self.stored.extend(fresh)
+        return IngestResponse(accepted=len(fresh), duplicates=len(ids) - len(fresh), rejected=0, errors=[])
+
+
+def _error(status: int, headers: dict[str, str]) -> ApiException:
+    exc = ApiException(status=status, reason=f"HTTP {status}")
+    exc.headers = headers  # type: ignore[assignment]
+    return exc
+
+
+def make(service: FakeService, n: int = 0, *, batch_size: int = 1000, concurrency: int = 2,
+         policy: RetryPolicy | None = None) -> tuple[Dispatcher, Clock, list[DeliveryFailure], list[str]]:
+    buffer = MemoryBuffer()
+    ids = [f"e{i:05d}" for i in range(n)]
+    for seq, event_id in enumerate(ids, 1):
+        buffer.intake.append((seq, json.dumps({"event_id": event_id, "customer_id": "c"}).encode()))
+    clock = Clock()
+    failures: list[DeliveryFailure] = []
+    settings = DeliverySettings(batch_size=batch_size, max_concurrent_requests=concurrency)
+    dispatcher = Dispatcher(buffer, service, settings, Stats(), failures.append,
+                            policy or RetryPolicy(rng=random.Random(1)), clock)
+    return dispatcher, clock, failures, ids
+
+
+def drive(d: Dispatcher, clock: Clock, max_rounds: int = 10_000) -> None:
+    """What DeliveryWorker does, synchronously: send what is due, resolve the answers, and when nothing is
+    due, move the clock to the next wake-up. Stops when everything is resolved or only a pause remains."""
+    for _ in range(max_rounds):
+        jobs = d.next_jobs(due=True)
+        if jobs:
+            for job in jobs:
+                d.resolve(d.attempt(job))
+            continue
+        if not d.waiting and len(d.buffer) == 0:
+            return
+        clock.now += max(d.next_wakeup(), 0.001)
+    raise AssertionError("the dispatcher did not settle")
+
+
+def drive_until(d: Dispatcher, clock: Clock, seconds: float) -> None:
+    """Drive for `seconds` of fake time (for pauses that end only when the service changes)."""
+    end = clock.now + seconds
+    while clock.now < end:
+        jobs = d.next_jobs(due=True)
+        for job in jobs:
+            d.resolve(d.attempt(job))
+        if not jobs:
+            clock.now = min(end, clock.now + max(d.next_wakeup(), 0.001))
+
+
+def test_one_refused_event_in_1000_is_isolated_and_the_other_999_delivered():
+    service = FakeService()
+    d, clock, failures, ids = make(service, 1000)
+    service.refuse = {ids[637]}
+    drive(d, clock)
+    assert sorted(service.stored) == sorted(set(ids) - {ids[637]})
+    [failure] = failures
+    assert failure.kind == "rejected" and failure.event_ids == [ids[637]] and failure.status == 400
+    assert d.failed_seqs == [638]
+    assert len(service.requests) <= 2 * 10 + 1  # bisecting: about two requests per halving
+    assert d.stats.rejected == 1 and d.stats.sent == 999
+
+
+def test_a_batch_refused_whole_is_refused_event_by_event():
+    service = FakeService(status=400)
+    d, clock, failures, ids = make(service, 4)
+    drive(d, clock)
+    assert sorted(i for f in failures for i in f.event_ids) == ids
+    assert len(service.requests) == 7  # 4 + 2 + 1
+    assert all(f.kind == "rejected" for f in failures)
+
+
+def test_413_halves_the_batch_and_keeps_the_smaller_size():
+    service = FakeService(script=[413])
+    d, clock, failures, ids = make(service, 8)
+    drive(d, clock)
+    assert sorted(service.stored) == ids and failures == []
+    assert [len(r) for r in service.requests] == [8, 4, 4]
+    assert d.batch_limit == 1000  # restored by the next success
+
+
+def test_401_pauses_keeps_everything_reports_once_and_resumes_by_itself():
+    service = FakeService(status=401)
+    policy = RetryPolicy(pause_base=5, pause_cap=60, rng=random.Random(2))
+    d, clock, failures, ids = make(service, 10, policy=policy)
+    drive_until(d, clock, 600)
+    assert service.stored == []
+    [notice] = failures
+    assert notice.kind == "paused" and notice.events == [] and notice.status == 401
+    # long, capped backoff: a few probes in ten minutes, one batch each, never two at once
+    assert 5 <= len(service.requests) <= 20
+    assert all(len(r) == 10 for r in service.requests)
+    service.status = None
+    drive_until(d, clock, 120)
+    assert sorted(service.stored) == ids and len(failures) == 1
+    assert d.pauses == 0 and d.low_seq() == float("inf")
+
+
+def test_402_and_unexpected_statuses_pause_too():
+    for status in (402, 404, 301):
+        service = FakeService(script=[status])
+        d, clock, failures, ids = make(service, 3)
+        drive_until(d, clock, 400)
+        assert sorted(service.stored) == ids
+        assert [f.kind for f in failures] == ["paused"]
+
+
+def test_403_for_one_customer_refuses_only_its_events():
+    service = FakeService()
+    d, clock, failures, ids = make(service, 64)
+    service.forbid = {ids[5], ids[40]}
+    drive(d, clock)
+    assert sorted(service.stored) == sorted(set(ids) - service.forbid)
+    assert sorted(i for f in failures for i in f.event_ids) == sorted(service.forbid)
+    assert all(f.kind == "rejected" and f.status == 403 for f in failures)
+
+
+def test_403_for_every_event_is_about_the_key_pause_and_refuse_nothing():
+    service = FakeService(status=403)
+    d, clock, failures, ids = make(service, 16)
+    drive_until(d, clock, 30)
+    assert [f.kind for f in failures] == ["paused"]
+    service.status = None
+    drive_until(d, clock, 600)
+    assert sorted(service.stored) == ids and [f.kind for f in failures] == ["paused"]
+
+
+def test_a_2xx_that_does_not_account_for_the_events_is_resent_then_reported_unconfirmed():
+    def bogus(ids: list[str]) -> IngestResponse:
+        raise InvalidResponseError("accepted + duplicates + rejected = 0, sent 5", status=202)
+
+    service = FakeService(script=[bogus] * 10)
+    d, clock, failures, ids = make(service, 5)
+    drive(d, clock)
+    assert len(service.requests) == d.policy.max_unconfirmed == 3
+    [failure] = failures
+    assert failure.kind == "unconfirmed" and failure.event_ids == ids and failure.status == 202
+    assert d.stats.unconfirmed == 5 and d.stats.sent == 0
+    assert sorted(d.failed_seqs) == [1, 2, 3, 4, 5]
+
+
+def test_a_bad_answer_then_a_good_one_delivers_without_reporting():
+    def bogus(ids: list[str]) -> IngestResponse:
+        raise InvalidResponseError("not JSON", status=200)
+
+    service = FakeService(script=[bogus])
+    d, clock, failures, ids = make(service, 5)
+    drive(d, clock)
+    assert sorted(service.stored) == ids and failures == [] and d.failed_seqs == []
+
+
+def test_per_event_errors_in_a_2xx_refuse_those_and_ack_the_rest_without_resending():
+    def partial(ids: list[str]) -> IngestResponse:
+        return IngestResponse.from_dict({"accepted": 2, "duplicates": 0, "rejected": 1, "errors": [
+            {"index": 1, "event_id": ids[1], "code": "CUSTOMER_NOT_FOUND", "message": "no such customer"}]})
+
+    service = FakeService(script=[partial])
+    d, clock, failures, ids = make(service, 3)
+    drive(d, clock)
+    assert len(service.requests) == 1
+    [failure] = failures
+    assert failure.event_ids == [ids[1]] and "CUSTOMER_NOT_FOUND" in failure.reason
+    assert d.stats.sent == 2 and d.stats.rejected == 1
+
+
+def test_transient_failures_are_counted_once_each_and_retried_with_the_same_ids():
+    service = FakeService(script=[500] * 12)
+    d, clock, failures, ids = make(service, 5)
+    drive(d, clock)
+    assert sorted(service.stored) == ids and failures == []
+    assert d.stats.requests == len(service.requests) == 13
+    assert d.stats.retried == 12
+    assert all(r == ids for r in service.requests)
+
+
+def test_retry_after_holds_every_batch_back():
+    service = FakeService(script=[429], headers={"Retry-After": "7"})
+    d, clock, failures, ids = make(service, 5)
+    start = clock.now
+    [job] = d.next_jobs(due=True)
+    d.resolve(d.attempt(job))
+    assert d.next_jobs(due=True) == []
+    clock.now = start + 6.9
+    assert d.next_jobs(due=True) == []
+    clock.now = start + 7.0
+    assert len(d.next_jobs(due=True)) == 1
+    assert d.stats.requests == 1
+
+
+def test_while_the_service_is_down_one_batch_probes_and_nothing_new_is_taken():
+    service = FakeService(status=503)
+    d, clock, failures, ids = make(service, 50, batch_size=10, concurrency=4)
+    drive_until(d, clock, 120)
+    sizes = {len(r) for r in service.requests}
+    assert sizes == {10}
+    probed = {tuple(r) for r in service.requests}
+    # the first round sends up to 4 batches; after two failures in a row only those are retried
+    assert len(probed) <= 4
+    assert len(d.buffer) >= 10
+    service.status = None
+    drive(d, clock)
+    assert sorted(service.stored) == ids and failures == []
+
+
+def test_random_faults_do_not_stall_the_other_batches():
+    rng = random.Random(3)
+    service = FakeService()
+    d, clock, failures, ids = make(service, 5000, batch_size=100, concurrency=2)
+    real = service.__call__
+
+    def flaky(body: bytes, count: int) -> IngestResponse:
+        if rng.random() < 0.1:
+            service.requests.append([])
+            raise _error(503, {})
+        return real(body, count)
+
+    d._send = flaky
+    start = clock.now
+    drive(d, clock)
+    assert sorted(service.stored) == ids and failures == []
+    assert d.stats.retried > 0
+    assert clock.now - start < 10  # fake seconds: a failed batch waits alone, the others keep going
+
+
+def test_low_seq_covers_waiting_and_in_flight_jobs():
+    service = FakeService(script=[503])
+    d, clock, failures, ids = make(service, 3)
+    [job] = d.next_jobs(due=True)
+    assert d.low_seq() == 1  # in flight
+    d.resolve(d.attempt(job))
+    assert d.low_seq() == 1  # waiting for its retry
+    drive(d, clock)
+    assert d.low_seq() == float("inf")
+
+
+# -- the retry policy --------------------------------------------------------------------------------
+
+
+def test_verdicts():
+    assert [verdict(s) for s in (0, 408, 429, 500, 503, 599)] == ["retry"] * 6
+    assert [verdict(s) for s in (400, 413, 422)] == ["isolate"] * 3
+    assert verdict(403) == "forbidden"
+    assert [verdict(s) for s in (301, 401, 402, 404, 405, 409, 415)] == ["pause"] * 7
+
+
+def test_backoff_is_full_jitter_under_a_cap():
+    policy = RetryPolicy(base=0.5, cap=30, rng=random.Random(4))
+    for attempt in range(1, 20):
+        ceiling = min(30, 0.5 * 2 ** (attempt - 1))
+        draws = [policy.backoff(attempt) for _ in range(200)]
+        assert all(0 <= x <= ceiling for x in draws)
+        assert max(draws) > ceiling * 0.8
+
+
+def test_pause_is_long_and_capped():
+    policy = RetryPolicy(pause_base=5, pause_cap=300, rng=random.Random(5))
+    for n in range(1, 15):
+        ceiling = min(300, 5 * 2 ** (n - 1))
+        assert ceiling / 2 <= policy.pause(n) <= ceiling
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("7", 7.0), ("1.5", 1.5), (" 2 ", 2.0), ("0", 0.0), ("999999", 3600.0),
+    ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0), ("Wed, 21 Oct 2015 07:27:50 GMT", 0.0),
+    ("soon", None), ("-3", None), ("", None),
+])
+def test_retry_after(value: str, seconds: float | None):
+    now = 1445412480.0  # 2015-10-21T07:28:00Z
+    assert RetryPolicy().retry_after({"Retry-After": value}, now=now) == seconds
+
+
+def test_batch_halves_and_subsets_keep_each_events_seq_and_key():
+    batch = Batch([b"a", b"b", b"c"], [4, 5, 6], [40, 50, 60])
+    left, right = batch.halves()
+    assert (left.bodies, left.seqs, left.keys) == ([b"a"], [4], [40])
+    assert (right.bodies, right.seqs, right.keys, right.min_seq) == ([b"b", b"c"], [5, 6], [50, 60], 5)
+    sub = batch.subset([2, 0])
+    assert (sub.bodies, sub.seqs, sub.keys) == ([b"c", b"a"], [6, 4], [60, 40])
+    assert batch.request_body() == b'{"events":[a,b,c]}'
