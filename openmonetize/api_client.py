@@ -32,6 +32,7 @@ from openmonetize.configuration import Configuration
 from openmonetize.api_response import ApiResponse, T as ApiResponseT
 import openmonetize.models
 from openmonetize import rest
+from openmonetize.lib import answers as _answers
 from openmonetize.exceptions import (
     ApiValueError,
     ApiException,
@@ -329,6 +330,9 @@ class ApiClient:
                 encoding = match.group(1) if match else "utf-8"
                 response_text = response_data.data.decode(encoding)
                 return_data = self.deserialize(response_text, response_type, content_type)
+        except Exception as e:
+            if 200 <= response_data.status <= 299:
+                raise _answers.unreadable(response_data, response_type, e) from e
         finally:
             if not 200 <= response_data.status <= 299:
                 raise ApiException.from_response(
@@ -336,6 +340,7 @@ class ApiClient:
                     body=response_text,
                     data=return_data,
                 )
+        _answers.check_status(response_data, response_types_map, response_type, return_data)
 
         return ApiResponse(
             status_code = response_data.status,

@@ -207,6 +207,47 @@ class UnprocessableEntityException(ApiException):
     pass
 
 
+class ApiConnectionError(ApiException):
+    """The request could not be completed: DNS, connection refused or reset, TLS, or the connection cut
+    before a complete answer. ``status`` is 0; ``host`` is ``scheme://host:port``; the urllib3 or OS
+    error is chained as ``__cause__``. The events may or may not have been received: resend them as they
+    are (their ids make that safe)."""
+
+    def __init__(self, reason: str = "", *, host: str = "") -> None:
+        super().__init__(status=0, reason=reason)
+        self.host = host
+
+
+class ApiTimeoutError(ApiConnectionError):
+    """No complete answer within the request's deadline; ``timeout`` is the ``_request_timeout`` given."""
+
+    def __init__(self, reason: str = "", *, host: str = "", timeout: Any = None) -> None:
+        super().__init__(reason, host=host)
+        self.timeout = timeout
+
+
+class InvalidResponseError(ApiException):
+    """A 2xx answer that breaks the contract: ``reason`` states the rule broken, ``body`` is the raw body
+    (bytes), ``data`` what could be parsed of it (or None). The service may have stored the events:
+    resend them as they are (their ids make that safe)."""
+
+    body: bytes  # bytes here, not text: the answer may not be text at all
+    headers: Any
+
+    def __init__(
+        self, reason: str = "", *, status: int = 0, headers: Any = None, body: bytes = b"", data: Any = None,
+    ) -> None:
+        super().__init__(status=status, reason=reason, data=data)
+        self.headers = headers
+        self.body = body
+
+    def __str__(self):
+        shown = self.body[:200]
+        more = " ... ({0} bytes)".format(len(self.body)) if len(self.body) > 200 else ""
+        return "({0})\nReason: {1}\nHTTP response headers: {2}\nHTTP response body: {3!r}{4}\n".format(
+            self.status, self.reason, self.headers, shown, more)
+
+
 def render_path(path_to_item):
     """Returns a string representation of a path"""
     result = ""

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import urllib3
 
 from openmonetize.exceptions import ApiException, ApiValueError
+from openmonetize.lib import http_deadline
 
 logger = logging.getLogger(__name__)
 _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "cookie"})
@@ -100,15 +101,16 @@ def should_bypass_proxies(url: str, no_proxy: str) -> bool:
 
 class RESTResponse(io.IOBase):
 
-    def __init__(self, resp) -> None:
+    def __init__(self, resp, scope=None) -> None:
         self.response = resp
         self.status = resp.status
         self.reason = resp.reason
         self.data = None
+        self._scope = scope
 
     def read(self):
         if self.data is None:
-            self.data = self.response.data
+            self.data = http_deadline.read_body(self.response, self._scope)
         return self.data
 
     @property
@@ -183,6 +185,7 @@ class RESTClientObject:
                 self.pool_manager = urllib3.ProxyManager(**pool_args)
         else:
             self.pool_manager = urllib3.PoolManager(**pool_args)
+        http_deadline.install(self.pool_manager)
 
     def request(
         self,
@@ -245,6 +248,7 @@ class RESTClientObject:
                     read=_request_timeout[1]
                 )
 
+        scope = http_deadline.begin(url, _request_timeout, headers)
         try:
             # For `POST`, `PUT`, `PATCH`, `OPTIONS`, `DELETE`
             if method in ['POST', 'PUT', 'PATCH', 'OPTIONS', 'DELETE']:
@@ -343,8 +347,7 @@ class RESTClientObject:
                     headers=headers,
                     preload_content=False
                 )
-        except urllib3.exceptions.SSLError as e:
-            msg = "\n".join([type(e).__name__, str(e)])
-            raise ApiException(status=0, reason=msg)
+        except http_deadline.TRANSPORT_ERRORS as e:
+            raise scope.failure(e) from e
 
-        return RESTResponse(r)
+        return RESTResponse(r, scope)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -638,9 +639,117 @@ def test_reset_clears_events_counters_and_faults(server: LocalIngestServer, clie
     assert client.post([token_event()]).status == 202
 
 
+def test_fail_next_sends_a_raw_body_byte_for_byte(server: LocalIngestServer, client: Client) -> None:
+    server.fail_next(1, status=200, raw=b"<html>maintenance</html>", content_type="text/html",
+                     headers={"X-Served-By": "proxy"})
+
+    response = client.post([token_event()])
+
+    assert response.status == 200
+    assert response.data == b"<html>maintenance</html>"
+    assert response.headers["Content-Type"] == "text/html"
+    assert response.headers["Content-Length"] == str(len(b"<html>maintenance</html>"))
+    assert response.headers["X-Served-By"] == "proxy"
+    assert server.events == []  # without store, nothing is kept
+    assert client.post([token_event()]).status == 202  # the connection stays usable
+
+
+def test_fail_next_sends_an_empty_body_with_no_content_type(server: LocalIngestServer, client: Client) -> None:
+    server.fail_next(1, status=202, raw=b"", content_type="")
+
+    response = client.post([token_event()])
+
+    assert (response.status, response.data) == (202, b"")
+    assert "Content-Type" not in response.headers
+    assert response.headers["Content-Length"] == "0"
+
+
+def test_fail_next_204_sends_no_body(server: LocalIngestServer, client: Client) -> None:
+    server.fail_next(1, status=204, body={"accepted": 1, "duplicates": 0, "rejected": 0})
+
+    response = client.post([token_event()])
+
+    assert (response.status, response.data) == (204, b"")
+    assert "Content-Length" not in response.headers
+    assert client.post([token_event()]).status == 202  # framing intact on the same connection
+
+
+def test_fail_next_with_store_keeps_the_batch_and_sends_the_planned_answer(
+    server: LocalIngestServer, client: Client
+) -> None:
+    server.fail_next(1, status=500, store=True)
+
+    assert client.post([token_event()]).status == 500
+    assert server.event_ids == {"tok-1"}
+    resent = client.post([token_event()])
+    assert payload(resent)["duplicates"] == 1  # the resend is a duplicate
+
+
+def test_fail_next_a_planned_content_length_cuts_the_answer(server: LocalIngestServer, client: Client) -> None:
+    server.fail_next(1, status=202, raw=b'{"accepted": 1}', headers={"Content-Length": "100"})
+
+    with pytest.raises(ProtocolError):  # the connection closes 85 bytes short of the announced length
+        client.post([token_event()])
+
+
+def _handler_threads(server: LocalIngestServer) -> list[threading.Thread]:
+    httpd = server._httpd
+    assert httpd is not None
+    with httpd._connections_lock:
+        return list(httpd._connections.values())
+
+
+def _first_bytes(server: LocalIngestServer, sock: socket.socket) -> bytes:
+    body = json.dumps({"events": [token_event()]}).encode()
+    sock.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.api_key}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    return sock.recv(100)
+
+
+def test_trickle_next_writes_the_answer_a_byte_at_a_time_and_stops_when_the_client_goes(
+    server: LocalIngestServer,
+) -> None:
+    server.fail_next(1, status=202, raw=b" " * 1000, store=True)
+    server.trickle_next(1, interval=0.2)  # 1000+ bytes: minutes
+
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        first = _first_bytes(server, sock)
+        (handler,) = _handler_threads(server)
+    assert first == b"H"  # the status line too comes a byte at a time
+    assert server.event_ids == {"tok-1"}  # stored before the answer began
+
+    handler.join(30)  # the client is gone: the next writes fail and the handler ends
+    assert not handler.is_alive()
+
+
+def test_trickle_next_does_not_hold_up_stop(server: LocalIngestServer) -> None:
+    server.trickle_next(1, interval=3600, store=False)
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        assert _first_bytes(server, sock) == b"H"
+        (handler,) = _handler_threads(server)
+        server.stop()
+        assert not handler.is_alive()
+    assert server.events == []  # store=False: a 503 was trickled, nothing kept
+
+
+def test_trickle_next_paces_the_real_answer_which_arrives_whole(server: LocalIngestServer, client: Client) -> None:
+    server.trickle_next(1, interval=0.001)
+
+    response = client.post([token_event()])
+
+    assert response.status == 202 and payload(response)["accepted"] == 1
+    assert client.post([token_event()]).status == 200  # keep-alive survives a trickled answer
+
+
 def test_fault_arguments_are_checked(server: LocalIngestServer) -> None:
     with pytest.raises(ValueError):
-        server.fail_next(status=200)
+        server.fail_next(status=199)
+    with pytest.raises(ValueError):
+        server.fail_next(status=600)
+    with pytest.raises(ValueError):
+        server.fail_next(status=200, body={}, raw=b"")
+    with pytest.raises(ValueError):
+        server.trickle_next(interval=0)
     with pytest.raises(ValueError):
         server.fail_next(-1)
     with pytest.raises(ValueError):

@@ -18,6 +18,7 @@ from typing_extensions import Annotated
 from openmonetize.models.ingest_request import IngestRequest
 from openmonetize.models.ingest_response import IngestResponse
 from openmonetize.models.event import Event
+from openmonetize.lib.answers import check_ingest_response
 
 from openmonetize.api_client import ApiClient, RequestSerialized
 from openmonetize.api_response import ApiResponse
@@ -109,10 +110,12 @@ class EventsApi:
             _request_timeout=_request_timeout
         )
         response_data.read()
-        return self.api_client.response_deserialize(
+        _response = self.api_client.response_deserialize(
             response_data=response_data,
             response_types_map=_response_types_map,
-        ).data
+        )
+        check_ingest_response(_response.data, len(events), _response.status_code, _response.headers, _response.raw_data)
+        return _response.data
 
 
     @validate_call
@@ -187,10 +190,12 @@ class EventsApi:
             _request_timeout=_request_timeout
         )
         response_data.read()
-        return self.api_client.response_deserialize(
+        _response = self.api_client.response_deserialize(
             response_data=response_data,
             response_types_map=_response_types_map,
         )
+        check_ingest_response(_response.data, len(events), _response.status_code, _response.headers, _response.raw_data)
+        return _response
 
 
     @validate_call
@@ -279,11 +284,14 @@ class EventsApi:
             ]
         ] = None,
         _headers: Optional[Dict[StrictStr, Any]] = None,
+        _event_count: Optional[int] = None,
     ) -> IngestResponse:
         """Ingest a batch of usage events, with the request body already serialized as JSON.
 
         Nothing is validated or serialized here: the caller vouches for `body`. The background delivery
         client uses this to send events it validated and serialized when they were tracked.
+        `_event_count`, the number of items `body` holds, makes the answer's counts checked against it
+        (`InvalidResponseError` when they do not account for every one); without it only the answer's shape is.
         """
         _param = self._ingest_serialize(
             events=None,
@@ -313,10 +321,12 @@ class EventsApi:
             _request_timeout=_request_timeout
         )
         response_data.read()
-        return self.api_client.response_deserialize(
+        _response = self.api_client.response_deserialize(
             response_data=response_data,
             response_types_map=_response_types_map,
-        ).data
+        )
+        check_ingest_response(_response.data, _event_count, _response.status_code, _response.headers, _response.raw_data)
+        return _response.data
 
 
     def _ingest_serialize(

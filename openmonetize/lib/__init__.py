@@ -2,8 +2,9 @@
 
 Everything outside `openmonetize/lib/`, `openmonetize/cli/` and `openmonetize/testing/` is generated from
 `openapi.yaml` by `./generate.sh` and must not be edited by hand. The generated models call into
-`event_rules` through the spec's `x-sdk-validators` extension; the package exports `OpenMonetize`, `DeliveryFailure`,
-`create_llm_tracker` and `LLMTracker` through its template.
+`event_rules` through the spec's `x-sdk-validators` extension, the generated API into `answers` through
+`x-sdk-check-answer`, and the generated HTTP layer into `http_deadline`; the package exports `OpenMonetize`,
+`DeliveryFailure`, `create_llm_tracker` and `LLMTracker` through its template.
 
 - `event_ids`: UUIDv7 event ids.
 - `event_rules`: rules a JSON schema cannot express (defaults filled in, cross-field checks, metadata size).
@@ -11,6 +12,9 @@ Everything outside `openmonetize/lib/`, `openmonetize/cli/` and `openmonetize/te
 - `delivery`: the background dispatcher and senders.
 - `buffers`: where queued events wait: memory, or the SQLite spool.
 - `retry`: the retry policy, as a urllib3 `Retry`.
+- `http_deadline`: one deadline for a whole HTTP request (a watchdog that cuts the connection), and transport
+  failures as `ApiConnectionError` / `ApiTimeoutError`; called by the generated `rest.py`.
+- `answers`: which 2xx answers keep the contract (`check_ingest_response`); the rest are `InvalidResponseError`.
 - `failures`: `DeliveryFailure`, what `on_error` receives.
 - `llm/`: automatic LLM usage tracking (`create_llm_tracker`): proxies around provider clients.
 - `strict_json`: JSON decoding that refuses NaN and Infinity (the local server, `openmonetize send`).

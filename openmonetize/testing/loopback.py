@@ -35,6 +35,8 @@ class LoopbackHTTPServer(ThreadingHTTPServer, Generic[AppT]):
         self._connections: dict[socket.socket, threading.Thread] = {}
         self._connections_lock = threading.Lock()
         self._closing = False
+        # set by stop(): handlers that pace their writes (a trickled answer) wait on it instead of sleeping
+        self.stopping = threading.Event()
         super().__init__(address, handler)
 
     def server_bind(self) -> None:
@@ -64,6 +66,7 @@ class LoopbackHTTPServer(ThreadingHTTPServer, Generic[AppT]):
 
     def stop(self, thread: threading.Thread, timeout: float = JOIN_TIMEOUT) -> None:
         """Stop serving, wake handlers idling on keep-alive connections and wait for them to end."""
+        self.stopping.set()
         self.shutdown()
         with self._connections_lock:
             self._closing = True

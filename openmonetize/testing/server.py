@@ -1,8 +1,9 @@
 """A real HTTP server speaking the ingest contract, for development, demos and tests.
 
 It runs in a background thread on loopback, checks every request against
-``openapi.yaml`` and can be told to misbehave (errors, delays, dropped connections)
-so that client retry logic is exercised over real sockets rather than mocks.
+``openapi.yaml`` and can be told to misbehave (errors, answers that break the contract,
+delays, dropped connections, answers trickled a byte at a time) so that client retry
+and answer-checking logic is exercised over real sockets rather than mocks.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import Message
 from http import HTTPStatus
 from typing import Any
 
 from openmonetize.lib import strict_json
 
-from .faults import Fault, FaultPlan
+from .faults import Fault, FaultPlan, Trickle
 from .loopback import LoopbackHTTPServer, LoopbackService, TrackedHandler
 from .spec import INGEST_PATH, IngestContract, Problem, load_contract
 from .store import EventStore, MemoryStore, SqliteStore, SummaryRow
@@ -44,8 +45,11 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 @dataclass(frozen=True)
 class _Answer:
     status: int
-    body: Mapping[str, Any] | None  # None: close the connection without answering
+    body: Mapping[str, Any] | None  # None (and no raw): close the connection without answering
     headers: Mapping[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # the body as it is, instead of `body` as JSON
+    content_type: str = "application/json"  # "": no Content-Type header
+    trickle: float | None = None  # seconds between the answer's bytes
 
 
 _DROP = _Answer(0, None)
@@ -74,6 +78,13 @@ def _error(
 
 def _too_large(limit: int) -> _Answer:
     return _error(413, "PAYLOAD_TOO_LARGE", f"the request body exceeds {limit} bytes")
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 def _status_code_name(status: int) -> str:
@@ -248,17 +259,45 @@ class LocalIngestServer(LoopbackService):
         status: int = 503,
         retry_after: float | None = None,
         body: Mapping[str, Any] | None = None,
+        *,
+        raw: bytes | None = None,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        store: bool = False,
     ) -> None:
-        """Answer the next ``n`` requests with ``status`` and store nothing.
+        """Answer the next ``n`` requests with ``status`` (200-599) instead of the real answer.
 
-        The body is an ErrorResponse unless ``body`` is given; ``retry_after`` adds a
-        ``Retry-After`` header (fractional seconds are allowed to keep tests fast).
+        The body is an ErrorResponse unless ``body`` (sent as JSON) or ``raw`` (sent byte for byte: HTML,
+        nothing, truncated JSON) is given; a 204 or 304 sends no body. ``content_type`` replaces
+        ``application/json`` (``""`` sends none); ``headers`` are added, and a ``Content-Length`` among
+        them replaces the real one (the connection is closed after the answer, so a length longer than
+        the body is a connection cut mid-answer). ``retry_after`` adds a ``Retry-After`` header
+        (fractional seconds keep tests fast). With ``store`` the batch is first processed and stored as
+        usual, so the client gets the planned answer for events the service kept (a resend is a
+        duplicate): what a broken 2xx, or an error after the commit, looks like. Without it nothing is stored.
         """
-        if not 400 <= status <= 599:
-            raise ValueError("status must be an HTTP error status (400-599)")
+        if not 200 <= status <= 599:
+            raise ValueError("status must be a final HTTP status other than 1xx (200-599)")
         if retry_after is not None and retry_after < 0:
             raise ValueError("retry_after must be >= 0")
-        self._faults.enqueue(Fault("fail", status=status, retry_after=retry_after, body=body), n)
+        if raw is not None and body is not None:
+            raise ValueError("give body (JSON) or raw (bytes), not both")
+        fault = Fault("fail", status=status, retry_after=retry_after, body=body, raw=raw,
+                      content_type=content_type, headers=dict(headers or {}), store=store)
+        self._faults.enqueue(fault, n)
+
+    def trickle_next(self, n: int = 1, interval: float = 0.5, store: bool = True) -> None:
+        """Write the answers of the next ``n`` requests one byte every ``interval`` seconds.
+
+        Every byte counts, the status line and headers included, so each socket read a client makes
+        gets data in time and only a deadline for the whole request ends the wait. The answer is the
+        one planned for the request (``fail_next``) or the real one; ``store`` says, when none is planned,
+        whether the batch is processed and stored (the real answer is trickled) or not (a 503 is). It
+        stops when the client goes away, and never holds up ``stop()``.
+        """
+        if not interval > 0:
+            raise ValueError("interval must be > 0")
+        self._faults.enqueue_trickle(Trickle(interval=interval, store=store), n)
 
     def delay_next(self, n: int = 1, seconds: float = 0.5) -> None:
         """Sleep ``seconds`` before handling each of the next ``n`` requests normally."""
@@ -316,17 +355,29 @@ class LocalIngestServer(LoopbackService):
 
     def _respond(self, method: str, target: str, headers: Message, raw: bytes) -> _Answer:
         fault = self._faults.take()
+        trickle = self._faults.take_trickle()
+        answer = self._answer(fault, trickle, method, target, headers, raw)
+        if trickle is not None and answer is not _DROP:
+            logger.debug("trickling the answer to %s %s, a byte every %s s", method, target, trickle.interval)
+            answer = replace(answer, trickle=trickle.interval)
+        return answer
+
+    def _answer(self, fault: Fault | None, trickle: Trickle | None, method: str, target: str, headers: Message,
+                raw: bytes) -> _Answer:
         if fault is not None:
             logger.debug("injecting %s fault into %s %s", fault.kind, method, target)
             if fault.kind == "drop":
                 return _DROP
             if fault.kind == "fail":
-                code = "RATE_LIMITED" if fault.status == 429 else _status_code_name(fault.status)
-                body = fault.body or {"error": code, "message": f"injected fault: {fault.status}"}
-                wait = fault.retry_after
-                extra = {} if wait is None else {"Retry-After": _seconds_header(wait)}
-                return _Answer(fault.status, body, extra)
+                if fault.store:
+                    self._handle(method, target, headers, raw)  # stored; the client gets the planned answer
+                return _planned(fault)
             time.sleep(fault.seconds)
+        if trickle is not None and not trickle.store:
+            return _error(503, "SERVICE_UNAVAILABLE", "injected fault: a trickled answer; nothing was stored")
+        return self._handle(method, target, headers, raw)
+
+    def _handle(self, method: str, target: str, headers: Message, raw: bytes) -> _Answer:
         try:
             return self._ingest(method, target, headers, raw)
         except Exception:
@@ -396,6 +447,19 @@ class LocalIngestServer(LoopbackService):
         if header_key is not None:
             presented.append(header_key.strip())
         return any(hmac.compare_digest(p.encode("utf-8"), self._key_bytes) for p in presented)
+
+
+def _planned(fault: Fault) -> _Answer:
+    """The answer ``fail_next`` planned."""
+    extra = dict(fault.headers or {})
+    if fault.retry_after is not None:
+        extra["Retry-After"] = _seconds_header(fault.retry_after)
+    content_type = "application/json" if fault.content_type is None else fault.content_type
+    if fault.raw is not None:
+        return _Answer(fault.status, None, extra, raw=fault.raw, content_type=content_type)
+    code = "RATE_LIMITED" if fault.status == 429 else _status_code_name(fault.status)
+    body = fault.body if fault.body is not None else {"error": code, "message": f"injected fault: {fault.status}"}
+    return _Answer(fault.status, body, extra, content_type=content_type)
 
 
 def _validation_error(problems: list[Problem]) -> _Answer:
@@ -536,20 +600,52 @@ class _Handler(TrackedHandler):
             remaining -= len(chunk)
 
     def _send(self, answer: _Answer) -> None:
-        if answer.body is None:
+        if answer.body is None and answer.raw is None:
             self.close_connection = True
             return
-        data = json.dumps(answer.body).encode("utf-8")
-        self.send_response(answer.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        data = answer.raw if answer.raw is not None else json.dumps(answer.body).encode("utf-8")
+        bodiless = answer.status in (204, 304)
+        message = self._head(answer, len(data), bodiless)
+        if not bodiless and self.command != "HEAD":
+            message += data
+        if answer.trickle is None:
+            self.wfile.write(message)
+        else:
+            self._trickle(message, answer.trickle)
+
+    def _head(self, answer: _Answer, length: int, bodiless: bool) -> bytes:
+        """Status line and headers, built here (not by send_header) so that they can be trickled too."""
+        self.log_request(answer.status)
+        lines = [f"{self.protocol_version} {answer.status} {_phrase(answer.status)}",
+                 f"Server: {self.version_string()}", f"Date: {self.date_time_string()}"]
+        names = {name.lower() for name in answer.headers}
+        if not bodiless:
+            if answer.content_type:
+                lines.append(f"Content-Type: {answer.content_type}")
+            if "content-length" not in names:
+                lines.append(f"Content-Length: {length}")
+        if "content-length" in names:
+            self.close_connection = True  # a planned length may not frame the body: never reuse this connection
         for name, value in answer.headers.items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+            lines.append(f"{name}: {value}")
+            if name.lower() == "connection" and value.strip().lower() == "close":
+                self.close_connection = True
+        if self.close_connection and "connection" not in names:
+            lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _trickle(self, message: bytes, interval: float) -> None:
+        """One byte, then a pause: until the message is out, the client is gone, or the server stops."""
+        stopping = self.server.stopping
+        for index in range(len(message)):
+            if index and stopping.wait(interval):
+                self.close_connection = True
+                return
+            try:
+                self.wfile.write(message[index : index + 1])
+            except OSError:  # the client went away
+                self.close_connection = True
+                return
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # Called by http.server for framing problems (bad request line, huge headers, ...).
