@@ -18,6 +18,7 @@ import pytest
 from pydantic import ValidationError
 
 from openmonetize import DeliveryFailure, OpenMonetize, TokenUsageEvent
+from openmonetize.lib.retry import RetryPolicy
 from openmonetize.testing import LocalIngestServer
 
 KEY = "sk_delivery_test_key"
@@ -161,11 +162,15 @@ def test_5xx_and_dropped_connections_are_retried_with_the_same_ids(om, server):
     assert om.stats()["retried"] >= 4
 
 
-def test_outage_longer_than_the_inner_retries_still_delivers(om, server):
+def test_an_outage_of_many_attempts_still_delivers(server, failures):
     server.fail_next(12, status=500)
+    om = OpenMonetize(api_key=KEY, base_url=server.url, on_error=failures.append, flush_interval=0.05,
+                      retry_policy=RetryPolicy(base=0.05, cap=0.5))
     ids = {token_usage(om) for _ in range(5)}
     assert om.flush(60)
-    assert server.event_ids == ids
+    assert server.event_ids == ids and failures == []
+    assert om.stats()["retried"] == 12
+    om.shutdown(5)
 
 
 def test_413_splits_the_batch(failures):

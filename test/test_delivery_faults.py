@@ -72,7 +72,7 @@ def test_a_403_for_one_customer_refuses_only_its_events(server, failures):
 def test_a_refused_key_pauses_delivery_and_loses_nothing(server, failures, tmp_path: Path, status: int, spool: bool):
     # a key being rotated: every request refused for a while (a 403 also while the batch is split), then
     # accepted again
-    server.fail_next(15, status=status)
+    server.fail_next(30, status=status)
     om = client(server, failures, spool_dir=tmp_path if spool else None, flush_interval=10)
     ids = {track(om, i=i) for i in range(300)}
     assert om.flush(60) is True
