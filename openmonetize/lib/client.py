@@ -92,6 +92,7 @@ class OpenMonetize:
         )
         self._closed = False
         self._reset_state()
+        self._buffer.open()  # a spool directory that cannot be used raises SpoolError here, before any thread
         _live_clients.add(self)
 
     def _reset_state(self) -> None:
@@ -99,7 +100,8 @@ class OpenMonetize:
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
         self._stats = Stats()
-        self._buffer: MemoryBuffer = SpoolBuffer(self.spool_dir) if self.spool_dir else MemoryBuffer()
+        self._buffer: MemoryBuffer = (SpoolBuffer(self.spool_dir, report=self._report) if self.spool_dir
+                                      else MemoryBuffer())
         self._dispatcher: Dispatcher | None = None
 
     def _events_api(self) -> EventsApi:
@@ -125,6 +127,7 @@ class OpenMonetize:
             if self._closed:
                 raise RuntimeError("this OpenMonetize client is shut down")
             if self._dispatcher is None:
+                self._buffer.open()  # done at construction; after a fork, the child's own file (fast)
                 dispatcher = Dispatcher(self._buffer, self._events_api(), self._settings, self._stats, self._report)
                 dispatcher.start()
                 dispatcher.opened.wait()
