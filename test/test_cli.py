@@ -465,11 +465,98 @@ def test_spool_status_export_and_replay(serve: Served, tmp_path):
     assert "no spool files" in run("spool", "status", str(tmp_path)).stdout
 
 
+DEAD_LETTERER = """
+import json, sys
+from openmonetize.lib.buffers import SpoolBuffer
+from openmonetize.lib.failures import DeliveryFailure
+buffer = SpoolBuffer({spool!r})
+buffer.open()
+buffer.intake.extend(enumerate((json.dumps(e).encode() for e in {events!r}), 1))
+buffer.commit()
+batch = buffer.take(1000, 1 << 30)
+assert buffer.dead_letter(batch, DeliveryFailure("rejected", batch.events(), "400 VALIDATION_ERROR: no such feature",
+                                                 status=400))
+print("ready", flush=True)
+if {live}:
+    sys.stdin.read()  # alive (holding its spool file's lock) until the test closes stdin
+buffer.close()
+"""
+
+
+def dead_letterer(spool: Path, customer: str, count: int, live: bool) -> subprocess.Popen[str]:
+    """A process whose spool holds `count` dead letters: alive until stdin closes, or gone at once."""
+    events = [token(i, customer, event_id=f"{customer}-{i}") for i in range(count)]
+    code = DEAD_LETTERER.format(spool=str(spool), events=events, live=live)
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    return proc
+
+
+def test_spool_dead_letters_list_export_resend_and_replay(serve: Served, tmp_path):
+    spool = tmp_path / "spool"
+    live = dead_letterer(spool, "cust_live", 2, live=True)  # first: the other adopts nothing of a live file
+    dead = dead_letterer(spool, "cust_dead", 3, live=False)
+    assert dead.wait(timeout=30) == 0
+    try:
+        status = json.loads(run("spool", "status", str(spool), "--json").stdout)
+        assert sorted((f["state"], f["events"], f["dead_letters"]) for f in status) == [("live", 0, 2),
+                                                                                         ("orphaned", 0, 3)]
+        listed = json.loads(run("spool", "dead-letters", str(spool), "--json").stdout)
+        assert sorted((d["event_id"], d["customer_id"], d["live"]) for d in listed) == [
+            ("cust_dead-0", "cust_dead", False), ("cust_dead-1", "cust_dead", False),
+            ("cust_dead-2", "cust_dead", False), ("cust_live-0", "cust_live", True), ("cust_live-1", "cust_live", True)]
+        assert {(d["kind"], d["status"], d["reason"]) for d in listed} == {
+            ("rejected", 400, "400 VALIDATION_ERROR: no such feature")}
+        assert all(d["when"].endswith("Z") for d in listed)
+        table = run("spool", "dead-letters", str(spool)).stdout
+        assert "event id" in table and "cust_dead-2" in table and "(live)" in table
+
+        # exported as sent, they are input for send (here the service takes them: the data was fixed)
+        out = tmp_path / "dead.jsonl"
+        exported = run("spool", "dead-letters", str(spool), "--export", str(out), "--event-id", "cust_dead-0",
+                       "--event-id", "cust_dead-1")
+        assert exported.returncode == 0 and "exported 2 dead letters" in exported.stderr
+        assert [json.loads(line)["event_id"] for line in out.read_text().splitlines()] == ["cust_dead-0",
+                                                                                            "cust_dead-1"]
+        sent = run("send", str(out), "--base-url", serve.url)
+        assert sent.returncode == 0 and summary(sent.stdout)["sent"] == 2
+
+        one = run("spool", "resend", str(spool), "--event-id", "cust_dead-2")
+        assert one.returncode == 0 and "moved 1 dead letters" in one.stdout
+        unknown = run("spool", "resend", str(spool), "--event-id", "nope")
+        assert unknown.returncode == 1 and "no dead letter with event id nope" in unknown.stderr
+        rest = run("spool", "resend", str(spool))
+        assert rest.returncode == 1  # the live process's dead letters are left alone, and it says so
+        assert "moved 2 dead letters" in rest.stdout and "left alone: 2 dead letters in 1 file(s)" in rest.stdout
+        assert sorted((f.state, f.events, f.dead_letters) for f in inspect_spool(spool)) == [("live", 0, 2),
+                                                                                             ("orphaned", 3, 0)]
+
+        replayed = run("spool", "replay", str(spool), "--base-url", serve.url)
+        assert replayed.returncode == 0, replayed.stderr
+        assert {k: summary(replayed.stdout)[k] for k in ("adopted", "sent", "duplicates", "left")} == {
+            "adopted": 3, "sent": 1, "duplicates": 2, "left": 0}
+        assert {"cust_dead-0", "cust_dead-1", "cust_dead-2"} <= set(db_ids(serve.db))
+
+        # a corrupt file is shown as such, and what can be read still is
+        (spool / "1-0badf11e.om-spool.sqlite3").write_bytes(b"not a database, not even close" * 100)
+        shown = run("spool", "status", str(spool))
+        assert shown.returncode == 0 and "corrupt" in shown.stdout and "file is not a database" in shown.stderr
+        partial = run("spool", "dead-letters", str(spool), "--json")
+        assert partial.returncode == 1 and "skipped 1-0badf11e.om-spool.sqlite3" in partial.stderr
+        assert len(json.loads(partial.stdout)) == 2
+        assert run("spool", "export", str(spool)).returncode == 1
+    finally:
+        assert live.stdin is not None
+        live.stdin.close()
+        live.wait(timeout=30)
+
+
 # -- help, bad flags, the extra ----------------------------------------------------------------------------
 
 
 COMMANDS = [[], ["serve"], ["demo"], ["send"], ["usage"], ["spool"], ["spool", "status"], ["spool", "replay"],
-            ["spool", "export"]]
+            ["spool", "export"], ["spool", "dead-letters"], ["spool", "resend"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "openmonetize")
@@ -486,7 +573,8 @@ def test_bad_flags_exit_2(tmp_path):
                  ["usage", "--db", str(db), "--by", "planet"], ["usage", "--db", str(db), "--since", "yesterday"],
                  ["usage", "--db", str(tmp_path / "missing.db")], ["spool"], ["spool", "status"],
                  ["spool", "status", str(tmp_path / "missing")], ["spool", "replay", str(tmp_path)],
-                 ["spool", "frob", str(tmp_path)]):
+                 ["spool", "frob", str(tmp_path)], ["spool", "dead-letters", str(tmp_path / "missing")],
+                 ["spool", "resend"], ["spool", "dead-letters", str(tmp_path), "--nope"]):
         result = run(*args, environ=env(OPENMONETIZE_API_KEY=""))
         assert result.returncode == 2, (args, result.stdout, result.stderr)
 

@@ -62,7 +62,7 @@ class FakeService:
 
 def _error(status: int, headers: dict[str, str]) -> ApiException:
     exc = ApiException(status=status, reason=f"HTTP {status}")
-    exc.headers = headers  # type: ignore[assignment]
+    exc.headers = headers
     return exc
 
 
@@ -209,7 +209,7 @@ def test_a_bad_answer_then_a_good_one_delivers_without_reporting():
 
 def test_per_event_errors_in_a_2xx_refuse_those_and_ack_the_rest_without_resending():
     def partial(ids: list[str]) -> IngestResponse:
-        return IngestResponse.from_dict({"accepted": 2, "duplicates": 0, "rejected": 1, "errors": [
+        return IngestResponse.model_validate({"accepted": 2, "duplicates": 0, "rejected": 1, "errors": [
             {"index": 1, "event_id": ids[1], "code": "CUSTOMER_NOT_FOUND", "message": "no such customer"}]})
 
     service = FakeService(script=[partial])
@@ -233,7 +233,7 @@ def test_transient_failures_are_counted_once_each_and_retried_with_the_same_ids(
 
 def test_retry_after_holds_every_batch_back():
     service = FakeService(script=[429], headers={"Retry-After": "7"})
-    d, clock, failures, ids = make(service, 5)
+    d, clock, _failures, _ids = make(service, 5)
     start = clock.now
     [job] = d.next_jobs(due=True)
     d.resolve(d.attempt(job))
@@ -282,7 +282,7 @@ def test_random_faults_do_not_stall_the_other_batches():
 
 def test_low_seq_covers_waiting_and_in_flight_jobs():
     service = FakeService(script=[503])
-    d, clock, failures, ids = make(service, 3)
+    d, clock, _, _ = make(service, 3)
     [job] = d.next_jobs(due=True)
     assert d.low_seq() == 1  # in flight
     d.resolve(d.attempt(job))

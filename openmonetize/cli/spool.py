@@ -1,8 +1,10 @@
-"""`openmonetize spool status|replay|export DIR`: look into a durable spool, deliver it, or dump it.
+"""`openmonetize spool status|replay|export|dead-letters|resend DIR`: look into a durable spool, deliver
+it, dump it, and deal with the events the service refused for good.
 
-`status` and `export` only read: a live process's file is never locked, written or checkpointed.
-`replay` delivers through `OpenMonetize(spool_dir=DIR)`, which adopts the files of dead processes (a
-live process delivers its own file) and keeps on disk whatever it could not deliver.
+`status`, `export` and `dead-letters` only read: a live process's file is never locked, written or
+checkpointed. `replay` delivers through `OpenMonetize(spool_dir=DIR)`, which adopts the files of dead
+processes (a live process delivers its own file) and keeps on disk whatever it could not deliver.
+`resend` writes, but only to orphaned files, each locked meanwhile as an adopting client would.
 """
 
 from __future__ import annotations
@@ -33,7 +35,14 @@ from openmonetize.cli.common import (
     stderr_console,
     stdout_console,
 )
-from openmonetize.lib.buffers import SpoolFile, inspect_spool, read_spool
+from openmonetize.lib.buffers import (
+    DeadLetter,
+    SpoolFile,
+    inspect_spool,
+    read_dead_letters,
+    read_spool,
+    resend_dead_letters,
+)
 
 if TYPE_CHECKING:
     from openmonetize.lib.client import OpenMonetize
@@ -51,10 +60,11 @@ def spool() -> None:
 @click.argument("directory", metavar="DIR", type=_SPOOL_DIR)
 @click.option("--json", "as_json", is_flag=True, help="Print the files as JSON instead of a table.")
 def status(directory: Path, as_json: bool) -> None:
-    """What the spool holds: files, events, oldest and newest event, bytes on disk.
+    """What the spool holds: files, events, dead letters, oldest and newest event, bytes on disk.
 
     Read-only. A file is "live" while its process runs (that process delivers it) and "orphaned" once the
-    process is gone (the next client opening the directory, or `spool replay`, delivers it).
+    process is gone (the next client opening the directory, or `spool replay`, delivers it). A "corrupt"
+    file is salvaged and moved aside ("quarantined") by the next client; "unreadable" is not ours to read.
     """
     files = _inspect(directory)
     if as_json:
@@ -64,18 +74,22 @@ def status(directory: Path, as_json: bool) -> None:
         click.echo(f"no spool files in {directory}: nothing waiting")
         return
     table = Table(title=f"Spool {directory}", title_justify="left")
-    for name, justify in (("file", "left"), ("state", "left"), ("events", "right"), ("oldest event", "left"),
-                          ("newest event", "left"), ("bytes", "right")):
+    for name, justify in (("file", "left"), ("state", "left"), ("events", "right"), ("dead letters", "right"),
+                          ("oldest event", "left"), ("newest event", "left"), ("bytes", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for f in files:
-        table.add_row(f.path.name, "live" if f.live else "orphaned", f"{f.events:,}", f.oldest or "",
+        table.add_row(f.path.name, f.state, f"{f.events:,}", f"{f.dead_letters:,}", f.oldest or "",
                       f.newest or "", f"{f.bytes:,}")
     if len(files) > 1:
         table.add_section()
         table.add_row(f"{len(files)} files", "", f"{sum(f.events for f in files):,}",
+                      f"{sum(f.dead_letters for f in files):,}",
                       min((f.oldest for f in files if f.oldest), default=""),
                       max((f.newest for f in files if f.newest), default=""), f"{sum(f.bytes for f in files):,}")
     stdout_console().print(table)
+    for f in files:
+        if f.problem:
+            click.echo(f"{f.path.name}: {f.state}: {f.problem}", err=True)
 
 
 @spool.command()
@@ -87,14 +101,17 @@ def export(directory: Path, out: IO[bytes], orphans_only: bool) -> None:
     """Dump the spooled events as JSON lines, as they will be sent (each with its event_id).
 
     Read-only: the spool keeps them. The output is valid input for `openmonetize send`, and sending it
-    while the spool is also delivered bills nothing twice: the event ids are kept.
+    while the spool is also delivered bills nothing twice: the event ids are kept. A file SQLite cannot
+    read is named on stderr and skipped (exit status 1); the others are exported.
     """
     count = 0
-    for body in read_spool(directory, include_live=not orphans_only):
+    skipped: list[tuple[Path, str]] = []
+    for body in read_spool(directory, include_live=not orphans_only, skipped=skipped):
         out.write(body + b"\n")
         count += 1
     out.flush()
     click.echo(f"exported {count:,} events", err=True)
+    _exit_if_skipped(skipped)
 
 
 @spool.command()
@@ -119,7 +136,7 @@ def replay(directory: Path, base_url: str, api_key: str | None, timeout: float, 
     log_to(console)
     before = _inspect(directory)
     live = [f for f in before if f.live]
-    orphaned = [f for f in before if not f.live]
+    orphaned = [f for f in before if f.state in ("orphaned", "corrupt")]
     console.print(f"openmonetize spool replay: {sum(f.events for f in orphaned):,} events in {len(orphaned)} orphaned"
                   f" file(s), sending to {display_url(base_url)}", markup=False)
 
@@ -146,7 +163,9 @@ def replay(directory: Path, base_url: str, api_key: str | None, timeout: float, 
     # What is left is what the files hold now, apart from the live processes' (ours included: events in
     # flight stay in the file until acknowledged). Counted on disk: exact, unlike a snapshot of counters.
     live_paths = {f.path for f in live}
-    left = sum(f.events for f in _inspect(directory) if f.path not in live_paths)
+    after = [f for f in _inspect(directory) if f.path not in live_paths]
+    left = sum(f.events for f in after)
+    dead = sum(f.dead_letters for f in after)
     rows = [
         ("adopted", stats["sent"] + stats["duplicates"] + stats["rejected"] + left, "events from orphaned files"),
         ("sent", stats["sent"], "new events accepted"),
@@ -154,6 +173,8 @@ def replay(directory: Path, base_url: str, api_key: str | None, timeout: float, 
         ("refused", stats["rejected"], f"written to {rejects_path}" if stats["rejected"] else ""),
         ("left", left, "still in the spool: run replay again later" if left else ""),
     ]
+    if dead:
+        rows.append(("dead", dead, f"dead letters kept in the spool: openmonetize spool dead-letters {directory}"))
     if live:
         rows.append(("live", sum(f.events for f in live), f"events in {len(live)} file(s) of running processes,"
                                                             " left to them"))
@@ -163,6 +184,85 @@ def replay(directory: Path, base_url: str, api_key: str | None, timeout: float, 
     if interrupted:
         sys.exit(130)
     sys.exit(OK if delivered and not stats["rejected"] and not left else PARTIAL_FAILURE)
+
+
+@spool.command("dead-letters")
+@click.argument("directory", metavar="DIR", type=_SPOOL_DIR)
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON instead of a table.")
+@click.option("--export", "export_to", type=click.File("wb", lazy=True), metavar="FILE.jsonl",
+              help="Write the events as JSON lines instead (as they were sent, event_id kept; '-' for stdout):"
+                   " valid input for `openmonetize send`, once fixed.")
+@click.option("--event-id", "event_ids", multiple=True, metavar="ID", help="Only this event (repeatable).")
+def dead_letters(directory: Path, as_json: bool, export_to: IO[bytes] | None, event_ids: tuple[str, ...]) -> None:
+    """The events the service refused for good, kept in the spool: id, kind, status, reason, when, customer.
+
+    Read-only, live processes' files included. `rejected`: the service refused them (a 400, 422 or a 403
+    for these events only); `unconfirmed`: it answered 2xx without ever accounting for them. Fix the data
+    (or the key, or the account on the service's side), then `openmonetize send` the export or `spool
+    resend` them. Exit status 1 when a file could not be read or an --event-id was not found.
+    """
+    skipped: list[tuple[Path, str]] = []
+    letters = list(read_dead_letters(directory, event_ids=event_ids or None, skipped=skipped))
+    missing = set(event_ids) - {letter.event_id for letter in letters}
+    if export_to is not None:
+        for letter in letters:
+            export_to.write(letter.body + b"\n")
+        export_to.flush()
+        click.echo(f"exported {len(letters):,} dead letters", err=True)
+    elif as_json:
+        click.echo(json.dumps([_dead_letter_json(letter) for letter in letters], indent=2))
+    elif not letters:
+        click.echo(f"no dead letters in {directory}")
+    else:
+        table = Table(title=f"Dead letters in {directory}: {len(letters):,}", title_justify="left")
+        for name in ("event id", "kind", "status", "reason", "when", "customer", "file"):
+            table.add_column(name)
+        for letter in letters:
+            table.add_row(letter.event_id or "", letter.kind, "" if letter.status is None else str(letter.status),
+                          letter.reason, letter.dead_at, letter.customer_id or "",
+                          letter.path.name + (" (live)" if letter.live else ""))
+        stdout_console().print(table)
+    for event_id in sorted(missing):
+        click.echo(f"no dead letter with event id {event_id}", err=True)
+    _exit_if_skipped(skipped, failed=bool(missing))
+
+
+@spool.command()
+@click.argument("directory", metavar="DIR", type=_SPOOL_DIR)
+@click.option("--event-id", "event_ids", multiple=True, metavar="ID",
+              help="Only this event (repeatable). Default: every dead letter of the orphaned files.")
+def resend(directory: Path, event_ids: tuple[str, ...]) -> None:
+    """Move dead letters back into the queue, to be delivered again once the data or the key is fixed.
+
+    Only orphaned files are changed (each is locked meanwhile, as an adopting client would): `spool replay
+    DIR`, or the next client opening the directory, then delivers them. Files of running processes are left
+    alone (run resend again once they have exited). Exit status 1 when some were left alone, a file could not
+    be opened or an --event-id was not found.
+    """
+    result = resend_dead_letters(directory, event_ids=event_ids or None)
+    click.echo(f"moved {result.moved:,} dead letters back to the queue of orphaned files"
+               + (f"; `openmonetize spool replay {directory}` delivers them" if result.moved else ""))
+    if result.live:
+        click.echo(f"left alone: {result.live:,} dead letters in {result.live_files} file(s) of running processes;"
+                   " run resend again once they have exited")
+    missing = set(event_ids) - result.moved_ids - result.live_ids
+    for event_id in sorted(missing):
+        click.echo(f"no dead letter with event id {event_id}", err=True)
+    _exit_if_skipped(result.skipped, failed=bool(missing or result.live))
+
+
+def _dead_letter_json(letter: DeadLetter) -> dict[str, object]:
+    return {"event_id": letter.event_id, "kind": letter.kind, "status": letter.status, "reason": letter.reason,
+            "when": letter.dead_at, "customer_id": letter.customer_id, "details": letter.details,
+            "file": str(letter.path), "live": letter.live}
+
+
+def _exit_if_skipped(skipped: list[tuple[Path, str]], *, failed: bool = False) -> None:
+    """Name the files that could not be read on stderr; exit 1 (partial) when any, or `failed`."""
+    for path, why in skipped:
+        click.echo(f"skipped {path.name}: {why}", err=True)
+    if skipped or failed:
+        sys.exit(PARTIAL_FAILURE)
 
 
 def _inspect(directory: Path) -> list[SpoolFile]:

@@ -10,19 +10,26 @@ garbage collector to traverse while thousands wait.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import itertools
 import json
+import logging
 import math
 import os
 import secrets
 import sqlite3
+import stat
 from collections import deque
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from openmonetize.lib.failures import DeliveryFailure
+
+logger = logging.getLogger("openmonetize")
 
 Entry = tuple[int, bytes]  # (seq, the event as JSON)
 
@@ -125,6 +132,11 @@ class MemoryBuffer:
     def dead_letters(self) -> int:
         return 0
 
+    @property
+    def held(self) -> int:
+        """Events a spool keeps in memory because its disk refused them (none here: all are in `intake`)."""
+        return 0
+
     def low_seq(self) -> float:
         try:
             return self.intake[0][0]
@@ -143,86 +155,137 @@ class MemoryBuffer:
         """In a forked child, before the child builds a buffer of its own: nothing to release."""
 
 
+class SpoolError(OSError):
+    """The spool directory cannot be used at all (not writable, a file, another user's, a read-only file
+    system): raised once, at construction, so a misconfiguration fails where it is made, not at every
+    `track_*` and not later on a background thread. `directory` and `reason` say which and why."""
+
+    def __init__(self, directory: str | os.PathLike[str], reason: str, code: int | None = None) -> None:
+        self.directory = os.fspath(directory)
+        self.reason = reason
+        super().__init__(code or errno.EIO, f"cannot use {self.directory!r} as a spool directory: {reason}")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.directory, self.reason, self.errno)
+
+
+def _log_notice(failure: DeliveryFailure) -> None:
+    logger.error("openmonetize: %s", failure)
+
+
 class SpoolBuffer(MemoryBuffer):
     """Events committed to a SQLite file (WAL) within one commit interval of being tracked.
 
     Each process writes its own file in `directory`, holding an exclusive lock on it while alive. Files
     whose lock can be taken belong to processes that are gone (exited, crashed, killed, or the machine
     rebooted): a live process adopts their events, so the next process delivers what a dead one left.
+
+    Faults never raise out of the delivery thread's methods: when the disk refuses a write (full, I/O
+    error), the events stay in memory in order (`held`), are handed out from there, and go back to disk
+    at a later commit; `report` gets one `spool_error` notice per episode. Events refused for good are
+    moved to a `dead_letters` table in the same file, which the client never deletes.
     """
 
     durable = True
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str],
+                 report: Callable[[DeliveryFailure], None] = _log_notice) -> None:
         super().__init__()
         self.directory = Path(directory)
         self.path = self.directory / f"{os.getpid()}-{secrets.token_hex(4)}{SPOOL_SUFFIX}"
+        self.report = report
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        self._schema_ready = False
         self._cursor = 0
-        self._reserved: set[int] = set()
-        self._stored = 0
+        self._reserved: set[int] = set()  # disk rows in flight
+        self._unacked: set[int] = set()  # disk rows acknowledged whose DELETE failed: never handed out again
+        self._stored = 0  # disk rows queued (not acknowledged)
+        self._held: dict[int, Entry] = {}  # rows the disk refused, by a counter (their key is its negative)
+        self._held_reserved: set[int] = set()
+        self._next_held = itertools.count(1)
+        self._dead = 0
+        self._fault: str | None = None  # the current episode's cause, reported once
+        self._adopted_once = False
+        self._progress: dict[Path, _Progress] = {}  # what was copied from an orphan not yet removed
+        self._warned: set[Path] = set()
 
-    # -- lifecycle (delivery thread) ------------------------------------------------------------------
+    # -- lifecycle --------------------------------------------------------------------------------------
 
     def open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock(self.path)
-        if self._lock_fd is None:
-            raise RuntimeError(f"spool file {self.path} is locked by another process")
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        """Create this process's file, lock and tables (on the caller's thread: fast, adopts nothing).
+
+        Raises `SpoolError` when the directory cannot be used; then nothing is left open or behind. A
+        disk that is merely full does not raise: events are held in memory until it has room.
+        """
+        if self._db is not None:
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as exc:
+            raise SpoolError(self.directory, "it exists and is not a directory", exc.errno) from exc
+        except OSError as exc:
+            raise SpoolError(self.directory, _os_reason(exc, self.directory), exc.errno) from exc
+        if not self.directory.is_dir():
+            raise SpoolError(self.directory, "it exists and is not a directory", errno.ENOTDIR)
+        try:
+            fd = _lock(self.path)
+        except OSError as exc:
+            self._remove_own_files()
+            raise SpoolError(self.directory, _os_reason(exc, self.directory), exc.errno) from exc
+        if fd is None:  # the name is this process's and random: only a stray process could hold it
+            raise SpoolError(self.directory, f"{self.path.name} is locked by another process", errno.EBUSY)
+        db: sqlite3.Connection | None = None
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db, self._lock_fd = db, fd
+            self._ensure_schema()
+        except sqlite3.Error as exc:
+            if _code(exc) == SQLITE_FULL:  # usable, only full: hold events in memory until it has room
+                self._failed(exc)
+                return
+            self._db = self._lock_fd = None
+            if db is not None:
+                db.close()
+            os.close(fd)
+            self._remove_own_files()
+            raise SpoolError(self.directory, f"SQLite cannot write {self.path.name} there ({exc})",
+                             errno.EACCES if _code(exc) in _NO_ACCESS else errno.EIO) from exc
+
+    def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        db = self._require_db()
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut, not only a crash
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL,"
-            " body BLOB NOT NULL)"
-        )
-        db.execute("CREATE INDEX IF NOT EXISTS events_seq ON events (seq)")
-        self._db = db
-        self.adopt_orphans()
-
-    def adopt_orphans(self) -> int:
-        """Move the events of dead processes' spool files into ours; returns how many."""
-        db = self._require_db()
-        adopted = 0
-        for other in sorted(self.directory.glob(f"*{SPOOL_SUFFIX}")):
-            if other == self.path:
-                continue
-            fd = _lock(other)
-            if fd is None:
-                continue  # its process is alive
-            try:
-                db.execute("ATTACH DATABASE ? AS orphan", (str(other),))
-                try:
-                    with _transaction(db):
-                        has_table = db.execute(
-                            "SELECT 1 FROM orphan.sqlite_master WHERE type = 'table' AND name = 'events'"
-                        ).fetchone()
-                        if has_table:
-                            # seq 0: they were tracked before anything this process tracks
-                            cursor = db.execute(
-                                "INSERT INTO events (seq, body) SELECT 0, body FROM orphan.events ORDER BY id"
-                            )
-                            adopted += cursor.rowcount
-                finally:
-                    db.execute("DETACH DATABASE orphan")
-                for path in (other, Path(f"{other}-wal"), Path(f"{other}-shm"), Path(f"{other}.lock")):
-                    path.unlink(missing_ok=True)
-            finally:
-                os.close(fd)
-        self._stored += adopted
-        if adopted:
-            self._cursor = 0
-        return adopted
+        with _transaction(db):
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL,"
+                " body BLOB NOT NULL)")
+            db.execute("CREATE INDEX IF NOT EXISTS events_seq ON events (seq)")
+            db.execute(_DEAD_LETTERS_TABLE)
+        self._schema_ready = True
 
     def close(self, *, delete_if_empty: bool = True) -> None:
+        """Write what is still in memory, then close. Events the disk still refuses are reported as
+        `undelivered` (nothing else could keep them). A file holding only dead letters is kept."""
         if self._db is not None:
-            empty = self._stored == 0 and not self.intake
+            self._commit_intake()  # what was tracked after the last commit (not adopting anything now)
+            lost = [body for _, body in self._held.values()]
+            if lost:
+                self._held.clear()
+                self._held_reserved.clear()
+                self.report(DeliveryFailure(
+                    "undelivered", [json.loads(body) for body in lost],
+                    f"the spool {self.path} refused them until the client closed ({self._fault})"))
+            empty = self._schema_ready and not (self._stored or self._unacked or self._dead)
             self._db.close()
             self._db = None
             if empty and delete_if_empty:
-                for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"), Path(f"{self.path}.lock")):
-                    path.unlink(missing_ok=True)
+                self._remove_own_files()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -231,78 +294,389 @@ class SpoolBuffer(MemoryBuffer):
         """In a forked child: leave the parent's file to the parent (the child opens one of its own)."""
         _inherited_across_fork.append(self._db)
         self._db = None
+        self._held.clear()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # the parent keeps its lock: flock belongs to the open file
             self._lock_fd = None
 
-    # -- moving events (delivery thread) ----------------------------------------------------------------
+    # -- counts -------------------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self.intake) + self._stored - len(self._reserved)
+        return (len(self.intake) + self._stored - len(self._reserved)
+                + len(self._held) - len(self._held_reserved))
 
     @property
     def stored(self) -> int:
         return self._stored
 
+    @property
+    def held(self) -> int:
+        """Events kept in memory because the disk refused them (written back at a later commit)."""
+        return len(self._held)
+
+    @property
+    def dead_letters(self) -> int:
+        return self._dead
+
+    def low_seq(self) -> float:
+        low = super().low_seq()
+        if self._held:
+            low = min(low, next(iter(self._held.values()))[0])
+        if not self._stored:
+            return low
+        try:
+            db = self._require_db()
+            if not self._unacked:
+                row = db.execute("SELECT MIN(seq) FROM events").fetchone()
+                return low if row[0] is None else min(low, int(row[0]))
+            for row_id, seq in db.execute("SELECT id, seq FROM events ORDER BY seq, id"):
+                if row_id not in self._unacked:
+                    return min(low, int(seq))
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return 0  # unreadable: nothing can be called resolved
+        return low
+
+    # -- moving events (delivery thread) ------------------------------------------------------------------
+
     def commit(self) -> None:
-        """Group commit: one transaction for everything tracked since the last one."""
-        if not self.intake:
-            return
-        rows = []
+        """Group commit: one transaction for everything tracked since the last one. Never raises for the
+        disk: what it refuses stays in memory, in order, and is retried at every later commit."""
+        if not self._adopted_once:  # a dispatcher that never asks still delivers what dead processes left
+            self.adopt_orphans()
+        self._commit_intake()
+
+    def _commit_intake(self) -> None:
+        rows: list[Entry] = []
         pop = self.intake.popleft
         with contextlib.suppress(IndexError):
             while True:
                 rows.append(pop())
+        if self._fault is None and not self._held and not self._unacked and self._schema_ready:
+            if not rows:
+                return
+            db = self._require_db()
+            try:
+                with _transaction(db):
+                    db.executemany("INSERT INTO events (seq, body) VALUES (?, ?)", rows)
+            except sqlite3.Error as exc:
+                self._hold(rows)
+                self._failed(exc)
+            else:
+                self._stored += len(rows)
+            return
+        self._hold(rows)
+        self._write_back()
+
+    def _hold(self, rows: Iterable[Entry]) -> None:
+        for entry in rows:
+            self._held[next(self._next_held)] = entry
+
+    def _write_back(self) -> None:
+        """In a fault episode: retry what failed (schema, deletes, held rows, oldest first, in chunks so
+        that a disk with a little room takes what fits); the episode ends when nothing is pending."""
         db = self._require_db()
-        with _transaction(db):
-            db.executemany("INSERT INTO events (seq, body) VALUES (?, ?)", rows)
-        self._stored += len(rows)
+        wrote = False  # the episode ends on evidence: a write that succeeded, with nothing left pending
+        try:
+            if not self._schema_ready:
+                self._ensure_schema()
+                wrote = True
+            if self._unacked:
+                with _transaction(db):
+                    db.executemany("DELETE FROM events WHERE id = ?", [(row_id,) for row_id in self._unacked])
+                self._unacked.clear()
+                wrote = True
+            movable = [(key, entry) for key, entry in self._held.items() if key not in self._held_reserved]
+            for start in range(0, len(movable), _CHUNK):
+                chunk = movable[start:start + _CHUNK]
+                with _transaction(db):
+                    db.executemany("INSERT INTO events (seq, body) VALUES (?, ?)", [entry for _, entry in chunk])
+                for key, _ in chunk:
+                    del self._held[key]
+                self._stored += len(chunk)
+                wrote = True
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return
+        if wrote and self._fault is not None and not self._held and not self._unacked:
+            logger.warning("openmonetize: the spool %s is writable again; the events kept in memory are on disk",
+                           self.path)
+            self._fault = None
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        """A write or read of our own file failed: one notice per episode."""
+        if self._fault is not None:
+            return
+        self._fault = str(exc)
+        self.report(DeliveryFailure(
+            "spool_error", [],
+            f"cannot write to the spool {self.path} ({exc}); {len(self._held) + len(self.intake)} events are"
+            " kept in memory, in order, and delivered from there; they go back to disk when it has room"))
 
     def take(self, limit: int, max_bytes: int) -> Batch | None:
-        rows = self._require_db().execute(
-            "SELECT id, seq, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
-            (self._cursor, limit + len(self._reserved)),
-        ).fetchall()
-        ids: list[int] = []
+        """Up to `limit` events, at most `max_bytes` (at least one): rows on disk first, then rows the disk
+        refused (held in memory), each in order. Taken rows are not handed out again until given back."""
+        keys: list[int] = []
         seqs: list[int] = []
         bodies: list[bytes] = []
         size = 0
-        for row_id, seq, body in rows:
-            if row_id in self._reserved:
+        if self._stored > len(self._reserved):
+            try:
+                rows = self._require_db().execute(
+                    "SELECT id, seq, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                    (self._cursor, limit + len(self._reserved) + len(self._unacked)),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                self._failed(exc)
+                rows = []
+            for row_id, seq, body in rows:
+                if row_id in self._reserved or row_id in self._unacked:
+                    self._cursor = row_id
+                    continue
+                size += len(body) + 1
+                if keys and size > max_bytes:
+                    break
                 self._cursor = row_id
-                continue
-            size += len(body) + 1
-            if ids and size > max_bytes:
-                break
-            self._cursor = row_id
-            ids.append(row_id)
-            seqs.append(seq)
-            bodies.append(bytes(body))
-            if len(ids) == limit:
-                break
-        if not ids:
+                keys.append(row_id)
+                seqs.append(seq)
+                bodies.append(bytes(body))
+                if len(keys) == limit:
+                    break
+            self._reserved.update(keys)
+        if len(keys) < limit and len(self._held) > len(self._held_reserved) and not (keys and size >= max_bytes):
+            taken: list[int] = []
+            for held_key, (seq, body) in self._held.items():
+                if held_key in self._held_reserved:
+                    continue
+                size += len(body) + 1
+                if keys and size > max_bytes:
+                    break
+                taken.append(held_key)
+                keys.append(-held_key)
+                seqs.append(seq)
+                bodies.append(body)
+                if len(keys) == limit:
+                    break
+            self._held_reserved.update(taken)
+        if not keys:
             return None
-        self._reserved.update(ids)
-        return Batch(bodies, seqs, ids)
+        return Batch(bodies, seqs, keys)
 
     def give_back(self, batch: Batch) -> None:
-        self._reserved.difference_update(batch.keys)
-        self._cursor = min(self._cursor, min(batch.keys) - 1)
+        disk = [key for key in batch.keys if key > 0]
+        self._reserved.difference_update(disk)
+        if disk:
+            self._cursor = min(self._cursor, min(disk) - 1)
+        self._held_reserved.difference_update(-key for key in batch.keys if key < 0)
 
     def ack(self, batch: Batch) -> None:
-        db = self._require_db()
-        with _transaction(db):
-            db.executemany("DELETE FROM events WHERE id = ?", [(row_id,) for row_id in batch.keys])
-        self._reserved.difference_update(batch.keys)
-        self._stored -= len(batch.keys)
+        """Resolved: delete them. Never raises: a DELETE the disk refuses is retried at later commits, and
+        those rows are never handed out again meanwhile."""
+        for key in batch.keys:
+            if key < 0:
+                self._held.pop(-key, None)
+                self._held_reserved.discard(-key)
+        disk = [key for key in batch.keys if key > 0 and key in self._reserved]
+        if not disk:
+            return
+        self._reserved.difference_update(disk)
+        self._stored -= len(disk)
+        try:
+            db = self._require_db()
+            with _transaction(db):
+                db.executemany("DELETE FROM events WHERE id = ?", [(row_id,) for row_id in disk])
+        except sqlite3.Error as exc:
+            self._unacked.update(disk)
+            self._failed(exc)
 
-    def low_seq(self) -> float:
-        row = self._require_db().execute("SELECT MIN(seq) FROM events").fetchone()
-        stored = math.inf if row[0] is None else row[0]
-        return min(stored, super().low_seq())
+    def dead_letter(self, batch: Batch, failure: DeliveryFailure) -> bool:
+        """Move events refused for good (`rejected`, `unconfirmed`) to the dead-letter table, atomically,
+        with the status, the reason, each event's detail and when (UTC). False when the disk refused that:
+        the events are then resolved as if acknowledged and the caller reports them."""
+        known = [i for i, key in enumerate(batch.keys)
+                 if (key > 0 and key in self._reserved) or (key < 0 and -key in self._held)]
+        if not known:
+            return True
+        when = _utc_now()
+        rows = []
+        for i in known:
+            body = batch.bodies[i]
+            event_id = _event_id(body)
+            rows.append((event_id, body, failure.kind, failure.status, failure.reason,
+                         _details_for(event_id, failure, len(batch)), when))
+        disk = [batch.keys[i] for i in known if batch.keys[i] > 0]
+        try:
+            db = self._require_db()
+            if not self._schema_ready:
+                raise sqlite3.OperationalError("the spool's tables could not be created")
+            with _transaction(db):
+                db.executemany(
+                    "INSERT INTO dead_letters (event_id, body, kind, status, reason, details, dead_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                db.executemany("DELETE FROM events WHERE id = ?", [(row_id,) for row_id in disk])
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            self.ack(batch.subset(known))
+            return False
+        self._reserved.difference_update(disk)
+        self._stored -= len(disk)
+        for i in known:
+            if batch.keys[i] < 0:
+                self._held.pop(-batch.keys[i], None)
+                self._held_reserved.discard(-batch.keys[i])
+        self._dead += len(rows)
+        return True
 
     def remaining(self) -> list[bytes]:
-        return []  # kept on disk for the next process
+        """What cannot be kept for the next process: the events the disk still refuses (after one more try)."""
+        self._commit_intake()
+        bodies = [body for _, body in self._held.values()]
+        self._held.clear()
+        self._held_reserved.clear()
+        return bodies
+
+    # -- adopting dead processes' files (delivery thread) ------------------------------------------------
+
+    def adopt_orphans(self) -> int:
+        """Move the events and dead letters of dead processes' spool files into ours; returns how many events.
+
+        Never raises for a neighbour: a file locked by a live process is left alone; one this process may
+        not read or write (another user's) is skipped with one warning, neither adopted nor deleted; a
+        corrupt one is salvaged and quarantined (see `_salvage`). A large file is copied in chunks, with
+        the events tracked meanwhile committed between them. A process killed while adopting leaves the
+        orphan whole: the next one adopts it again, and the service deduplicates the copies by event id.
+        """
+        if self._db is None or not self._schema_ready:
+            return 0  # (commit() tries again once the tables exist)
+        self._adopted_once = True
+        adopted = 0
+        for other in spool_files(self.directory):
+            if other == self.path:
+                continue
+            try:
+                adopted += self._adopt_file(other)
+            except _OwnWriteFailed as exc:
+                self._failed(exc.error)
+                break  # our disk refuses: the orphans wait where they are
+            except Exception:  # a bug must not stop delivery; the file stays for a later attempt
+                logger.exception("openmonetize: adopting the spool file %s failed; it is left in place", other)
+        return adopted
+
+    def _adopt_file(self, other: Path) -> int:
+        try:
+            fd = _lock(other)
+        except OSError as exc:
+            self._warn_once(other, f"cannot lock it ({exc.strerror})")
+            return 0
+        if fd is None:
+            return 0  # its process is alive
+        try:
+            if not other.exists():  # adopted by another process meanwhile
+                Path(f"{other}.lock").unlink(missing_ok=True)
+                return 0
+            if not os.access(other, os.R_OK | os.W_OK):
+                self._warn_once(other, "this process may not read and write it")
+                return 0
+            progress = self._progress.setdefault(other, _Progress())
+            before = progress.events
+            try:
+                self._copy_from(other, progress, salvage=False)
+            except sqlite3.Error as exc:
+                if other.exists() and self._unreadable(other, exc):
+                    self._quarantine(other, progress, exc)
+                return progress.events - before
+            for path in (other, *_sidecars(other), Path(f"{other}.lock")):
+                path.unlink(missing_ok=True)
+            del self._progress[other]
+            return progress.events - before
+        finally:
+            os.close(fd)
+
+    def _unreadable(self, other: Path, exc: sqlite3.Error) -> bool:
+        """Whether a neighbour's error means it is corrupt (True); otherwise say why it waits."""
+        if _is_corrupt(exc):
+            return True
+        if _code(exc) in _NO_ACCESS:
+            self._warn_once(other, f"SQLite cannot open it ({exc})")
+        else:
+            logger.warning("openmonetize: cannot adopt the spool file %s now (%s); will retry", other, exc)
+        return False
+
+    def _copy_from(self, other: Path, progress: _Progress, *, salvage: bool) -> None:
+        """Copy `other`'s events (from `progress`) and dead letters into our file, chunk by chunk. Errors
+        of `other` propagate as sqlite3 errors; ours as `_OwnWriteFailed`."""
+        src = sqlite3.connect(f"{other.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None)
+        try:
+            if salvage:
+                src.execute("PRAGMA writable_schema=ON")  # opens a truncated file: its pages that exist are read
+                src.execute("PRAGMA query_only=ON")
+            tables = {name for (name,) in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            read = _readable_rows if salvage else _rows
+            if "events" in tables:
+                for chunk in _chunks(read(src, "events", "body", progress.event_id)):
+                    self._write_own("INSERT INTO events (seq, body) VALUES (0, ?)", [(body,) for _, body in chunk])
+                    self._stored += len(chunk)
+                    progress.events += len(chunk)
+                    progress.event_id = chunk[-1][0]
+                    self._commit_intake()  # what the callers tracked meanwhile reaches the disk between chunks
+            if "dead_letters" in tables:
+                columns = "event_id, body, kind, status, reason, details, dead_at"
+                for chunk in _chunks(read(src, "dead_letters", columns, progress.dead_id)):
+                    self._write_own(f"INSERT INTO dead_letters ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                    [row[1:] for row in chunk])
+                    self._dead += len(chunk)
+                    progress.dead += len(chunk)
+                    progress.dead_id = chunk[-1][0]
+        finally:
+            src.close()
+
+    def _write_own(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        db = self._require_db()
+        try:
+            with _transaction(db):
+                db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise _OwnWriteFailed(exc) from exc
+
+    def _quarantine(self, other: Path, progress: _Progress, exc: sqlite3.Error) -> None:
+        """A corrupt orphan: salvage its readable rows into our file, then rename it aside (kept, for a
+        post-mortem) so that no process tries it again.
+
+        Salvaged: every row SQLite can still read, including the committed transactions of its WAL, row
+        by row past damaged pages (damage is stepped over by searching for the next readable row id).
+        Lost: rows on damaged pages or under a damaged interior page, possibly a few readable ones between
+        two damaged pages close together, and everything when the header or schema page is damaged
+        ("file is not a database"). Salvaged events may already have been delivered: ids deduplicate.
+        """
+        try:
+            self._copy_from(other, progress, salvage=True)
+        except sqlite3.Error as salvage_exc:  # (our own disk's errors propagate: try again later, from here)
+            if not self._unreadable(other, salvage_exc):
+                return  # not damage (an I/O error): the file waits for a later attempt
+        target = other.with_name(f"{other.name}.corrupt-{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%fZ}")
+        try:
+            for source in (other, *_sidecars(other)):
+                if source.exists():
+                    source.rename(Path(str(source).replace(str(other), str(target), 1)))
+        except OSError as rename_exc:
+            self._warn_once(other, f"it is corrupt ({exc}) and cannot be moved aside ({rename_exc.strerror})")
+            return
+        Path(f"{other}.lock").unlink(missing_ok=True)
+        del self._progress[other]
+        logger.error("openmonetize: the spool file %s is corrupt (%s): moved aside to %s; salvaged %d events and"
+                     " %d dead letters from it (rows on damaged pages are lost)", other, exc, target.name,
+                     progress.events, progress.dead)
+
+    def _warn_once(self, other: Path, why: str) -> None:
+        if other not in self._warned:
+            self._warned.add(other)
+            logger.warning("openmonetize: the spool file %s is skipped: %s; it is neither adopted nor deleted",
+                           other, why)
+
+    def _remove_own_files(self) -> None:
+        for path in (self.path, *_sidecars(self.path), Path(f"{self.path}.lock")):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
 
     def _require_db(self) -> sqlite3.Connection:
         if self._db is None:
@@ -310,13 +684,178 @@ class SpoolBuffer(MemoryBuffer):
         return self._db
 
 
+@dataclass
+class _Progress:
+    """How far the copy of one orphan got (ids are the orphan's): a retry resumes there, copying nothing twice."""
+
+    event_id: int = 0
+    dead_id: int = 0
+    events: int = 0
+    dead: int = 0
+
+
+class _OwnWriteFailed(Exception):
+    """Our own file refused a write while adopting (kept apart from the neighbour's errors)."""
+
+    def __init__(self, error: sqlite3.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+_DEAD_LETTERS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT,"
+    " body BLOB NOT NULL, kind TEXT NOT NULL, status INTEGER, reason TEXT NOT NULL, details TEXT,"
+    " dead_at TEXT NOT NULL)"
+)
+_CHUNK = 1000
+SQLITE_FULL = 13
+_CORRUPT = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+_NO_ACCESS = frozenset({3, 8, 14, 23})  # SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_AUTH
+_MAX_ROWID = 2**63 - 1
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    """The primary SQLite result code (Python 3.11+), from the message before that."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF
+    message = str(exc)
+    for fragment, value in (("disk is full", SQLITE_FULL), ("not a database", 26), ("malformed", 11),
+                            ("readonly database", 8), ("unable to open", 14)):
+        if fragment in message:
+            return value
+    return None
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    return _code(exc) in _CORRUPT
+
+
+def _os_reason(exc: OSError, directory: Path) -> str:
+    if isinstance(exc, PermissionError):
+        try:
+            st = (directory if directory.exists() else directory.parent).stat()
+            owner = f" (owned by uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}; this process runs as uid" \
+                    f" {os.geteuid()})"
+        except OSError:
+            owner = ""
+        return f"permission denied{owner}"
+    if exc.errno == errno.EROFS:
+        return "read-only file system"
+    if isinstance(exc, NotADirectoryError):
+        return "a part of the path is not a directory"
+    return exc.strerror or str(exc)
+
+
+def _sidecars(path: Path) -> tuple[Path, Path]:
+    return Path(f"{path}-wal"), Path(f"{path}-shm")
+
+
+def _rows(db: sqlite3.Connection, table: str, columns: str, after: int) -> Iterator[tuple[Any, ...]]:
+    """Rows of `table` after id `after`, by id, a chunk per query (a healthy file)."""
+    while True:
+        rows = db.execute(f"SELECT id, {columns} FROM {table} WHERE id > ? ORDER BY id LIMIT {_CHUNK}",
+                          (after,)).fetchall()
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1][0]
+
+
+def _readable_rows(db: sqlite3.Connection, table: str, columns: str, after: int) -> Iterator[tuple[Any, ...]]:
+    """Like `_rows`, stepping over damage: after a failed chunk, row by row; past a row that cannot be
+    read, to the next row id that can (exponential then binary search: a b-tree seek skips bad pages)."""
+    many = f"SELECT id, {columns} FROM {table} WHERE id > ? ORDER BY id LIMIT {_CHUNK}"
+    one = f"SELECT id, {columns} FROM {table} WHERE id > ? ORDER BY id LIMIT 1"
+
+    def readable(position: int) -> bool:
+        try:
+            db.execute(one, (position,)).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise
+            return False
+        return True
+
+    careful = 0  # rows still to read one by one after damage
+    while True:
+        try:
+            rows = db.execute(one if careful else many, (after,)).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise
+            if not careful:
+                careful = _CHUNK
+                continue
+            bad, step, good = after, 1, None
+            while after + step <= _MAX_ROWID:
+                if readable(after + step):
+                    good = after + step
+                    break
+                bad, step = after + step, step * 2
+            if good is None:
+                return
+            while good - bad > 1:
+                middle = (good + bad) // 2
+                if readable(middle):
+                    good = middle
+                else:
+                    bad = middle
+            try:  # `good` itself may be the first row of the next readable page
+                first = db.execute(f"SELECT id, {columns} FROM {table} WHERE id = ?", (good,)).fetchall()
+            except sqlite3.DatabaseError:
+                first = []
+            yield from first
+            after = good
+            continue
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1][0]
+        careful = max(0, careful - 1)
+
+
+def _chunks(rows: Iterator[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    chunk: list[tuple[Any, ...]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == _CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _event_id(body: bytes) -> str | None:
+    try:
+        value = json.loads(body).get("event_id")
+    except (ValueError, AttributeError):
+        return None
+    return None if value is None else str(value)
+
+
+def _details_for(event_id: str | None, failure: DeliveryFailure, batch_size: int) -> str | None:
+    """The failure's details that concern this event: those naming its id; all of them for a batch of one."""
+    mine = [d for d in failure.details if event_id is not None and str(d.get("event_id")) == event_id]
+    if not mine and batch_size == 1:
+        mine = list(failure.details)
+    return json.dumps(mine) if mine else None
+
+
 @dataclass(frozen=True)
 class SpoolFile:
     """What one spool file holds, as seen from outside (`openmonetize spool status`).
 
-    `live`: a running process holds its lock and will deliver it; the others are orphans, adopted by
-    the next client that opens the directory. `oldest` and `newest` are the events' timestamps (UTC,
-    ISO 8601, to the millisecond); `bytes` is the space on disk (the database, its WAL and index).
+    `state`: `live` (a running process holds its lock and will deliver it), `orphaned` (its process is
+    gone: the next client that opens the directory adopts it), `corrupt` (SQLite cannot read it: the next
+    client salvages what it can and moves it aside), `quarantined` (moved aside so, kept for a post-mortem),
+    or `unreadable` (this user may not read it). `problem` says why for the last three. `oldest` and
+    `newest` are the queued events' timestamps (UTC, ISO 8601, to the millisecond); `bytes` is the space on
+    disk (the database, its WAL and index); `dead_letters` are events refused for good, kept apart.
     """
 
     path: Path
@@ -325,6 +864,46 @@ class SpoolFile:
     oldest: str | None
     newest: str | None
     bytes: int
+    dead_letters: int = 0
+    state: str = "orphaned"
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An event refused for good, as kept in a spool file's dead-letter table (`spool dead-letters`)."""
+
+    path: Path
+    live: bool
+    row_id: int
+    event_id: str | None
+    kind: str
+    status: int | None
+    reason: str
+    details: list[dict[str, Any]]
+    dead_at: str
+    body: bytes
+
+    @property
+    def customer_id(self) -> str | None:
+        try:
+            value = json.loads(self.body).get("customer_id")
+        except (ValueError, AttributeError):
+            return None
+        return None if value is None else str(value)
+
+
+@dataclass
+class ResendResult:
+    """What `resend_dead_letters` did: dead letters moved back to the queue of orphaned files, and those
+    left alone because their file belongs to a live process (or could not be opened)."""
+
+    moved: int = 0
+    moved_ids: set[str] = field(default_factory=set)
+    live: int = 0
+    live_ids: set[str] = field(default_factory=set)
+    live_files: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # files that could not be opened, and why
 
 
 def spool_files(directory: str | os.PathLike[str]) -> list[Path]:
@@ -332,45 +911,152 @@ def spool_files(directory: str | os.PathLike[str]) -> list[Path]:
     return sorted(Path(directory).glob(f"*{SPOOL_SUFFIX}"))
 
 
+def quarantined_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """Corrupt spool files a client moved aside (`<name>.corrupt-<UTC time>`), without their WAL and index."""
+    found = Path(directory).glob(f"*{SPOOL_SUFFIX}.corrupt-*")
+    return sorted(p for p in found if not p.name.endswith(("-wal", "-shm")))
+
+
 def inspect_spool(directory: str | os.PathLike[str]) -> list[SpoolFile]:
     """Describe each spool file without disturbing it: read-only, and a live process's lock is only tested.
 
-    A file that vanishes meanwhile (adopted or emptied by a live process) is left out.
+    A file that vanishes meanwhile (adopted or emptied by a live process) is left out; a corrupt or
+    unreadable one is described as such.
     """
     found = []
     for path in spool_files(directory):
+        live = is_live(path)
+        count, dead, oldest, newest = 0, 0, None, None
+        state, problem = ("live" if live else "orphaned"), None
         try:
             with _read_only(path) as db:
-                if _has_events_table(db):
+                if _has_table(db, "events"):
                     count, oldest, newest = db.execute(
                         "SELECT COUNT(*), MIN(t), MAX(t) FROM (SELECT strftime('%Y-%m-%dT%H:%M:%fZ',"
                         " upper(json_extract(CAST(body AS TEXT), '$.timestamp'))) AS t FROM events)"
                     ).fetchone()
-                else:  # created by a process that died before its first write
-                    count, oldest, newest = 0, None, None
-            size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists())
-        except (sqlite3.Error, FileNotFoundError):
+                if _has_table(db, "dead_letters"):
+                    (dead,) = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()
+        except sqlite3.Error as exc:
             if not path.exists():
                 continue
-            raise
-        found.append(SpoolFile(path, is_live(path), count, oldest, newest, size))
+            state, problem = ("corrupt" if _is_corrupt(exc) else "unreadable"), str(exc)
+        size = _size(path)
+        if size is None:
+            continue
+        found.append(SpoolFile(path, live, count, oldest, newest, size, dead, state, problem))
+    for path in quarantined_files(directory):
+        size = _size(path)
+        if size is not None:
+            found.append(SpoolFile(path, False, 0, None, None, size, 0, "quarantined",
+                                   "found corrupt and moved aside by a client, which salvaged its readable rows"))
     return found
 
 
-def read_spool(directory: str | os.PathLike[str], *, include_live: bool = True) -> Iterator[bytes]:
-    """Every event (its JSON, as it will be sent) in the spool files, read-only, file by file in order."""
+def read_spool(directory: str | os.PathLike[str], *, include_live: bool = True,
+               skipped: list[tuple[Path, str]] | None = None) -> Iterator[bytes]:
+    """Every event (its JSON, as it will be sent) in the spool files, read-only, file by file in order.
+
+    A file SQLite cannot read raises, unless `skipped` is given: then it is listed there (with why) and
+    the other files are read; the rows read from it before the damage are kept.
+    """
     for path in spool_files(directory):
         if not include_live and is_live(path):
             continue
         try:
             with _read_only(path) as db:
-                if not _has_events_table(db):
+                if not _has_table(db, "events"):
                     continue
                 for (body,) in db.execute("SELECT body FROM events ORDER BY id"):
                     yield bytes(body)
-        except sqlite3.Error:
-            if path.exists():
+        except sqlite3.Error as exc:
+            if not path.exists():
+                continue
+            if skipped is None:
                 raise
+            skipped.append((path, str(exc)))
+
+
+def read_dead_letters(directory: str | os.PathLike[str], *, event_ids: Iterable[str] | None = None,
+                      skipped: list[tuple[Path, str]] | None = None) -> Iterator[DeadLetter]:
+    """The dead letters of every spool file (live ones included: read-only), file by file in order;
+    only those whose event id is in `event_ids` when given. Unreadable files as in `read_spool`."""
+    wanted = None if event_ids is None else set(event_ids)
+    for path in spool_files(directory):
+        live = is_live(path)
+        try:
+            with _read_only(path) as db:
+                if not _has_table(db, "dead_letters"):
+                    continue
+                for row_id, event_id, kind, status, reason, details, dead_at, body in db.execute(
+                        "SELECT id, event_id, kind, status, reason, details, dead_at, body FROM dead_letters"
+                        " ORDER BY id"):
+                    if wanted is not None and event_id not in wanted:
+                        continue
+                    yield DeadLetter(path, live, row_id, event_id, kind, status, reason,
+                                     json.loads(details) if details else [], dead_at, bytes(body))
+        except sqlite3.Error as exc:
+            if not path.exists():
+                continue
+            if skipped is None:
+                raise
+            skipped.append((path, str(exc)))
+
+
+def resend_dead_letters(directory: str | os.PathLike[str], *,
+                        event_ids: Iterable[str] | None = None) -> ResendResult:
+    """Move dead letters (all, or those with these event ids) back into the queue of their file, so that
+    the next client opening the directory, or `spool replay`, delivers them (after the data or the key
+    was fixed). Only orphaned files: each is locked meanwhile, as an adopting client would; live
+    processes' files are left alone (counted in the result)."""
+    wanted = None if event_ids is None else sorted(set(event_ids))
+    result = ResendResult()
+    for path in spool_files(directory):
+        try:
+            fd = _lock(path)
+        except OSError as exc:
+            result.skipped.append((path, exc.strerror or str(exc)))
+            continue
+        if fd is None:  # live: count what it holds, touch nothing
+            with contextlib.suppress(sqlite3.Error), _read_only(path) as db:
+                rows = _select_dead_letters(db, wanted) if _has_table(db, "dead_letters") else []
+                result.live += len(rows)
+                result.live_files += 1 if rows else 0
+                result.live_ids.update(event_id for _, event_id in rows if event_id is not None)
+            continue
+        try:
+            if not path.exists():
+                Path(f"{path}.lock").unlink(missing_ok=True)
+                continue
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None)
+            try:
+                if not _has_table(db, "dead_letters"):
+                    continue
+                with _transaction(db):
+                    rows = _select_dead_letters(db, wanted)
+                    db.executemany("INSERT INTO events (seq, body) SELECT 0, body FROM dead_letters WHERE id = ?",
+                                   [(row_id,) for row_id, _ in rows])
+                    db.executemany("DELETE FROM dead_letters WHERE id = ?", [(row_id,) for row_id, _ in rows])
+                result.moved += len(rows)
+                result.moved_ids.update(event_id for _, event_id in rows if event_id is not None)
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            result.skipped.append((path, str(exc)))
+        finally:
+            os.close(fd)
+    return result
+
+
+def _select_dead_letters(db: sqlite3.Connection, wanted: list[str] | None) -> list[tuple[int, str | None]]:
+    if wanted is None:
+        return db.execute("SELECT id, event_id FROM dead_letters ORDER BY id").fetchall()
+    rows: list[tuple[int, str | None]] = []
+    for start in range(0, len(wanted), 500):
+        part = wanted[start:start + 500]
+        rows += db.execute(f"SELECT id, event_id FROM dead_letters WHERE event_id IN ({','.join('?' * len(part))})",
+                           part).fetchall()
+    return sorted(rows)
 
 
 def is_live(path: Path) -> bool:
@@ -378,7 +1064,7 @@ def is_live(path: Path) -> bool:
     once, so it never blocks the owner (a client adopting orphans at that instant retries later)."""
     try:
         fd = os.open(f"{path}.lock", os.O_RDONLY)
-    except FileNotFoundError:
+    except OSError:  # no lock file (or not ours to open): no live owner we can know of
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -387,6 +1073,17 @@ def is_live(path: Path) -> bool:
     finally:
         os.close(fd)  # closing releases the lock if it was taken
     return False
+
+
+def _size(path: Path) -> int | None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    for sidecar in _sidecars(path):
+        with contextlib.suppress(FileNotFoundError):
+            size += sidecar.stat().st_size
+    return size
 
 
 @contextlib.contextmanager
@@ -399,8 +1096,8 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
         db.close()
 
 
-def _has_events_table(db: sqlite3.Connection) -> bool:
-    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone() is not None
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 def _lock(path: Path) -> int | None:
@@ -416,10 +1113,14 @@ def _lock(path: Path) -> int | None:
 
 @contextlib.contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT. SQLite may already have rolled back on an error (a full disk): the
+    ROLLBACK is then skipped, so the original error is the one raised."""
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")

@@ -109,7 +109,8 @@ class OpenMonetize:
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
         self._stats = Stats()
-        self._buffer: MemoryBuffer = SpoolBuffer(self.spool_dir) if self.spool_dir else MemoryBuffer()
+        self._buffer: MemoryBuffer = (SpoolBuffer(self.spool_dir, report=self._report) if self.spool_dir
+                                      else MemoryBuffer())
         self._worker: DeliveryWorker | None = None
         self._flush_floor = 0  # failures of events before this seq were answered by an earlier flush()
 

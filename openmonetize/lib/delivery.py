@@ -434,7 +434,8 @@ class DeliveryWorker:
         """The byte bound as a count, from the measured size of queued events (read without a lock by
         `track_*`: an int is replaced atomically)."""
         limit = max(1, int(self.max_queue_bytes / self.dispatcher.entry_bytes))
-        return min(limit, self.max_queue_size) if self.max_queue_size else limit
+        limit = min(limit, self.max_queue_size) if self.max_queue_size else limit
+        return max(0, limit - self.buffer.held)  # events a full disk left in memory count against the bound
 
     # -- sender threads ---------------------------------------------------------------------------------------
 

@@ -66,7 +66,7 @@ class RetryPolicy:
     def pause(self, episode_attempt: int) -> float:
         """Seconds to pause after the `episode_attempt`-th refusal of the key or account in a row."""
         ceiling = min(self.pause_cap, self.pause_base * 2 ** (episode_attempt - 1))
-        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)  # never much shorter than the ceiling
+        return float(ceiling / 2 + self.rng.uniform(0, ceiling / 2))  # never much shorter than the ceiling
 
     def retry_after(self, headers: Mapping[str, Any] | None, now: float | None = None) -> float | None:
         """The answer's `Retry-After` in seconds (a number or an HTTP date), if it has a usable one."""
