@@ -75,6 +75,7 @@ class Sender:
         self.last_line = 0
         self.refused = 0  # refused by the service, one by one or by batch (written to the rejects file)
         self.key_refused = False
+        self.paused: str | None = None  # the reason delivery paused (a refused key or account)
         self.timeout = math.inf
         self._failures: queue.SimpleQueue[DeliveryFailure] = queue.SimpleQueue()
         self._lines_of: dict[str, int] = {}  # event id -> line number, of the events tracked last
@@ -150,8 +151,11 @@ class Sender:
                 failure = self._failures.get_nowait()
             except queue.Empty:
                 break
-            if failure.kind == "rejected":
+            if failure.kind in ("rejected", "unconfirmed"):
                 self._refused(failure)
+            elif failure.kind == "paused":  # the key or the account: nothing will move until someone fixes it
+                self.key_refused = failure.status == 401
+                self.paused = failure.reason
         stats = self.om.stats()
         resolved = stats["sent"] + stats["duplicates"] + stats["rejected"]
         now = time.monotonic()
@@ -162,13 +166,13 @@ class Sender:
         self.counts.failed = stats["rejected"]
         if self.key_refused:
             raise _GiveUp("the service refused the API key (401): check OPENMONETIZE_API_KEY")
+        if self.paused:
+            raise _GiveUp(f"delivery paused: {self.paused}")
         if stats["queued"] and now - self._progress_at > self.timeout:
             raise _GiveUp(f"the service confirmed nothing for {self.timeout:g} s")
         return stats["queued"]
 
     def _refused(self, failure: DeliveryFailure) -> None:
-        if failure.status == 401:
-            self.key_refused = True
         for event in failure.events:
             self.refused += 1
             line = self._lines_of.get(str(event.get("event_id")))  # None: too old to be traced
