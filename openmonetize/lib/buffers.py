@@ -206,6 +206,7 @@ class SpoolBuffer(MemoryBuffer):
         self._stored = 0  # disk rows queued (not acknowledged)
         self._held: dict[int, Entry] = {}  # rows the disk refused, by a counter (their key is its negative)
         self._held_reserved: set[int] = set()
+        self._moved: dict[int, int] = {}  # held rows written back while in flight: held key -> their row id
         self._next_held = itertools.count(1)
         self._dead = 0
         self._fault: str | None = None  # the current episode's cause, reported once
@@ -386,13 +387,21 @@ class SpoolBuffer(MemoryBuffer):
                     db.executemany("DELETE FROM events WHERE id = ?", [(row_id,) for row_id in self._unacked])
                 self._unacked.clear()
                 wrote = True
-            movable = [(key, entry) for key, entry in self._held.items() if key not in self._held_reserved]
+            movable = list(self._held.items())
             for start in range(0, len(movable), _CHUNK):
                 chunk = movable[start:start + _CHUNK]
+                in_flight = [(key, entry) for key, entry in chunk if key in self._held_reserved]
                 with _transaction(db):
-                    db.executemany("INSERT INTO events (seq, body) VALUES (?, ?)", [entry for _, entry in chunk])
+                    db.executemany("INSERT INTO events (seq, body) VALUES (?, ?)",
+                                   [entry for key, entry in chunk if key not in self._held_reserved])
+                    # rows a batch in flight holds: on disk too (a retry may wait long), reserved under a row id
+                    moved = {key: int(db.execute("INSERT INTO events (seq, body) VALUES (?, ?)", entry).lastrowid
+                                       or 0) for key, entry in in_flight}
                 for key, _ in chunk:
                     del self._held[key]
+                self._held_reserved.difference_update(moved)
+                self._moved.update(moved)
+                self._reserved.update(moved.values())
                 self._stored += len(chunk)
                 wrote = True
         except sqlite3.Error as exc:
@@ -462,7 +471,14 @@ class SpoolBuffer(MemoryBuffer):
             return None
         return Batch(bodies, seqs, keys)
 
+    def _on_disk(self, keys: list[int]) -> list[int]:
+        """The batch's keys, with held rows that were written back while in flight named by their row id."""
+        if not self._moved:
+            return keys
+        return [self._moved.pop(-key, key) if key < 0 else key for key in keys]
+
     def give_back(self, batch: Batch) -> None:
+        batch = Batch(batch.bodies, batch.seqs, self._on_disk(batch.keys))
         disk = [key for key in batch.keys if key > 0]
         self._reserved.difference_update(disk)
         if disk:
@@ -472,6 +488,7 @@ class SpoolBuffer(MemoryBuffer):
     def ack(self, batch: Batch) -> None:
         """Resolved: delete them. Never raises: a DELETE the disk refuses is retried at later commits, and
         those rows are never handed out again meanwhile."""
+        batch = Batch(batch.bodies, batch.seqs, self._on_disk(batch.keys))
         for key in batch.keys:
             if key < 0:
                 self._held.pop(-key, None)
@@ -493,6 +510,7 @@ class SpoolBuffer(MemoryBuffer):
         """Move events refused for good (`rejected`, `unconfirmed`) to the dead-letter table, atomically,
         with the status, the reason, each event's detail and when (UTC). False when the disk refused that:
         the events are then resolved as if acknowledged and the caller reports them."""
+        batch = Batch(batch.bodies, batch.seqs, self._on_disk(batch.keys))
         known = [i for i, key in enumerate(batch.keys)
                  if (key > 0 and key in self._reserved) or (key < 0 and -key in self._held)]
         if not known:
