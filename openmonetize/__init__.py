@@ -39,6 +39,8 @@ __all__ = [
     "TokenUsageEvent",
     "OpenMonetize",
     "DeliveryFailure",
+    "RetryPolicy",
+    "SpoolError",
     "create_llm_tracker",
     "LLMTracker",
 ]
@@ -75,6 +77,8 @@ if _typing.TYPE_CHECKING:
     # import the hand-written layer's public names
     from openmonetize.lib.client import OpenMonetize as OpenMonetize
     from openmonetize.lib.failures import DeliveryFailure as DeliveryFailure
+    from openmonetize.lib.retry import RetryPolicy as RetryPolicy
+    from openmonetize.lib.buffers import SpoolError as SpoolError
     from openmonetize.lib.llm import create_llm_tracker as create_llm_tracker
     from openmonetize.lib.llm import LLMTracker as LLMTracker
 else:
@@ -102,6 +106,8 @@ else:
         "TokenUsageEvent": ".models.token_usage_event",
         "OpenMonetize": ".lib.client",
         "DeliveryFailure": ".lib.failures",
+        "RetryPolicy": ".lib.retry",
+        "SpoolError": ".lib.buffers",
         "create_llm_tracker": ".lib.llm",
         "LLMTracker": ".lib.llm",
     }
