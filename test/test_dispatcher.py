@@ -134,7 +134,7 @@ def test_413_halves_the_batch_and_keeps_the_smaller_size():
     drive(d, clock)
     assert sorted(service.stored) == ids and failures == []
     assert [len(r) for r in service.requests] == [8, 4, 4]
-    assert d.batch_limit == 1000  # restored by the next success
+    assert d.batch_limit == 4  # the service's size limit stays: no 413 for every other batch
 
 
 def test_401_pauses_keeps_everything_reports_once_and_resumes_by_itself():
@@ -278,6 +278,28 @@ def test_random_faults_do_not_stall_the_other_batches():
     assert sorted(service.stored) == ids and failures == []
     assert d.stats.retried > 0
     assert clock.now - start < 10  # fake seconds: a failed batch waits alone, the others keep going
+
+
+def test_the_loop_sleeps_through_a_pause_and_while_every_sender_is_busy():
+    service = FakeService(script=[429], headers={"Retry-After": "30"})
+    d, clock, _, _ = make(service, 3000, concurrency=2)
+    first, second = d.next_jobs(due=True)
+    assert d.next_wakeup() == float("inf")  # both senders busy: an answer wakes the loop, not a timer
+    d.resolve(d.attempt(first))  # 429: everything waits 30 s
+    d.resolve(d.attempt(second))
+    assert d.next_wakeup() == pytest.approx(30)  # not 0: the split halves and retries wait too
+    clock.now += 30
+    assert d.next_wakeup() == 0 and len(d.next_jobs(due=True)) == 2
+
+
+def test_a_due_job_does_not_spin_the_loop_while_every_sender_is_busy():
+    service = FakeService(script=[400])
+    d, clock, _, _ = make(service, 3000, concurrency=2)
+    first, second = d.next_jobs(due=True)
+    d.resolve(d.attempt(first))  # 400: split, both halves due now
+    [half] = d.next_jobs(due=True)  # one sender free: one half goes, the other is due but must wait
+    assert len(d.waiting) == 1 and d.waiting[0].not_before <= clock.now
+    assert d.next_wakeup() == float("inf")
 
 
 def test_low_seq_covers_waiting_and_in_flight_jobs():

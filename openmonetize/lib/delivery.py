@@ -125,8 +125,8 @@ class Dispatcher:
         now = self.clock()
         if now < self.paused_until:
             return []
-        probing = self.pauses > 0 or self.failures_in_a_row >= 2  # the service looks down: one at a time
-        limit = 1 if probing else self.settings.max_concurrent_requests
+        probing = self._probing()
+        limit = self._concurrency()
         jobs: list[Job] = []
         while len(self.in_flight) < limit:
             job = self._next_waiting(now)
@@ -144,6 +144,13 @@ class Dispatcher:
             jobs.append(job)
         return jobs
 
+    def _probing(self) -> bool:
+        """The service looks down or refuses the key: one batch at a time, nothing new until it answers."""
+        return self.pauses > 0 or self.failures_in_a_row >= 2
+
+    def _concurrency(self) -> int:
+        return 1 if self._probing() else self.settings.max_concurrent_requests
+
     def _next_waiting(self, now: float) -> Job | None:
         ready = [job for job in self.waiting if job.not_before <= now]
         if not ready:
@@ -157,12 +164,14 @@ class Dispatcher:
         self.entry_bytes = 0.8 * self.entry_bytes + 0.2 * size
 
     def next_wakeup(self) -> float:
-        """Seconds until a pause ends or a waiting job is due (inf if neither)."""
+        """Seconds until a pause ends or a waiting job is due; inf when only an answer can change anything
+        (nothing waits, or as many requests as allowed are in flight: a sender's answer wakes the loop)."""
         now = self.clock()
-        times = [job.not_before for job in self.waiting]
         if self.paused_until > now:
-            times.append(self.paused_until)
-        return max(0.0, min(times) - now) if times else math.inf
+            return self.paused_until - now
+        if not self.waiting or len(self.in_flight) >= self._concurrency():
+            return math.inf
+        return max(0.0, min(job.not_before for job in self.waiting) - now)
 
     def low_seq(self) -> float:
         """The lowest seq not yet resolved (inf when everything is)."""
@@ -206,7 +215,6 @@ class Dispatcher:
         self.pauses = 0
         self.failures_in_a_row = 0
         self.last_accepted = self.answers
-        self.batch_limit = max(self.batch_limit, self.settings.batch_size)
         batch = job.batch
         errors = response.errors or []
         self.stats.add(sent=response.accepted, duplicates=response.duplicates)
@@ -270,7 +278,8 @@ class Dispatcher:
             self._give_up(job.batch, "rejected", _reason(error), status, _details(error))
             return
         if status == 413:
-            self.batch_limit = max(1, len(job.batch) // 2)  # the size itself was the problem
+            # the size itself was the problem: smaller batches from now on (the service's limit stays)
+            self.batch_limit = min(self.batch_limit, max(1, len(job.batch) // 2))
         for half in job.batch.halves():
             self.waiting.append(Job(half, unconfirmed=job.unconfirmed, forbidden_at=job.forbidden_at))
 
@@ -386,18 +395,23 @@ class DeliveryWorker:
                 self.wakeup.wait(max(timeout, 0.0))
                 self.wakeup.clear()
                 now = time.monotonic()
-                self.buffer.commit()
-                self._collect()
-                if now - last_adopt >= self.settings.adopt_interval:
-                    self.buffer.adopt_orphans()
-                    last_adopt = now
-                interval_over = now - last_send >= self.settings.flush_interval
-                jobs = d.next_jobs(interval_over or self.flush_waiters > 0 or self.stopping)
-                for job in jobs:
-                    self._work.put(job)
-                if jobs or interval_over:
-                    last_send = now  # the interval restarts whether or not there was anything to send
-                self._publish()
+                try:
+                    self.buffer.commit()
+                    self._collect()
+                    if now - last_adopt >= self.settings.adopt_interval:
+                        self.buffer.adopt_orphans()
+                        last_adopt = now
+                    interval_over = now - last_send >= self.settings.flush_interval
+                    jobs = d.next_jobs(interval_over or self.flush_waiters > 0 or self.stopping)
+                    for job in jobs:
+                        self._work.put(job)
+                    if jobs or interval_over:
+                        last_send = now  # the interval restarts whether or not there was anything to send
+                    self._publish()
+                except Exception:  # a bug must not end delivery: the events stay where they are
+                    logger.exception("openmonetize: the delivery loop failed; trying again in 1 s")
+                    self.wakeup.wait(1.0)
+                    continue
                 if self.stopping and not d.in_flight and ((len(self.buffer) == 0 and not d.waiting)
                                                           or d.paused_until > d.clock()):
                     break
