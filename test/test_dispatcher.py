@@ -295,9 +295,9 @@ def test_the_loop_sleeps_through_a_pause_and_while_every_sender_is_busy():
 def test_a_due_job_does_not_spin_the_loop_while_every_sender_is_busy():
     service = FakeService(script=[400])
     d, clock, _, _ = make(service, 3000, concurrency=2)
-    first, second = d.next_jobs(due=True)
+    first, _second = d.next_jobs(due=True)
     d.resolve(d.attempt(first))  # 400: split, both halves due now
-    [half] = d.next_jobs(due=True)  # one sender free: one half goes, the other is due but must wait
+    [_half] = d.next_jobs(due=True)  # one sender free: one half goes, the other is due but must wait
     assert len(d.waiting) == 1 and d.waiting[0].not_before <= clock.now
     assert d.next_wakeup() == float("inf")
 
