@@ -252,7 +252,7 @@ def test_while_the_service_is_down_one_batch_probes_and_nothing_new_is_taken():
     sizes = {len(r) for r in service.requests}
     assert sizes == {10}
     probed = {tuple(r) for r in service.requests}
-    # the first round sends up to 4 batches; after two failures in a row only those are retried
+    # the first round sends up to 4 batches; after three failures in a row only those are retried
     assert len(probed) <= 4
     assert len(d.buffer) >= 10
     service.status = None

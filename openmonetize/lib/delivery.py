@@ -145,8 +145,10 @@ class Dispatcher:
         return jobs
 
     def _probing(self) -> bool:
-        """The service looks down or refuses the key: one batch at a time, nothing new until it answers."""
-        return self.pauses > 0 or self.failures_in_a_row >= 2
+        """The service looks down or refuses the key: one batch at a time, nothing new until it answers.
+        Three failures in a row, not one: with a few percent of random faults the service is up, and
+        holding every batch back behind one failed request would fill the queue."""
+        return self.pauses > 0 or self.failures_in_a_row >= 3
 
     def _concurrency(self) -> int:
         return 1 if self._probing() else self.settings.max_concurrent_requests
@@ -264,7 +266,8 @@ class Dispatcher:
         job.failures += 1
         self.failures_in_a_row += 1
         self.stats.add(retried=1)
-        delay = self.policy.backoff(max(job.failures, self.failures_in_a_row))
+        delay = self.policy.backoff(job.failures if not self._probing() else max(job.failures,
+                                                                                   self.failures_in_a_row))
         retry_after = self.policy.retry_after(error.headers if error is not None else None)
         if retry_after is not None:
             delay = max(delay, retry_after)
