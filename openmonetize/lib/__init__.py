@@ -12,6 +12,7 @@ Everything outside `openmonetize/lib/`, `openmonetize/cli/` and `openmonetize/te
 - `buffers`: where queued events wait: memory, or the SQLite spool.
 - `retry`: the retry policy, as a urllib3 `Retry`.
 - `failures`: `DeliveryFailure`, what `on_error` receives.
+- `exit_hooks`: delivery when a process ends without atexit: multiprocessing and billiard children, SIGTERM.
 - `llm/`: automatic LLM usage tracking (`create_llm_tracker`): proxies around provider clients.
 - `strict_json`: JSON decoding that refuses NaN and Infinity (the local server, `openmonetize send`).
 - `demo`: `openmonetize demo` (or `python -m openmonetize.lib.demo`).

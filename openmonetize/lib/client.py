@@ -25,6 +25,7 @@ from pydantic import TypeAdapter
 from openmonetize.api.events_api import EventsApi
 from openmonetize.api_client import ApiClient
 from openmonetize.configuration import Configuration
+from openmonetize.lib import exit_hooks
 from openmonetize.lib.buffers import MemoryBuffer, SpoolBuffer
 from openmonetize.lib.delivery import DeliverySettings, Dispatcher, Stats
 from openmonetize.lib.failures import DeliveryFailure
@@ -93,6 +94,7 @@ class OpenMonetize:
         self._closed = False
         self._reset_state()
         _live_clients.add(self)
+        exit_hooks.client_created(self)  # SIGTERM
 
     def _reset_state(self) -> None:
         """Everything a process must own alone: rebuilt in a forked child."""
@@ -126,7 +128,8 @@ class OpenMonetize:
                 raise RuntimeError("this OpenMonetize client is shut down")
             if self._dispatcher is None:
                 dispatcher = Dispatcher(self._buffer, self._events_api(), self._settings, self._stats, self._report)
-                dispatcher.start()
+                with exit_hooks.starting_delivery():  # signals stay with the program's threads; child exits
+                    dispatcher.start()
                 dispatcher.opened.wait()
                 if dispatcher.open_error is not None:
                     raise RuntimeError(f"cannot open the spool in {self.spool_dir}") from dispatcher.open_error
