@@ -42,6 +42,8 @@ EXTRAS["dev"] = EXTRAS["cli"] + EXTRAS["providers"] + [
     "types-python-dateutil",
     "types-PyYAML",
     "types-jsonschema",
+    # Celery's prefork pool (a fork of multiprocessing): test/test_process_exit.py checks its children deliver
+    "billiard >= 4.2",
 ]
 
 setup(

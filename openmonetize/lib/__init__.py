@@ -16,6 +16,7 @@ Everything outside `openmonetize/lib/`, `openmonetize/cli/` and `openmonetize/te
   failures as `ApiConnectionError` / `ApiTimeoutError`; called by the generated `rest.py`.
 - `answers`: which 2xx answers keep the contract (`check_ingest_response`); the rest are `InvalidResponseError`.
 - `failures`: `DeliveryFailure`, what `on_error` receives.
+- `exit_hooks`: delivery when a process ends without atexit: multiprocessing and billiard children, SIGTERM.
 - `llm/`: automatic LLM usage tracking (`create_llm_tracker`): proxies around provider clients.
 - `strict_json`: JSON decoding that refuses NaN and Infinity (the local server, `openmonetize send`).
 - `demo`: `openmonetize demo` (or `python -m openmonetize.lib.demo`).

@@ -25,6 +25,7 @@ from pydantic import TypeAdapter
 from openmonetize.api.events_api import EventsApi
 from openmonetize.api_client import ApiClient
 from openmonetize.configuration import Configuration
+from openmonetize.lib import exit_hooks
 from openmonetize.lib.buffers import MemoryBuffer, SpoolBuffer
 from openmonetize.lib.delivery import DeliverySettings, DeliveryWorker, Dispatcher, Send, Stats
 from openmonetize.lib.failures import DeliveryFailure
@@ -103,6 +104,7 @@ class OpenMonetize:
         if self.spool_dir is not None:
             self._start()  # open the spool now (a bad directory fails here) and deliver what it holds
         _live_clients.add(self)
+        exit_hooks.client_created(self)  # SIGTERM
 
     def _reset_state(self) -> None:
         """Everything a process must own alone: rebuilt in a forked child."""
@@ -145,7 +147,8 @@ class OpenMonetize:
                 dispatcher = Dispatcher(self._buffer, self._send(), self._settings, self._stats, self._report,
                                         self.retry_policy)
                 worker = DeliveryWorker(dispatcher, self.max_queue_bytes, self.max_queue_size)
-                worker.start()
+                with exit_hooks.starting_delivery():  # signals stay with the program's threads; child exits
+                    worker.start()
                 self._worker = worker
             return self._worker
 
