@@ -4,14 +4,14 @@ Everything outside `openmonetize/lib/`, `openmonetize/cli/` and `openmonetize/te
 `openapi.yaml` by `./generate.sh` and must not be edited by hand. The generated models call into
 `event_rules` through the spec's `x-sdk-validators` extension, the generated API into `answers` through
 `x-sdk-check-answer`, and the generated HTTP layer into `http_deadline`; the package exports `OpenMonetize`,
-`DeliveryFailure`, `create_llm_tracker` and `LLMTracker` through its template.
+`DeliveryFailure`, `RetryPolicy`, `SpoolError`, `create_llm_tracker` and `LLMTracker` through its template.
 
 - `event_ids`: UUIDv7 event ids.
 - `event_rules`: rules a JSON schema cannot express (defaults filled in, cross-field checks, metadata size).
 - `client`: `OpenMonetize`, tracking on the caller's thread and the client's lifecycle.
-- `delivery`: the background dispatcher and senders.
-- `buffers`: where queued events wait: memory, or the SQLite spool.
-- `retry`: the retry policy, as a urllib3 `Retry`.
+- `delivery`: every delivery decision (`Dispatcher`: clock and transport injected) and the threads that run it.
+- `buffers`: where queued events wait: memory, or the SQLite spool (with its dead letters).
+- `retry`: the one retry policy: what an answer means for its events, backoffs, pauses, `Retry-After`.
 - `http_deadline`: one deadline for a whole HTTP request (a watchdog that cuts the connection), and transport
   failures as `ApiConnectionError` / `ApiTimeoutError`; called by the generated `rest.py`.
 - `answers`: which 2xx answers keep the contract (`check_ingest_response`); the rest are `InvalidResponseError`.
