@@ -46,7 +46,7 @@ _event_adapter: TypeAdapter[Event] | None = None
 class OpenMonetize:
     """The background delivery client.
 
-    Memory is bounded by `max_queue_bytes` of events waiting in memory (default 64 MiB, about 200,000
+    Memory is bounded by `max_queue_bytes` of events waiting in memory (default 64 MiB, about 180,000
     token events; `max_queue_size` adds a bound in events). When that is full, `track_*` waits up to
     `block_timeout` seconds for room (never on an asyncio event loop's thread), then drops the event and
     reports it through `on_error` and the log. With a `spool_dir`, the spool is opened here (a directory
@@ -131,11 +131,8 @@ class OpenMonetize:
         return send
 
     def start(self) -> None:
-        """Start delivering now instead of at the first `track_*`.
-
-        With a `spool_dir` this opens the spool and adopts what dead processes left there, so a tool
-        (`openmonetize spool replay`) can deliver a spool without tracking anything itself.
-        """
+        """Start delivering now instead of at the first `track_*` (with a `spool_dir`, the constructor
+        already did: it opens the spool and delivers what dead processes left there)."""
         self._start()
 
     def _start(self) -> DeliveryWorker:
