@@ -114,7 +114,8 @@ class ApiException(OpenApiException):
         self.status = status
         self.reason = reason
         self.body = body
-        self.data = data
+        # openmonetize: typed Any, not Optional: `e.data.error` after checking `e.status` must type-check
+        self.data: Any = data
         self.headers = None
 
         if http_resp:

@@ -41,3 +41,12 @@ def test_ruff_is_clean():
 def test_mypy_is_clean():
     result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_testing_helpers_without_their_extra_say_which_extra_to_install():
+    code = ("import sys; sys.modules['yaml'] = None\n"  # as if PyYAML (of the testing extra) were not installed
+            "from openmonetize.testing import LocalIngestServer\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "ModuleNotFoundError: openmonetize.testing.LocalIngestServer needs the testing extra" in result.stderr
+    assert "pip install 'openmonetize[testing]'" in result.stderr and "'yaml'" in result.stderr

@@ -30,4 +30,10 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+    try:
+        module = importlib.import_module(home)
+    except ModuleNotFoundError as exc:  # say which extra brings it, as the command line does
+        raise ModuleNotFoundError(
+            f"openmonetize.testing.{name} needs the testing extra (missing module {exc.name!r}):"
+            " pip install 'openmonetize[testing]'", name=exc.name) from exc
+    return getattr(module, name)
