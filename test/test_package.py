@@ -50,3 +50,9 @@ def test_the_testing_helpers_without_their_extra_say_which_extra_to_install():
     assert result.returncode == 1
     assert "ModuleNotFoundError: openmonetize.testing.LocalIngestServer needs the testing extra" in result.stderr
     assert "pip install 'openmonetize[testing]'" in result.stderr and "'yaml'" in result.stderr
+
+
+def test_the_guides_usage_passes_mypy_strict_and_mistakes_still_fail_it():
+    result = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--warn-unused-ignores", "--no-incremental",
+                             str(ROOT / "test" / "typed_usage.py")], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,4 +1,4 @@
-"""Usage as a user writes it, type-checked by the suite's mypy run (test_package.test_mypy_is_clean), not run.
+"""Usage as a user writes it (the guides' examples), type-checked with `mypy --strict` by test_package, not run.
 
 The `type: ignore[...]` lines are the mistakes a type checker must keep catching: with `warn_unused_ignores`,
 an ignore that is no longer needed (the mistake slipped through) is itself an error.
@@ -19,6 +19,17 @@ def errors_guide_example(events_api: EventsApi) -> str | None:
         if e.status == 429:
             return str(e.data.error)  # `data` is the parsed ErrorResponse: no Optional to narrow first
     return None
+
+
+def quickstart_example(events_api: EventsApi) -> int:
+    response = events_api.ingest(events=[
+        TokenUsageEvent(customer_id="cust_abc", feature_id="chat", provider="openai", model="gpt-4o",
+                        input_tokens=1200, output_tokens=350, cached_input_tokens=1000),
+        CustomEvent(customer_id="cust_abc", feature_id="pdf-processing", unit_type="pages", quantity=12),
+        {"event_type": "IMAGE_GENERATION", "customer_id": "cust_abc", "feature_id": "images",
+         "provider": "openai", "model": "gpt-image-1", "image_count": 2},
+    ])
+    return response.accepted
 
 
 def mistakes_are_caught() -> None:

@@ -12,12 +12,17 @@
 
 import warnings
 from pydantic import validate_call, Field, StrictFloat, StrictStr, StrictInt
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from typing_extensions import Annotated
 
 from openmonetize.models.ingest_request import IngestRequest
 from openmonetize.models.ingest_response import IngestResponse
 from openmonetize.models.event import Event
+# openmonetize: a dict is accepted too, and validated into a model at the call; type checkers must know that
+if TYPE_CHECKING:
+    EventInput = Union[Event, Mapping[str, Any]]
+else:
+    EventInput = Event
 from openmonetize.lib.answers import check_ingest_response
 
 from openmonetize.api_client import ApiClient, RequestSerialized
@@ -41,7 +46,7 @@ class EventsApi:
     @validate_call
     def ingest(
         self,
-        events: Annotated[Sequence[Event], Field(min_length=1, max_length=1000)],
+        events: Annotated[Sequence[EventInput], Field(min_length=1, max_length=1000)],
         _request_timeout: Union[
             None,
             Annotated[StrictFloat, Field(gt=0)],
@@ -121,7 +126,7 @@ class EventsApi:
     @validate_call
     def ingest_with_http_info(
         self,
-        events: Annotated[Sequence[Event], Field(min_length=1, max_length=1000)],
+        events: Annotated[Sequence[EventInput], Field(min_length=1, max_length=1000)],
         _request_timeout: Union[
             None,
             Annotated[StrictFloat, Field(gt=0)],
@@ -201,7 +206,7 @@ class EventsApi:
     @validate_call
     def ingest_without_preload_content(
         self,
-        events: Annotated[Sequence[Event], Field(min_length=1, max_length=1000)],
+        events: Annotated[Sequence[EventInput], Field(min_length=1, max_length=1000)],
         _request_timeout: Union[
             None,
             Annotated[StrictFloat, Field(gt=0)],
