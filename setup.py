@@ -38,6 +38,9 @@ EXTRAS["dev"] = EXTRAS["cli"] + EXTRAS["providers"] + [
     "schemathesis >= 4, < 5",
     "openapi-spec-validator >= 0.7",
     "mypy >= 1.10",
+    # pyright's checker for test/typed_usage.py; this distribution bundles Node and the checker, so nothing is
+    # downloaded when the tests run (the `pyright` wrapper fetches it from npm on first use)
+    "basedpyright >= 1.20",
     "ruff >= 0.6",
     "types-python-dateutil",
     "types-PyYAML",

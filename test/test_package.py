@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -56,3 +57,11 @@ def test_the_guides_usage_passes_mypy_strict_and_mistakes_still_fail_it():
     result = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--warn-unused-ignores", "--no-incremental",
                              str(ROOT / "test" / "typed_usage.py")], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_guides_usage_passes_pyright_and_mistakes_still_fail_it():
+    pyright = Path(sys.executable).with_name("basedpyright")  # pyright's checker, shipped with its own Node
+    result = subprocess.run([str(pyright), "-p", str(ROOT / "test" / "pyrightconfig.typed_usage.json"),
+                             "--pythonpath", sys.executable], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 errors" in result.stdout

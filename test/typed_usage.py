@@ -1,7 +1,9 @@
-"""Usage as a user writes it (the guides' examples), type-checked with `mypy --strict` by test_package, not run.
+"""Usage as a user writes it (the guides' examples), type-checked by test_package with `mypy --strict` and
+pyright (basedpyright in pyright's standard mode, test/pyrightconfig.typed_usage.json), never run.
 
-The `type: ignore[...]` lines are the mistakes a type checker must keep catching: with `warn_unused_ignores`,
-an ignore that is no longer needed (the mistake slipped through) is itself an error.
+The `type: ignore[...]` lines are the mistakes a type checker must keep catching: with `warn_unused_ignores`
+(mypy) and `reportUnnecessaryTypeIgnoreComment` (pyright), an ignore that is no longer needed (the mistake
+slipped through) is itself an error.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ def quickstart_example(events_api: EventsApi) -> int:
 
 
 def mistakes_are_caught() -> None:
-    TokenUsageEvent(customer_id="c", feature_id="f", provider="p", model="m", input_tokens=1,  # type: ignore[call-arg]
-                    output_tokens=1, cached_tokens=3)
+    TokenUsageEvent(cached_tokens=3,  # type: ignore[call-arg]  # misspells cached_input_tokens
+                    customer_id="c", feature_id="f", provider="p", model="m", input_tokens=1, output_tokens=1)
     TokenUsageEvent(customer_id="c", feature_id="f", provider="p", model="m",
                     input_tokens="1", output_tokens=1)  # type: ignore[arg-type]
 
