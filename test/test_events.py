@@ -302,3 +302,49 @@ def test_quantity_rule_matches_its_definition(value):
 def test_float_token_counts_are_refused_even_when_whole(value):
     with pytest.raises(ValidationError, match="valid integer"):
         TokenUsageEvent(**{**TOKEN, "output_tokens": value})
+
+
+# --- unknown fields (issue 10) ----------------------------------------------------------------------
+
+UNKNOWN = [(TokenUsageEvent, TOKEN, "cached_tokens"), (TokenUsageEvent, TOKEN, "reasoning_token"),
+           (TokenUsageEvent, TOKEN, "user"), (ImageGenerationEvent, IMAGE, "images"),
+           (CustomEvent, CUSTOM, "unit")]
+
+
+@pytest.mark.parametrize(("model", "fields", "unknown"), UNKNOWN)
+def test_unknown_fields_are_refused_and_the_allowed_ones_listed(model, fields, unknown):
+    allowed = ", ".join(sorted(model.model_fields))
+    builds = [lambda: model(**fields, **{unknown: 3}), lambda: model.from_dict({**fields, unknown: 3}),
+              lambda: model.model_validate({**fields, unknown: 3}),
+              lambda: EVENT.validate_python({**fields, "event_type": model.model_fields["event_type"].default,
+                                             unknown: 3})]
+    for build in builds:
+        with pytest.raises(ValidationError) as exc:
+            build()
+        assert f"{unknown}: unknown field; allowed: {allowed}" in error_text(exc)
+    event = model(**fields)
+    with pytest.raises(ValidationError, match=f"{unknown}: unknown field"):
+        setattr(event, unknown, 3)
+
+
+def test_unknown_fields_in_dicts_are_refused_before_sending(events_api, server):
+    from openmonetize import OpenMonetize
+
+    as_dict = {"event_type": "TOKEN_USAGE", **TOKEN, "cached_tokens": 3}
+    with pytest.raises(ValidationError, match="cached_tokens: unknown field; allowed: cached_input_tokens, "):
+        events_api.ingest(events=[as_dict])
+    om = OpenMonetize(api_key="sk_test_0123456789abcdef", base_url=server.url, flush_interval=0.05)
+    try:
+        with pytest.raises(ValidationError, match="cached_tokens: unknown field; allowed: cached_input_tokens, "):
+            om.track(as_dict)
+    finally:
+        om.shutdown()
+    assert server.request_count == 0
+
+
+def test_responses_keep_fields_a_newer_service_adds():
+    from openmonetize import IngestResponse
+
+    answer = IngestResponse.from_dict({"accepted": 1, "duplicates": 0, "rejected": 0, "region": "eu"})
+    assert answer is not None and answer.accepted == 1
+    assert answer.additional_properties == {"region": "eu"}

@@ -19,13 +19,14 @@ import json
 
 from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
-from typing import Any, ClassVar, Dict, List, Optional, Union
+from typing import Any, ClassVar, Dict, Optional, Union
 from typing_extensions import Annotated
 from typing import Optional, Set
 from typing_extensions import Self
 from pydantic_core import to_jsonable_python
 from typing import TYPE_CHECKING, Literal, Union  # noqa: F401
 from pydantic import model_validator  # noqa: F401
+from pydantic_core import PydanticCustomError  # noqa: F401
 from openmonetize.lib import event_rules as _sdk_validators
 
 class CustomEvent(BaseModel):
@@ -43,6 +44,7 @@ class CustomEvent(BaseModel):
     unit_type: Annotated[str, Field(min_length=1, strict=True, max_length=128)] = Field(description="The unit being metered.", json_schema_extra={"examples": ["pages"]})
     quantity: Union[Annotated[float, Field(strict=True, gt=0)], Annotated[int, Field(strict=True, gt=0)]] = Field(description="How many units were consumed; a finite number greater than 0.", json_schema_extra={"examples": [10]})
     __properties: ClassVar[List[str]] = ["event_type", "event_id", "customer_id", "user_id", "team_id", "feature_id", "timestamp", "metadata", "unit_type", "quantity"]
+    __property_set: ClassVar[frozenset] = frozenset(__properties)
 
     @field_validator('timestamp')
     @classmethod
@@ -78,10 +80,24 @@ class CustomEvent(BaseModel):
             quantity: float,
         ) -> None: ...
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_fields(cls, data: Any) -> Any:
+        if type(data) is dict and not data.keys() <= cls.__property_set:
+            unknown = sorted(str(key) for key in data.keys() - cls.__property_set)
+            raise PydanticCustomError(
+                "extra_forbidden",
+                "{unknown}: unknown field{plural}; allowed: {allowed}",
+                {"unknown": ", ".join(unknown), "plural": "s" if len(unknown) > 1 else "",
+                 "allowed": ", ".join(sorted(cls.__property_set))},
+            )
+        return data
+
     model_config = ConfigDict(
         validate_by_name=True,
         validate_by_alias=True,
         validate_assignment=True,
+        extra="forbid",
         protected_namespaces=(),
     )
 
@@ -126,6 +142,9 @@ class CustomEvent(BaseModel):
             return None
 
         if not isinstance(obj, dict):
+            return cls.model_validate(obj)
+
+        if not obj.keys() <= cls.__property_set:
             return cls.model_validate(obj)
 
         _obj = cls.model_validate({

@@ -24,6 +24,7 @@ from typing_extensions import Self
 from pydantic_core import to_jsonable_python
 from typing import TYPE_CHECKING, Literal, Union  # noqa: F401
 from pydantic import model_validator  # noqa: F401
+from pydantic_core import PydanticCustomError  # noqa: F401
 
 class ErrorDetail(BaseModel):
     """
@@ -31,6 +32,7 @@ class ErrorDetail(BaseModel):
     """ # noqa: E501
     path: StrictStr = Field(description="Where the problem is in the request body: `events[3].input_tokens`; `$` for the body itself; `[\"...\"]` for keys that are not plain identifiers. ", json_schema_extra={"examples": ["events[0].input_tokens"]})
     message: StrictStr = Field(description="What is wrong there.", json_schema_extra={"examples": ["-1 is less than the minimum of 0"]})
+    additional_properties: Dict[str, Any] = {}
     __properties: ClassVar[List[str]] = ["path", "message"]
 
     model_config = ConfigDict(
@@ -63,8 +65,10 @@ class ErrorDetail(BaseModel):
         * `None` is only added to the output dict for nullable fields that
           were set at model initialization. Other fields with value `None`
           are ignored.
+        * Fields in `self.additional_properties` are added to the output dict.
         """
         excluded_fields: Set[str] = set([
+            "additional_properties",
         ])
 
         _dict = self.model_dump(
@@ -72,6 +76,11 @@ class ErrorDetail(BaseModel):
             exclude=excluded_fields,
             exclude_none=True,
         )
+        # puts key-value pairs in additional_properties in the top level
+        if self.additional_properties is not None:
+            for _key, _value in self.additional_properties.items():
+                _dict[_key] = _value
+
         return _dict
 
     @classmethod
@@ -87,6 +96,11 @@ class ErrorDetail(BaseModel):
             "path": obj.get("path"),
             "message": obj.get("message")
         })
+        # store additional fields in additional_properties
+        for _key in obj.keys():
+            if _key not in cls.__properties:
+                _obj.additional_properties[_key] = obj.get(_key)
+
         return _obj
 
 

@@ -25,6 +25,7 @@ from typing_extensions import Self
 from pydantic_core import to_jsonable_python
 from typing import TYPE_CHECKING, Literal, Union  # noqa: F401
 from pydantic import model_validator  # noqa: F401
+from pydantic_core import PydanticCustomError  # noqa: F401
 
 class ErrorResponse(BaseModel):
     """
@@ -33,6 +34,7 @@ class ErrorResponse(BaseModel):
     error: StrictStr = Field(description="Machine-readable error code.", json_schema_extra={"examples": ["VALIDATION_ERROR"]})
     message: StrictStr = Field(description="Human-readable explanation.", json_schema_extra={"examples": ["events[0].input_tokens must be >= 0"]})
     details: Optional[List[ErrorDetail]] = Field(default=None, description="One entry per problem found, for validation errors.", json_schema_extra={"examples": [[]]})
+    additional_properties: Dict[str, Any] = {}
     __properties: ClassVar[List[str]] = ["error", "message", "details"]
 
     model_config = ConfigDict(
@@ -65,8 +67,10 @@ class ErrorResponse(BaseModel):
         * `None` is only added to the output dict for nullable fields that
           were set at model initialization. Other fields with value `None`
           are ignored.
+        * Fields in `self.additional_properties` are added to the output dict.
         """
         excluded_fields: Set[str] = set([
+            "additional_properties",
         ])
 
         _dict = self.model_dump(
@@ -80,6 +84,11 @@ class ErrorResponse(BaseModel):
             for _item_details in self.details:
                 _items.append(_item_details.to_dict() if _item_details is not None else None)
             _dict['details'] = _items
+        # puts key-value pairs in additional_properties in the top level
+        if self.additional_properties is not None:
+            for _key, _value in self.additional_properties.items():
+                _dict[_key] = _value
+
         return _dict
 
     @classmethod
@@ -96,6 +105,11 @@ class ErrorResponse(BaseModel):
             "message": obj.get("message"),
             "details": [ErrorDetail.from_dict(_item) for _item in obj["details"]] if obj.get("details") is not None else None
         })
+        # store additional fields in additional_properties
+        for _key in obj.keys():
+            if _key not in cls.__properties:
+                _obj.additional_properties[_key] = obj.get(_key)
+
         return _obj
 
 

@@ -19,13 +19,14 @@ import json
 
 from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
-from typing import Any, ClassVar, Dict, List, Optional
+from typing import Any, ClassVar, Dict, Optional
 from typing_extensions import Annotated
 from typing import Optional, Set
 from typing_extensions import Self
 from pydantic_core import to_jsonable_python
 from typing import TYPE_CHECKING, Literal, Union  # noqa: F401
 from pydantic import model_validator  # noqa: F401
+from pydantic_core import PydanticCustomError  # noqa: F401
 from openmonetize.lib import event_rules as _sdk_validators
 
 class ImageGenerationEvent(BaseModel):
@@ -46,6 +47,7 @@ class ImageGenerationEvent(BaseModel):
     image_size: Optional[Annotated[str, Field(min_length=1, strict=True, max_length=64)]] = Field(default=None, description="Size of the images, as the provider names it.", json_schema_extra={"examples": ["1024x1024"]})
     quality: Optional[Annotated[str, Field(min_length=1, strict=True, max_length=64)]] = Field(default=None, description="Quality tier of the images, as the provider names it.", json_schema_extra={"examples": ["hd"]})
     __properties: ClassVar[List[str]] = ["event_type", "event_id", "customer_id", "user_id", "team_id", "feature_id", "timestamp", "metadata", "provider", "model", "image_count", "image_size", "quality"]
+    __property_set: ClassVar[frozenset] = frozenset(__properties)
 
     @field_validator('timestamp')
     @classmethod
@@ -84,10 +86,24 @@ class ImageGenerationEvent(BaseModel):
             quality: Optional[str] = None,
         ) -> None: ...
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_fields(cls, data: Any) -> Any:
+        if type(data) is dict and not data.keys() <= cls.__property_set:
+            unknown = sorted(str(key) for key in data.keys() - cls.__property_set)
+            raise PydanticCustomError(
+                "extra_forbidden",
+                "{unknown}: unknown field{plural}; allowed: {allowed}",
+                {"unknown": ", ".join(unknown), "plural": "s" if len(unknown) > 1 else "",
+                 "allowed": ", ".join(sorted(cls.__property_set))},
+            )
+        return data
+
     model_config = ConfigDict(
         validate_by_name=True,
         validate_by_alias=True,
         validate_assignment=True,
+        extra="forbid",
         protected_namespaces=(),
     )
 
@@ -132,6 +148,9 @@ class ImageGenerationEvent(BaseModel):
             return None
 
         if not isinstance(obj, dict):
+            return cls.model_validate(obj)
+
+        if not obj.keys() <= cls.__property_set:
             return cls.model_validate(obj)
 
         _obj = cls.model_validate({

@@ -25,6 +25,7 @@ from typing_extensions import Self
 from pydantic_core import to_jsonable_python
 from typing import TYPE_CHECKING, Literal, Union  # noqa: F401
 from pydantic import model_validator  # noqa: F401
+from pydantic_core import PydanticCustomError  # noqa: F401
 
 class IngestEventError(BaseModel):
     """
@@ -34,6 +35,7 @@ class IngestEventError(BaseModel):
     event_id: Optional[StrictStr] = Field(default=None, description="The rejected event's id.", json_schema_extra={"examples": ["0192f3a4-7c1e-7b2a-9f00-1a2b3c4d5e6f"]})
     code: StrictStr = Field(description="Machine-readable reason.", json_schema_extra={"examples": ["FEATURE_NOT_FOUND"]})
     message: StrictStr = Field(description="Human-readable reason.", json_schema_extra={"examples": ["feature chat-completion is not configured for customer cust_abc"]})
+    additional_properties: Dict[str, Any] = {}
     __properties: ClassVar[List[str]] = ["index", "event_id", "code", "message"]
 
     model_config = ConfigDict(
@@ -66,8 +68,10 @@ class IngestEventError(BaseModel):
         * `None` is only added to the output dict for nullable fields that
           were set at model initialization. Other fields with value `None`
           are ignored.
+        * Fields in `self.additional_properties` are added to the output dict.
         """
         excluded_fields: Set[str] = set([
+            "additional_properties",
         ])
 
         _dict = self.model_dump(
@@ -75,6 +79,11 @@ class IngestEventError(BaseModel):
             exclude=excluded_fields,
             exclude_none=True,
         )
+        # puts key-value pairs in additional_properties in the top level
+        if self.additional_properties is not None:
+            for _key, _value in self.additional_properties.items():
+                _dict[_key] = _value
+
         return _dict
 
     @classmethod
@@ -92,6 +101,11 @@ class IngestEventError(BaseModel):
             "code": obj.get("code"),
             "message": obj.get("message")
         })
+        # store additional fields in additional_properties
+        for _key in obj.keys():
+            if _key not in cls.__properties:
+                _obj.additional_properties[_key] = obj.get(_key)
+
         return _obj
 
 

@@ -26,6 +26,7 @@ from typing_extensions import Self
 from pydantic_core import to_jsonable_python
 from typing import TYPE_CHECKING, Literal, Union  # noqa: F401
 from pydantic import model_validator  # noqa: F401
+from pydantic_core import PydanticCustomError  # noqa: F401
 
 class IngestRequest(BaseModel):
     """
@@ -33,11 +34,26 @@ class IngestRequest(BaseModel):
     """ # noqa: E501
     events: Annotated[List[Event], Field(min_length=1, max_length=1000)] = Field(description="The events to ingest, 1 to 1000, in any mix of types.", json_schema_extra={"examples": [[{"event_type": "CUSTOM", "event_id": "0192f3a4-7c1e-7b2a-9f00-1a2b3c4d5e70", "customer_id": "cust_abc", "feature_id": "pdf-processing", "unit_type": "pages", "quantity": 10, "timestamp": "2026-11-22T17:00:00+00:00"}]]})
     __properties: ClassVar[List[str]] = ["events"]
+    __property_set: ClassVar[frozenset] = frozenset(__properties)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_fields(cls, data: Any) -> Any:
+        if type(data) is dict and not data.keys() <= cls.__property_set:
+            unknown = sorted(str(key) for key in data.keys() - cls.__property_set)
+            raise PydanticCustomError(
+                "extra_forbidden",
+                "{unknown}: unknown field{plural}; allowed: {allowed}",
+                {"unknown": ", ".join(unknown), "plural": "s" if len(unknown) > 1 else "",
+                 "allowed": ", ".join(sorted(cls.__property_set))},
+            )
+        return data
 
     model_config = ConfigDict(
         validate_by_name=True,
         validate_by_alias=True,
         validate_assignment=True,
+        extra="forbid",
         protected_namespaces=(),
     )
 
@@ -88,6 +104,9 @@ class IngestRequest(BaseModel):
             return None
 
         if not isinstance(obj, dict):
+            return cls.model_validate(obj)
+
+        if not obj.keys() <= cls.__property_set:
             return cls.model_validate(obj)
 
         _obj = cls.model_validate({

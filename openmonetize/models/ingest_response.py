@@ -26,6 +26,7 @@ from typing_extensions import Self
 from pydantic_core import to_jsonable_python
 from typing import TYPE_CHECKING, Literal, Union  # noqa: F401
 from pydantic import model_validator  # noqa: F401
+from pydantic_core import PydanticCustomError  # noqa: F401
 
 class IngestResponse(BaseModel):
     """
@@ -36,6 +37,7 @@ class IngestResponse(BaseModel):
     rejected: Annotated[int, Field(strict=True, ge=0)] = Field(description="Events refused individually; `errors` says why.", json_schema_extra={"examples": [0]})
     batch_id: Optional[StrictStr] = Field(default=None, description="Id the service gave this batch.", json_schema_extra={"examples": ["batch_01JD2X7V9K"]})
     errors: Optional[List[IngestEventError]] = Field(default=None, description="One entry per rejected event.", json_schema_extra={"examples": [[]]})
+    additional_properties: Dict[str, Any] = {}
     __properties: ClassVar[List[str]] = ["accepted", "duplicates", "rejected", "batch_id", "errors"]
 
     model_config = ConfigDict(
@@ -68,8 +70,10 @@ class IngestResponse(BaseModel):
         * `None` is only added to the output dict for nullable fields that
           were set at model initialization. Other fields with value `None`
           are ignored.
+        * Fields in `self.additional_properties` are added to the output dict.
         """
         excluded_fields: Set[str] = set([
+            "additional_properties",
         ])
 
         _dict = self.model_dump(
@@ -83,6 +87,11 @@ class IngestResponse(BaseModel):
             for _item_errors in self.errors:
                 _items.append(_item_errors.to_dict() if _item_errors is not None else None)
             _dict['errors'] = _items
+        # puts key-value pairs in additional_properties in the top level
+        if self.additional_properties is not None:
+            for _key, _value in self.additional_properties.items():
+                _dict[_key] = _value
+
         return _dict
 
     @classmethod
@@ -101,6 +110,11 @@ class IngestResponse(BaseModel):
             "batch_id": obj.get("batch_id"),
             "errors": [IngestEventError.from_dict(_item) for _item in obj["errors"]] if obj.get("errors") is not None else None
         })
+        # store additional fields in additional_properties
+        for _key in obj.keys():
+            if _key not in cls.__properties:
+                _obj.additional_properties[_key] = obj.get(_key)
+
         return _obj
 
 

@@ -19,13 +19,14 @@ import json
 
 from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
-from typing import Any, ClassVar, Dict, List, Optional
+from typing import Any, ClassVar, Dict, Optional
 from typing_extensions import Annotated
 from typing import Optional, Set
 from typing_extensions import Self
 from pydantic_core import to_jsonable_python
 from typing import TYPE_CHECKING, Literal, Union  # noqa: F401
 from pydantic import model_validator  # noqa: F401
+from pydantic_core import PydanticCustomError  # noqa: F401
 from openmonetize.lib import event_rules as _sdk_validators
 
 class TokenUsageEvent(BaseModel):
@@ -47,6 +48,7 @@ class TokenUsageEvent(BaseModel):
     cached_input_tokens: Optional[Annotated[int, Field(strict=True, ge=0)]] = Field(default=None, description="The part of `input_tokens` served from the provider's prompt cache.", json_schema_extra={"examples": [200]})
     reasoning_tokens: Optional[Annotated[int, Field(strict=True, ge=0)]] = Field(default=None, description="The part of `output_tokens` spent on reasoning; may not exceed `output_tokens`.", json_schema_extra={"examples": [120]})
     __properties: ClassVar[List[str]] = ["event_type", "event_id", "customer_id", "user_id", "team_id", "feature_id", "timestamp", "metadata", "provider", "model", "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"]
+    __property_set: ClassVar[frozenset] = frozenset(__properties)
 
     @field_validator('timestamp')
     @classmethod
@@ -86,10 +88,24 @@ class TokenUsageEvent(BaseModel):
             reasoning_tokens: Optional[int] = None,
         ) -> None: ...
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_fields(cls, data: Any) -> Any:
+        if type(data) is dict and not data.keys() <= cls.__property_set:
+            unknown = sorted(str(key) for key in data.keys() - cls.__property_set)
+            raise PydanticCustomError(
+                "extra_forbidden",
+                "{unknown}: unknown field{plural}; allowed: {allowed}",
+                {"unknown": ", ".join(unknown), "plural": "s" if len(unknown) > 1 else "",
+                 "allowed": ", ".join(sorted(cls.__property_set))},
+            )
+        return data
+
     model_config = ConfigDict(
         validate_by_name=True,
         validate_by_alias=True,
         validate_assignment=True,
+        extra="forbid",
         protected_namespaces=(),
     )
 
@@ -134,6 +150,9 @@ class TokenUsageEvent(BaseModel):
             return None
 
         if not isinstance(obj, dict):
+            return cls.model_validate(obj)
+
+        if not obj.keys() <= cls.__property_set:
             return cls.model_validate(obj)
 
         _obj = cls.model_validate({
