@@ -348,3 +348,35 @@ def test_responses_keep_fields_a_newer_service_adds():
     answer = IngestResponse.from_dict({"accepted": 1, "duplicates": 0, "rejected": 0, "region": "eu"})
     assert answer is not None and answer.accepted == 1
     assert answer.additional_properties == {"region": "eu"}
+
+
+# --- int64 and quantity range (issue 10) -------------------------------------------------------------
+
+INT64_MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize(("model", "fields", "name"), [
+    (TokenUsageEvent, TOKEN, "input_tokens"), (TokenUsageEvent, TOKEN, "output_tokens"),
+    (TokenUsageEvent, {**TOKEN, "input_tokens": INT64_MAX}, "cached_input_tokens"),
+    (TokenUsageEvent, {**TOKEN, "output_tokens": INT64_MAX}, "reasoning_tokens"),
+    (ImageGenerationEvent, IMAGE, "image_count"),
+])
+def test_counts_above_int64_are_refused(model, fields, name):
+    assert getattr(model(**{**fields, name: INT64_MAX}), name) == INT64_MAX
+    with pytest.raises(ValidationError) as exc:
+        model(**{**fields, name: INT64_MAX + 1})
+    assert exc.value.errors()[0]["loc"] == (name,)
+    assert "less than or equal to 9223372036854775807" in error_text(exc)
+
+
+@pytest.mark.parametrize("quantity", [10**400, 10**5000, float("inf"), float("-inf"), float("nan")],
+                         ids=["10**400", "10**5000", "inf", "-inf", "nan"])
+def test_quantity_out_of_range_is_a_validation_error_not_an_overflow(quantity):
+    if isinstance(quantity, int):
+        with pytest.raises(ValidationError, match=r"quantity=<int of about \d+ digits> is not allowed: quantity mu"):
+            CustomEvent(**{**CUSTOM, "quantity": quantity})
+    with pytest.raises(ValidationError, match="quantity"):  # -inf and nan fail `> 0` first, on the field itself
+        CustomEvent(**{**CUSTOM, "quantity": quantity})
+    event = CustomEvent(**CUSTOM)
+    with pytest.raises(ValidationError, match="quantity"):
+        event.quantity = quantity

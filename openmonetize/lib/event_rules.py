@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from openmonetize.lib.event_ids import new_event_id
@@ -23,6 +25,9 @@ if TYPE_CHECKING:
 MAX_METADATA_KEYS = 50
 MAX_METADATA_JSON_BYTES = 4096
 
+#: the largest int a JSON number read as a double can hold without becoming infinity
+_MAX_FINITE_QUANTITY = int(sys.float_info.max)
+
 # one encoder for every event (json.dumps with options builds a new one per call)
 _encode_metadata = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
@@ -34,11 +39,34 @@ def prepare_event(cls: type[BaseModel], data: Any) -> Any:
     same id, and the service's deduplication makes the resend harmless. `None` counts as omitted.
     """
     if type(data) is dict:
+        quantity = data.get("quantity")
+        if quantity is not None:
+            _check_quantity_type(quantity)
         if data.get("event_id") is None:
             data["event_id"] = new_event_id()
         if data.get("timestamp") is None:
             data["timestamp"] = datetime.now(timezone.utc)
     return data
+
+
+def _check_quantity_type(quantity: Any) -> None:
+    """Refuse what pydantic would turn into a different float or crash on with a raw OverflowError."""
+    if isinstance(quantity, Decimal):
+        raise ValueError(
+            f"quantity={quantity!r} is not allowed: pass an int or a float (a Decimal would be sent as a float that"
+            " may differ from it; convert it yourself if that is what you mean)"
+        )
+    if type(quantity) is int and quantity > _MAX_FINITE_QUANTITY:
+        raise ValueError(
+            f"quantity={_short_int(quantity)} is not allowed: quantity must be a finite number greater than 0,"
+            f" at most {sys.float_info.max!r}"
+        )
+
+
+def _short_int(value: int) -> str:
+    """A huge int's repr is thousands of digits (and past 4300 digits str() raises): show its size instead."""
+    digits = math.floor(value.bit_length() * math.log10(2)) + 1
+    return repr(value) if digits <= 30 else f"<int of about {digits} digits>"
 
 
 def check_event(event: EventT) -> EventT:

@@ -43,7 +43,7 @@ class ImageGenerationEvent(BaseModel):
     metadata: Optional[Dict[str, Any]] = Field(default=None, description="Free-form JSON context for analytics and debugging, not used for pricing: at most 50 keys, and at most 4096 bytes (`x-max-json-bytes`) as compact JSON (no spaces, non-ASCII not escaped), UTF-8. ", json_schema_extra={"examples": [{"request_id": "req_789", "region": "eu-west-1"}]})
     provider: Annotated[str, Field(min_length=1, strict=True, max_length=128)] = Field(description="The image provider that served the call.", json_schema_extra={"examples": ["openai"]})
     model: Annotated[str, Field(min_length=1, strict=True, max_length=256)] = Field(description="The image model that served the call.", json_schema_extra={"examples": ["dall-e-3"]})
-    image_count: Annotated[int, Field(strict=True, ge=1)] = Field(description="Number of images generated.", json_schema_extra={"examples": [1]})
+    image_count: Annotated[int, Field(le=9223372036854775807, strict=True, ge=1)] = Field(description="Number of images generated.", json_schema_extra={"examples": [1]})
     image_size: Optional[Annotated[str, Field(min_length=1, strict=True, max_length=64)]] = Field(default=None, description="Size of the images, as the provider names it.", json_schema_extra={"examples": ["1024x1024"]})
     quality: Optional[Annotated[str, Field(min_length=1, strict=True, max_length=64)]] = Field(default=None, description="Quality tier of the images, as the provider names it.", json_schema_extra={"examples": ["hd"]})
     __properties: ClassVar[List[str]] = ["event_type", "event_id", "customer_id", "user_id", "team_id", "feature_id", "timestamp", "metadata", "provider", "model", "image_count", "image_size", "quality"]

@@ -43,10 +43,10 @@ class TokenUsageEvent(BaseModel):
     metadata: Optional[Dict[str, Any]] = Field(default=None, description="Free-form JSON context for analytics and debugging, not used for pricing: at most 50 keys, and at most 4096 bytes (`x-max-json-bytes`) as compact JSON (no spaces, non-ASCII not escaped), UTF-8. ", json_schema_extra={"examples": [{"request_id": "req_789", "region": "eu-west-1"}]})
     provider: Annotated[str, Field(min_length=1, strict=True, max_length=128)] = Field(description="The LLM provider that served the call.", json_schema_extra={"examples": ["openai"]})
     model: Annotated[str, Field(min_length=1, strict=True, max_length=256)] = Field(description="The model that served the call, as the provider reports it.", json_schema_extra={"examples": ["gpt-4-turbo"]})
-    input_tokens: Annotated[int, Field(strict=True, ge=0)] = Field(description="Prompt tokens, including cached ones.", json_schema_extra={"examples": [1000]})
-    output_tokens: Annotated[int, Field(strict=True, ge=0)] = Field(description="Completion tokens, including reasoning tokens.", json_schema_extra={"examples": [500]})
-    cached_input_tokens: Optional[Annotated[int, Field(strict=True, ge=0)]] = Field(default=None, description="The part of `input_tokens` served from the provider's prompt cache.", json_schema_extra={"examples": [200]})
-    reasoning_tokens: Optional[Annotated[int, Field(strict=True, ge=0)]] = Field(default=None, description="The part of `output_tokens` spent on reasoning; may not exceed `output_tokens`.", json_schema_extra={"examples": [120]})
+    input_tokens: Annotated[int, Field(le=9223372036854775807, strict=True, ge=0)] = Field(description="Prompt tokens, including cached ones.", json_schema_extra={"examples": [1000]})
+    output_tokens: Annotated[int, Field(le=9223372036854775807, strict=True, ge=0)] = Field(description="Completion tokens, including reasoning tokens.", json_schema_extra={"examples": [500]})
+    cached_input_tokens: Optional[Annotated[int, Field(le=9223372036854775807, strict=True, ge=0)]] = Field(default=None, description="The part of `input_tokens` served from the provider's prompt cache.", json_schema_extra={"examples": [200]})
+    reasoning_tokens: Optional[Annotated[int, Field(le=9223372036854775807, strict=True, ge=0)]] = Field(default=None, description="The part of `output_tokens` spent on reasoning; may not exceed `output_tokens`.", json_schema_extra={"examples": [120]})
     __properties: ClassVar[List[str]] = ["event_type", "event_id", "customer_id", "user_id", "team_id", "feature_id", "timestamp", "metadata", "provider", "model", "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"]
     __property_set: ClassVar[frozenset] = frozenset(__properties)
 
