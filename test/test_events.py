@@ -7,7 +7,8 @@ import math
 import os
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -380,3 +381,39 @@ def test_quantity_out_of_range_is_a_validation_error_not_an_overflow(quantity):
     event = CustomEvent(**CUSTOM)
     with pytest.raises(ValidationError, match="quantity"):
         event.quantity = quantity
+
+
+# --- timestamps: only what the docs promise (issue 10) ------------------------------------------------
+
+@pytest.mark.parametrize("bad", [0, 1.0, "10", b"10", Decimal("1700000000"), "-1", True,
+                                 date(2026, 11, 22), "2026-11-22", "2026-11-22T17:00Z", "2026-11-22 17:00:00Z",
+                                 "2026-11-22T17:00:00+0000", "1700000000"])
+def test_timestamp_refuses_what_is_not_a_datetime_or_rfc3339(bad):
+    with pytest.raises(ValidationError) as exc:
+        CustomEvent(**CUSTOM, timestamp=bad)
+    assert exc.value.errors()[0]["loc"] == ("timestamp",)
+    assert f"timestamp={bad!r} is not allowed: timestamp must be a datetime or an RFC 3339 string" in error_text(exc)
+    with pytest.raises(ValidationError, match="timestamp="):
+        EVENT.validate_python({"event_type": "CUSTOM", **CUSTOM, "timestamp": bad})
+
+
+@pytest.mark.parametrize(("given", "sent"), [
+    ("2026-11-22T17:00:00Z", "2026-11-22T17:00:00Z"),
+    ("2026-11-22t17:00:00.250z", "2026-11-22T17:00:00.250000Z"),
+    ("2026-11-22T17:00:00+02:00", "2026-11-22T17:00:00+02:00"),
+    (datetime(2026, 11, 22, 17, tzinfo=timezone.utc), "2026-11-22T17:00:00Z"),
+])
+def test_timestamp_accepts_datetimes_and_rfc3339_strings(given, sent):
+    assert json.loads(CustomEvent(**CUSTOM, timestamp=given).to_json())["timestamp"] == sent
+
+
+def test_timestamp_string_without_offset_is_local_time_like_a_naive_datetime():
+    from_string = CustomEvent(**CUSTOM, timestamp="2026-11-22T17:00:00").timestamp
+    from_naive = CustomEvent(**CUSTOM, timestamp=datetime(2026, 11, 22, 17)).timestamp
+    assert from_string == from_naive == datetime(2026, 11, 22, 17).astimezone()
+    assert from_string.tzinfo is not None
+
+
+def test_quantity_decimal_is_refused_not_turned_into_a_float():
+    with pytest.raises(ValidationError, match=r"quantity=Decimal\('1.5'\) is not allowed: pass an int or a float"):
+        CustomEvent(**{**CUSTOM, "quantity": Decimal("1.5")})

@@ -49,6 +49,19 @@ class ImageGenerationEvent(BaseModel):
     __properties: ClassVar[List[str]] = ["event_type", "event_id", "customer_id", "user_id", "team_id", "feature_id", "timestamp", "metadata", "provider", "model", "image_count", "image_size", "quality"]
     __property_set: ClassVar[frozenset] = frozenset(__properties)
 
+    @field_validator('timestamp', mode="before")
+    @classmethod
+    def timestamp_is_datetime_or_rfc3339(cls, value: Any) -> Any:
+        if value is None or isinstance(value, datetime) or (
+            type(value) is str
+            and re.fullmatch(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?", value)
+        ):
+            return value
+        raise ValueError(
+            f"timestamp={value!r} is not allowed: timestamp must be a datetime or an RFC 3339 string such as"
+            " '2026-11-22T17:00:00Z' (date, T, time with seconds, an offset or Z; no offset means local time)"
+        )
+
     @field_validator('timestamp')
     @classmethod
     def timestamp_assume_local_time_if_naive(cls, value):
