@@ -417,3 +417,24 @@ def test_timestamp_string_without_offset_is_local_time_like_a_naive_datetime():
 def test_quantity_decimal_is_refused_not_turned_into_a_float():
     with pytest.raises(ValidationError, match=r"quantity=Decimal\('1.5'\) is not allowed: pass an int or a float"):
         CustomEvent(**{**CUSTOM, "quantity": Decimal("1.5")})
+
+
+# --- the union's name (issue 10) ---------------------------------------------------------------------
+
+def test_a_bad_event_type_is_reported_for_event(server):
+    from openmonetize import OpenMonetize
+
+    union: Any = Event  # the class at runtime; a Union to type checkers
+    for parse in (union.from_dict, lambda d: union.from_json(json.dumps(d))):
+        with pytest.raises(ValidationError) as exc:
+            parse({"event_type": "VIDEO", **CUSTOM})
+        assert error_text(exc).startswith("1 validation error for Event\n")
+    om = OpenMonetize(api_key="sk_test_0123456789abcdef", base_url=server.url, flush_interval=0.05)
+    try:
+        with pytest.raises(ValidationError) as exc:
+            om.track({"event_type": "VIDEO", **CUSTOM})
+        assert error_text(exc).startswith("1 validation error for Event\n")
+        assert "Input tag 'VIDEO' found using 'event_type' does not match" in error_text(exc)
+    finally:
+        om.shutdown()
+    assert server.request_count == 0

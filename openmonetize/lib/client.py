@@ -20,7 +20,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, TypeAdapter
 
 from openmonetize.api.events_api import EventsApi
 from openmonetize.api_client import ApiClient
@@ -224,7 +224,8 @@ class OpenMonetize:
         if type(event) not in _EVENT_TYPES:
             global _event_adapter
             if _event_adapter is None:
-                _event_adapter = TypeAdapter(Event)
+                # titled, or a bad dict reads "1 validation error for function-wrap[_accept_Event_members()]"
+                _event_adapter = TypeAdapter(Event, config=ConfigDict(title="Event"))
             event = _event_adapter.validate_python(event)
         return self._enqueue(event)  # type: ignore[arg-type]
 

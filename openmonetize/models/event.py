@@ -17,7 +17,7 @@ from openmonetize.models.custom_event import CustomEvent
 from openmonetize.models.image_generation_event import ImageGenerationEvent
 from openmonetize.models.token_usage_event import TokenUsageEvent
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, Set, Union
-from pydantic import Field, GetCoreSchemaHandler, TypeAdapter
+from pydantic import ConfigDict, Field, GetCoreSchemaHandler, TypeAdapter
 from pydantic_core import CoreSchema, core_schema
 from typing_extensions import Annotated
 
@@ -70,8 +70,9 @@ else:
 
         @classmethod
         def _type_adapter(cls) -> TypeAdapter:
+            """The adapter to validate values of this type with: its errors are titled `Event`."""
             if cls._adapter is None:
-                cls._adapter = TypeAdapter(_EventType)
+                cls._adapter = TypeAdapter(cls, config=ConfigDict(title='Event'))
             return cls._adapter
 
         @classmethod
