@@ -205,3 +205,12 @@ def test_requests_reuse_one_keep_alive_connection(events_api, server: LocalInges
     pool = events_api.api_client.rest_client.pool_manager.connection_from_url(server.url)
     assert pool.num_connections == 1
     assert pool.num_requests == 5
+
+
+def test_errors_is_an_empty_list_when_the_service_omits_it():
+    """The reference page shows `[]`; callers may iterate `errors` without a None check."""
+    from_dict = IngestResponse.from_dict({"accepted": 1, "duplicates": 0, "rejected": 0})
+    from_json = IngestResponse.from_json('{"accepted": 1, "duplicates": 0, "rejected": 0}')
+    assert from_dict is not None and from_dict.errors == []
+    assert from_json is not None and from_json.errors == []
+    assert IngestResponse(accepted=1, duplicates=0, rejected=0).errors == []

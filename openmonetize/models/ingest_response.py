@@ -36,7 +36,7 @@ class IngestResponse(BaseModel):
     duplicates: Annotated[int, Field(strict=True, ge=0)] = Field(description="Events whose `event_id` had already been ingested; not stored again.", json_schema_extra={"examples": [0]})
     rejected: Annotated[int, Field(strict=True, ge=0)] = Field(description="Events refused individually; `errors` says why.", json_schema_extra={"examples": [0]})
     batch_id: Optional[StrictStr] = Field(default=None, description="Id the service gave this batch.", json_schema_extra={"examples": ["batch_01JD2X7V9K"]})
-    errors: Optional[List[IngestEventError]] = Field(default=None, description="One entry per rejected event.", json_schema_extra={"examples": [[]]})
+    errors: Optional[List[IngestEventError]] = Field(default_factory=list, description='One entry per rejected event; `[]` when the service omits it.')
     additional_properties: Dict[str, Any] = {}
     __properties: ClassVar[List[str]] = ["accepted", "duplicates", "rejected", "batch_id", "errors"]
 
@@ -108,7 +108,7 @@ class IngestResponse(BaseModel):
             "duplicates": obj.get("duplicates"),
             "rejected": obj.get("rejected"),
             "batch_id": obj.get("batch_id"),
-            "errors": [IngestEventError.from_dict(_item) for _item in obj["errors"]] if obj.get("errors") is not None else None
+            "errors": [IngestEventError.from_dict(_item) for _item in obj["errors"]] if obj.get("errors") is not None else []
         })
         # store additional fields in additional_properties
         for _key in obj.keys():
