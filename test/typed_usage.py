@@ -8,7 +8,9 @@ slipped through) is itself an error.
 
 from __future__ import annotations
 
-from openmonetize import ApiClient, CustomEvent, EventsApi, TokenUsageEvent
+from datetime import datetime
+
+from openmonetize import ApiClient, CustomEvent, EventsApi, ImageGenerationEvent, OpenMonetize, TokenUsageEvent
 from openmonetize.configuration import Configuration
 from openmonetize.exceptions import ApiException
 
@@ -21,6 +23,27 @@ def errors_guide_example(events_api: EventsApi) -> str | None:
         if e.status == 429:
             return str(e.data.error)  # `data` is the parsed ErrorResponse: no Optional to narrow first
     return None
+
+
+def readme_example() -> None:
+    config = Configuration()
+    config.api_key["bearerAuth"] = "your-api-key"
+    config.host = "https://api.openmonetize.io"
+    events_api = EventsApi(ApiClient(config))
+    event = TokenUsageEvent(event_id="evt_123", customer_id="cust_abc", user_id="user_456",
+                            feature_id="chat-completion", provider="openai", model="gpt-4-turbo",
+                            input_tokens=1000, output_tokens=500,
+                            timestamp=datetime.now().isoformat())
+    image = ImageGenerationEvent(event_id="evt_img_123", customer_id="cust_abc", user_id="user_456",
+                                 feature_id="image-gen", provider="openai", model="dall-e-3", image_count=1,
+                                 image_size="1024x1024", quality="hd", timestamp=datetime.now().isoformat())
+    events_api.ingest(events=[event, image])
+    om = OpenMonetize(spool_dir="openmonetize-spool")
+    om.track_token_usage(customer_id="cust_abc", feature_id="chat-completion", provider="openai", model="gpt-4o",
+                         input_tokens=1200, output_tokens=350)
+    om.track_custom_event(customer_id="cust_abc", feature_id="pdf-processing", unit_type="pages", quantity=10)
+    delivered: bool = om.flush(timeout=5)
+    print(delivered, om.stats()["sent"])
 
 
 def quickstart_example(events_api: EventsApi) -> int:
