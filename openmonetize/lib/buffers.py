@@ -125,7 +125,8 @@ class MemoryBuffer:
         pass
 
     def dead_letter(self, batch: Batch, failure: DeliveryFailure) -> bool:
-        """Keep events refused for good; False when there is nowhere to keep them (then they are reported)."""
+        """Resolve events refused for good, keeping them if this buffer can; False when it did not keep them
+        (memory has nowhere to: the caller's report is their only record)."""
         return False
 
     @property

@@ -14,6 +14,7 @@ same events, with the same ids, again later.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -304,14 +305,10 @@ class Dispatcher:
         """Resolve events that will not be delivered: kept in the spool's dead letters if there is one,
         and reported either way."""
         failure = DeliveryFailure(kind, batch.events(), reason, status=status, details=list(details or []))
-        kept = self.buffer.dead_letter(batch, failure)
-        if not kept:
-            self.buffer.ack(batch)  # nowhere to keep them: the report below is their record
+        if self.buffer.dead_letter(batch, failure):  # resolves them either way; True when the spool kept them
+            failure = dataclasses.replace(failure, reason=f"{reason} (kept in the spool's dead letters)")
         self.stats.add(**{"rejected" if kind == "rejected" else "unconfirmed": len(batch)})
         self.failed_seqs.extend(batch.seqs)
-        if kept:
-            failure = DeliveryFailure(kind, failure.events, f"{reason} (kept in the spool's dead letters)",
-                                      status=status, details=failure.details)
         self.report(failure)
 
 
