@@ -7,6 +7,7 @@ import asyncio
 import gc
 import inspect
 import logging
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from google.genai import types as genai_types
 from pydantic import BaseModel, ValidationError
 
 from openmonetize import DeliveryFailure, OpenMonetize, create_llm_tracker
-from openmonetize.lib.llm.tracker import LLMTracker, event_id_for_response
+from openmonetize.lib.llm.tracker import LLMTracker
 from openmonetize.testing import LocalIngestServer
 from openmonetize.testing.fake_llm import REPLY_CHUNKS, USAGE, FakeLLMServer, reported_model
 
@@ -73,6 +74,13 @@ def only(tracker: LLMTracker, ingest: LocalIngestServer, customer: str) -> dict[
 def tokens(event: dict[str, Any]) -> tuple[Any, ...]:
     return (event["input_tokens"], event["output_tokens"], event.get("cached_input_tokens"),
             event.get("reasoning_tokens"))
+
+
+def assert_ids(event: dict[str, Any], response_id: str) -> bool:
+    """Each call gets its own UUIDv7; the provider's response id is kept beside it, in metadata."""
+    assert uuid.UUID(event["event_id"]).version == 7
+    assert event["metadata"]["response_id"] == response_id
+    return True
 
 
 def run(value: Any) -> Any:
@@ -130,9 +138,8 @@ def test_openai_chat_create(fake, tracker, ingest, customer, is_async):
     assert event["model"] == resp.model == reported_model("openai", "gpt-4o")
     assert event["feature_id"] == "chat-completion"
     assert event["user_id"] == "user_1"
-    assert event["event_id"] == event_id_for_response("openai", resp.id)
-    assert event["metadata"] == {"feature": "chat"}
-    assert event["event_id"] == f"openai:{resp.id}"
+    assert_ids(event, resp.id)
+    assert event["metadata"] == {"feature": "chat", "response_id": resp.id}
 
 
 @SYNC_ASYNC
@@ -156,7 +163,7 @@ def test_openai_chat_stream_asks_for_usage_and_hides_the_usage_chunk(fake, track
     event = only(tracker, ingest, customer)
     assert tokens(event) == CHAT_TOKENS
     assert "partial" not in event.get("metadata", {})
-    assert event["event_id"] == event_id_for_response("openai", chunks[0].id)
+    assert_ids(event, chunks[0].id)
 
 
 def test_openai_chat_stream_caller_who_asked_for_usage_sees_the_usage_chunk(fake, tracker, ingest, customer):
@@ -229,7 +236,7 @@ def test_openai_chat_stream_helper(fake, tracker, ingest, customer, is_async):
     assert final.choices[0].message.content == "".join(REPLY_CHUNKS)
     event = only(tracker, ingest, customer)
     assert tokens(event) == CHAT_TOKENS
-    assert event["event_id"] == event_id_for_response("openai", final.id)
+    assert_ids(event, final.id)
 
 
 def test_openai_chat_stream_helper_read_with_get_final_completion_only(fake, tracker, ingest, customer):
@@ -268,7 +275,7 @@ def test_openai_responses_create(fake, tracker, ingest, customer, is_async):
     assert type(resp) is openai.types.responses.Response
     event = only(tracker, ingest, customer)
     assert tokens(event) == RESPONSES_TOKENS
-    assert event["event_id"] == event_id_for_response("openai", resp.id)
+    assert_ids(event, resp.id)
     assert event["model"] == resp.model
 
 
@@ -285,7 +292,7 @@ def test_openai_responses_stream(fake, tracker, ingest, customer, is_async):
     assert events[-1].type == "response.completed"
     event = only(tracker, ingest, customer)
     assert tokens(event) == RESPONSES_TOKENS
-    assert event["event_id"] == event_id_for_response("openai", events[-1].response.id)
+    assert_ids(event, events[-1].response.id)
 
 
 @SYNC_ASYNC
@@ -337,7 +344,7 @@ def test_anthropic_messages_create(fake, tracker, ingest, customer, is_async):
     assert event["provider"] == "anthropic"
     assert event["model"] == msg.model == reported_model("anthropic", "claude-sonnet-4-6")
     assert event["metadata"]["cache_creation_input_tokens"] == CLAUDE["cache_creation_input_tokens"]
-    assert event["event_id"] == event_id_for_response("anthropic", msg.id)
+    assert_ids(event, msg.id)
 
 
 @SYNC_ASYNC
@@ -371,7 +378,7 @@ def test_anthropic_messages_stream_helper(fake, tracker, ingest, customer, is_as
     assert text == "".join(REPLY_CHUNKS)
     event = only(tracker, ingest, customer)
     assert tokens(event) == CLAUDE_TOKENS
-    assert event["event_id"] == event_id_for_response("anthropic", final.id)
+    assert_ids(event, final.id)
 
 
 def test_anthropic_stream_broken_out_of_early_keeps_the_input_it_saw(fake, tracker, ingest, customer):
@@ -399,7 +406,7 @@ def test_gemini_generate_content(fake, tracker, ingest, customer, is_async):
     assert tokens(event) == GEMINI_TOKENS  # thoughts added to output
     assert event["provider"] == "google"
     assert event["model"] == resp.model_version
-    assert resp.response_id and event["event_id"] == event_id_for_response("google", resp.response_id)
+    assert resp.response_id and assert_ids(event, resp.response_id)
 
 
 @SYNC_ASYNC
@@ -589,7 +596,7 @@ def test_raw_responses_are_recorded_when_parsed(fake, tracker, ingest, customer)
     claude.messages.with_raw_response.create(model="claude-sonnet-4-6", max_tokens=10, messages=MESSAGES).parse()
     events = recorded(tracker, ingest, customer)
     assert sorted(tokens(e) for e in events) == sorted([CHAT_TOKENS] * 3 + [CLAUDE_TOKENS])
-    assert f"openai:{completion.id}" in {e["event_id"] for e in events}
+    assert completion.id in {e["metadata"]["response_id"] for e in events}
 
 
 def test_async_streaming_response_is_recorded_when_parsed(fake, tracker, ingest, customer):
@@ -619,8 +626,10 @@ def test_wrap_refuses_bad_arguments_before_any_call(tracker, fake):
         tracker.wrap(client=client, customer_id="")
     with pytest.raises(ValidationError, match="metadata"):
         tracker.wrap(client=client, customer_id="c", metadata={"when": object()})
-    with pytest.raises(ValueError, match="metadata has 47 keys: at most 46"):
-        tracker.wrap(client=client, customer_id="c", metadata={f"k{i}": i for i in range(47)})
+    with pytest.raises(ValueError, match="metadata has 41 keys: at most 40"):
+        tracker.wrap(client=client, customer_id="c", metadata={f"k{i}": i for i in range(41)})
+    with pytest.raises(ValueError, match="user_id='u' needs a customer_id"):
+        tracker.wrap(client=client, user_id="u")
     with pytest.raises(TypeError, match=r"builtins\.dict is not supported"):
         tracker.wrap(client={}, customer_id="c")
     with pytest.raises(ValueError, match="either client="):

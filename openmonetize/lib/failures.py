@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FailureKind = Literal["rejected", "unconfirmed", "dropped", "undelivered", "paused", "spool_error"]
+FailureKind = Literal["rejected", "unconfirmed", "dropped", "undelivered", "paused", "spool_error", "untracked",
+                      "adjusted"]
 
 # Kinds that are notices about the client's state, not about particular events: their `events` is empty.
 NOTICE_KINDS: frozenset[str] = frozenset({"paused", "spool_error"})
@@ -24,6 +25,12 @@ class DeliveryFailure:
     - `dropped`: the in-memory queue was full and no spool was configured.
     - `undelivered`: shutdown's deadline passed while they were still queued or in flight, with no
       spool to keep them for the next process.
+    - `untracked` (LLM tracking): a billable call whose event could not be built, most often because
+      no customer was named (neither the wrap nor a `tracker.customer(...)` scope). `events` holds
+      what was known, as it would have been sent, so it can be completed and tracked by hand.
+    - `adjusted` (LLM tracking): the event WAS recorded and queued, but the provider's counts broke a
+      rule (cached above input, reasoning above output, a negative count) and were capped; the event
+      carries `metadata.usage_adjusted` saying how.
 
     Notices (`events` is empty; nothing is lost, events are kept):
     - `paused`: the service refused the key or the account (401, 402, a 403 for every event, an

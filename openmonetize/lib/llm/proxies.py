@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Protocol
@@ -27,9 +27,17 @@ logger = logging.getLogger("openmonetize.llm")
 COMPLETED, CLOSED, ERROR, ABANDONED = "completed", "closed", "error", "abandoned"
 
 
+class Recording(Protocol):
+    """One call being billed (`tracker.Call`)."""
+
+    def record(self, observation: Observation, end: str = COMPLETED) -> None:
+        """Queue the call's one usage event (later calls do nothing); never raises."""
+
+
 class Recorder(Protocol):
-    def record(self, observation: Observation, end: str, requested_model: Any) -> None:
-        """Queue one usage event; never raises."""
+    """One wrap (`tracker.Billing`): a call starts when the method is called, so who pays is fixed then."""
+
+    def start(self, request: Mapping[str, Any]) -> Recording: ...
 
 
 class TrackedClient(wrapt.ObjectProxy[Any]):
@@ -85,25 +93,27 @@ def _tracked_method(target: Callable[..., Any], method: Method, recorder: Record
         @functools.wraps(target)
         async def tracked_async(*args: Any, **kwargs: Any) -> Any:
             hide = _ask_for_usage(method, kwargs)
-            return _observe(await target(*args, **kwargs), method, kwargs, hide, recorder)
+            call = recorder.start(kwargs)
+            return _observe(await target(*args, **kwargs), method, kwargs, hide, call)
 
         return tracked_async
 
     @functools.wraps(target)
     def tracked(*args: Any, **kwargs: Any) -> Any:
         hide = _ask_for_usage(method, kwargs)
+        call = recorder.start(kwargs)
         result = target(*args, **kwargs)
         if inspect.iscoroutine(result):  # an async method behind a sync decorator (the SDKs have some)
-            return _observe_when_done(result, method, kwargs, hide, recorder)
-        return _observe(result, method, kwargs, hide, recorder)
+            return _observe_when_done(result, method, kwargs, hide, call)
+        return _observe(result, method, kwargs, hide, call)
 
     return tracked
 
 
 async def _observe_when_done(
-    pending: Coroutine[Any, Any, Any], method: Method, kwargs: dict[str, Any], hide: bool, recorder: Recorder,
+    pending: Coroutine[Any, Any, Any], method: Method, kwargs: dict[str, Any], hide: bool, call: Recording,
 ) -> Any:
-    return _observe(await pending, method, kwargs, hide, recorder)
+    return _observe(await pending, method, kwargs, hide, call)
 
 
 def _ask_for_usage(method: Method, kwargs: dict[str, Any]) -> bool:
@@ -117,29 +127,24 @@ def _ask_for_usage(method: Method, kwargs: dict[str, Any]) -> bool:
     return True
 
 
-def _observe(result: Any, method: Method, kwargs: dict[str, Any], hide: bool, recorder: Recorder) -> Any:
+def _observe(result: Any, method: Method, kwargs: dict[str, Any], hide: bool, call: Recording) -> Any:
     try:
         if method.raw:
             if hasattr(type(result), "parse"):
-                return TrackedRawResponse(result, method, kwargs, hide, recorder)
-            return TrackedRawResponseManager(result, method, kwargs, hide, recorder)
+                return TrackedRawResponse(result, method, kwargs, hide, call)
+            return TrackedRawResponseManager(result, method, kwargs, hide, call)
         streams = method.streams
-        model = kwargs.get("model")
         if streams == "never" or (streams == "when_asked" and kwargs.get("stream") is not True):
             assert method.read is not None
-            recorder.record(method.read(result), COMPLETED, model)
+            call.record(method.read(result, kwargs))
             return result
         if streams == "manager":
-            return TrackedStreamManager(result, method, hide, recorder, model)
+            return TrackedStreamManager(result, method, hide, call)
         assert method.tally is not None
-        return _stream_proxy(result)(result, method.tally(hide), _on_end(recorder, model))
+        return _stream_proxy(result)(result, method.tally(hide), call.record)
     except Exception:
         logger.exception("openmonetize: could not track this LLM call; the response is returned untouched")
         return result
-
-
-def _on_end(recorder: Recorder, model: Any) -> Callable[[Observation, str], None]:
-    return lambda observation, end: recorder.record(observation, end, model)
 
 
 class _StreamBase(wrapt.ObjectProxy[Any]):
@@ -276,12 +281,11 @@ class TrackedStreamManager(wrapt.ObjectProxy[Any]):
     `text_stream`, `get_final_message()`), so reading it at exit sees every path.
     """
 
-    def __init__(self, wrapped: Any, method: Method, hide: bool, recorder: Recorder, model: Any) -> None:
+    def __init__(self, wrapped: Any, method: Method, hide: bool, call: Recording) -> None:
         super().__init__(wrapped)
         self._self_method = method
         self._self_hide = hide
-        self._self_recorder = recorder
-        self._self_model = model
+        self._self_call = call
         self._self_stream: Any = None
 
     def _self_view(self, stream: Any) -> Any:
@@ -300,7 +304,7 @@ class TrackedStreamManager(wrapt.ObjectProxy[Any]):
             assert self._self_method.snapshot is not None
             observation, complete = self._self_method.snapshot(self._self_stream)
             end = COMPLETED if complete else (ERROR if exc_type is not None else CLOSED)
-            self._self_recorder.record(observation, end, self._self_model)
+            self._self_call.record(observation, end)
         except Exception:
             logger.exception("openmonetize: could not track this LLM stream")
 
@@ -328,9 +332,9 @@ class TrackedRawResponse(wrapt.ObjectProxy[Any]):
     `.text` leaves the call untracked, as documented.
     """
 
-    def __init__(self, wrapped: Any, method: Method, kwargs: dict[str, Any], hide: bool, recorder: Recorder) -> None:
+    def __init__(self, wrapped: Any, method: Method, kwargs: dict[str, Any], hide: bool, call: Recording) -> None:
         super().__init__(wrapped)
-        self._self_call = (replace(method, raw=False), kwargs, hide, recorder)
+        self._self_call = (replace(method, raw=False), kwargs, hide, call)
         self._self_parsed: Any = _UNPARSED
 
     def parse(self, *args: Any, **kwargs: Any) -> Any:
@@ -353,9 +357,9 @@ _UNPARSED = object()
 class TrackedRawResponseManager(wrapt.ObjectProxy[Any]):
     """`with_streaming_response` answers: a context manager around the raw response."""
 
-    def __init__(self, wrapped: Any, method: Method, kwargs: dict[str, Any], hide: bool, recorder: Recorder) -> None:
+    def __init__(self, wrapped: Any, method: Method, kwargs: dict[str, Any], hide: bool, call: Recording) -> None:
         super().__init__(wrapped)
-        self._self_call = (method, kwargs, hide, recorder)
+        self._self_call = (method, kwargs, hide, call)
 
     def __enter__(self) -> Any:
         return TrackedRawResponse(self.__wrapped__.__enter__(), *self._self_call)

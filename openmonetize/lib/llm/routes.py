@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Union
+from urllib.parse import urlsplit
 
 from openmonetize.lib.llm import usage as u
 
@@ -23,7 +24,8 @@ class Method:
     #: "never": returns the response; "when_asked": a stream when called with stream=True; "always": a
     #: stream (Gemini's `*_stream`); "manager": a context manager over a stream (the SDKs' `.stream()`)
     streams: Streams
-    read: Callable[[Any], u.Observation] | None = None
+    #: reads the response, given the call's keyword arguments (for what the response does not echo)
+    read: Callable[[Any, u.Request], u.Observation] | None = None
     tally: Callable[[bool], u.Tally] | None = None
     snapshot: Callable[[Any], tuple[u.Observation, bool]] | None = None
     #: OpenAI chat streams carry usage only when asked with stream_options.include_usage
@@ -85,20 +87,72 @@ SUPPORTED = "openai.OpenAI/AsyncOpenAI (also OpenRouter), anthropic.Anthropic/As
             "groq.Groq/AsyncGroq"
 
 
+#: OpenAI-compatible APIs reached with the OpenAI client, recognised by the host of its base URL
+OPENAI_COMPATIBLE_HOSTS = {
+    "openrouter.ai": "openrouter",
+    "api.deepseek.com": "deepseek",
+    "api.x.ai": "xai",
+    "api.together.xyz": "together",
+    "api.together.ai": "together",
+    "api.fireworks.ai": "fireworks",
+    "api.mistral.ai": "mistral",
+    "api.groq.com": "groq",
+    "generativelanguage.googleapis.com": "google",
+    "api.perplexity.ai": "perplexity",
+    "api.cerebras.ai": "cerebras",
+    "api.deepinfra.com": "deepinfra",
+    "api.moonshot.ai": "moonshot",
+    "dashscope.aliyuncs.com": "alibaba",
+    "dashscope-intl.aliyuncs.com": "alibaba",
+    "api.sambanova.ai": "sambanova",
+    "api.hyperbolic.xyz": "hyperbolic",
+    "api.novita.ai": "novita",
+    "api.anthropic.com": "anthropic",  # Anthropic's OpenAI SDK compatibility endpoint
+}
+#: hosts matched by their suffix (one per customer resource)
+_OPENAI_COMPATIBLE_SUFFIXES = (
+    (".openai.azure.com", "azure"), (".services.ai.azure.com", "azure"), (".cognitiveservices.azure.com", "azure"),
+)
+
+
 def detect_provider(client: Any) -> str | None:
-    """The provider name recorded on events, from the client's package (and OpenRouter from its base URL)."""
-    package = type(client).__module__.partition(".")[0]
+    """The provider name recorded on events, from the client's package, class and base URL.
+
+    The OpenAI client is used for many OpenAI-compatible APIs: `AzureOpenAI` is `azure`, a known host
+    (`OPENAI_COMPATIBLE_HOSTS`) names its provider, and any other base URL stays `openai` (pass
+    `provider=` to `wrap` for a gateway of your own).
+    """
+    cls = type(client)
+    package = cls.__module__.partition(".")[0]
     if package == "openai":
-        return "openrouter" if "openrouter" in str(getattr(client, "base_url", "")) else "openai"
-    if package == "google" and type(client).__module__.startswith("google.genai"):
+        if cls.__name__ in ("AzureOpenAI", "AsyncAzureOpenAI"):
+            return "azure"
+        return _provider_from_url(str(getattr(client, "base_url", ""))) or "openai"
+    if package == "google" and cls.__module__.startswith("google.genai"):
         return "google"
     return package if package in ("anthropic", "groq") else None
 
 
+def _provider_from_url(url: str) -> str | None:
+    host = urlsplit(url).hostname or ""
+    host = host.lower().rstrip(".")
+    if host in OPENAI_COMPATIBLE_HOSTS:
+        return OPENAI_COMPATIBLE_HOSTS[host]
+    for suffix, provider in _OPENAI_COMPATIBLE_SUFFIXES:
+        if host.endswith(suffix):
+            return provider
+    return "openrouter" if "openrouter" in url else None
+
+
 def routes_for(provider: str, client: Any) -> Routes | None:
-    """The route table for a provider name, else for the client's own package."""
-    routes = _BY_PROVIDER.get(provider)
-    if routes is None:
-        detected = detect_provider(client)
-        routes = _BY_PROVIDER.get(detected) if detected else None
-    return routes
+    """The route table for the client's own package (the provider name only picks among compatible ones)."""
+    package = type(client).__module__.partition(".")[0]
+    if package == "openai":
+        return OPENAI
+    if package == "groq":
+        return GROQ
+    if package == "anthropic":
+        return ANTHROPIC
+    if package == "google" and type(client).__module__.startswith("google.genai"):
+        return GEMINI
+    return _BY_PROVIDER.get(provider)

@@ -1,57 +1,73 @@
-"""`create_llm_tracker`: wrap a provider client so that every call records a token-usage event.
+"""`create_llm_tracker`: wrap a provider client so that every billed call records one usage event.
 
 The events go through an `OpenMonetize` delivery client (its queue, batching, retries and spool). The
 wrapped client is the provider's own object behind a transparent proxy; recording costs microseconds on
-the caller's thread, never waits for room in a full queue, and never raises into the caller.
+the caller's thread, never waits for room in a full queue, and never raises into the caller. A call that
+cannot be recorded (no customer, an event that fails its rules) is reported through `on_error` as
+`untracked`, with what was known about it, so no paid call disappears silently.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, TypeVar, cast
 
 from openmonetize.lib.client import OpenMonetize
+from openmonetize.lib.event_ids import new_event_id
 from openmonetize.lib.event_rules import MAX_METADATA_JSON_BYTES, MAX_METADATA_KEYS
+from openmonetize.lib.failures import DeliveryFailure
 from openmonetize.lib.llm.proxies import COMPLETED, TrackedClient
 from openmonetize.lib.llm.routes import SUPPORTED, detect_provider, routes_for
 from openmonetize.lib.llm.usage import Observation, Usage
+from openmonetize.models.custom_event import CustomEvent
+from openmonetize.models.image_generation_event import ImageGenerationEvent
 from openmonetize.models.token_usage_event import TokenUsageEvent
 
 logger = logging.getLogger("openmonetize.llm")
 
 ClientT = TypeVar("ClientT")
 
-#: Ids too long for `event_id` (128 characters) are hashed into this UUIDv5 namespace instead.
+#: Room kept in every event's metadata for the keys the tracker adds (`response_id`, `partial`, `cost`,
+#: the token kinds without a field of their own...; the list is in docs/guides/llm.md). A wrap's or a
+#: `customer()` scope's metadata may use the rest.
+TRACKER_METADATA_KEYS = 10
+TRACKER_METADATA_BYTES = 1024
+#: A provider response id longer than this is kept as its UUIDv5, so the reserved room always suffices.
+_MAX_RESPONSE_ID = 200
 RESPONSE_ID_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-5c7d-9e0f-1a2b3c4d5e6f")
-_MAX_EVENT_ID = 128
-
-#: Metadata keys the tracker may add to the wrap's metadata (room is kept for them).
-TRACKER_METADATA_KEYS = ("partial", "stream_end", "cost", "cache_creation_input_tokens")
-_TRACKER_METADATA_BYTES = 128
 
 
-def event_id_for_response(provider: str, response_id: str) -> str:
-    """`provider:response_id`: the same response always maps to the same event id, so tracking it twice
-    bills once, and the id leads straight to the provider's logs."""
-    event_id = f"{provider}:{response_id}"
-    return event_id if len(event_id) <= _MAX_EVENT_ID else str(uuid.uuid5(RESPONSE_ID_NAMESPACE, event_id))
+@dataclass(frozen=True)
+class Attribution:
+    """Who a call is billed to: from the wrap, or from the `tracker.customer(...)` scope around the call."""
+
+    customer_id: str
+    user_id: str | None = None
+    metadata: dict[str, Any] | None = None
 
 
 class LLMTracker:
-    """Wraps provider clients; create one per process (`create_llm_tracker`) and wrap per customer."""
+    """Wraps provider clients; create one per process (`create_llm_tracker`) and wrap per customer, or wrap
+    once and name the customer per request with `tracker.customer(...)`."""
 
     def __init__(self, client: OpenMonetize, *, feature_id: str, owns_client: bool) -> None:
         self.client = client
         self.feature_id = feature_id
         self._owns_client = owns_client
+        # one per tracker, so two trackers in a process never see each other's customer
+        self._scope: ContextVar[Attribution | None] = ContextVar(f"openmonetize_customer_{id(self):x}", default=None)
 
     def wrap(
         self,
         client: ClientT,
-        customer_id: str,
+        customer_id: str | None = None,
         user_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         *,
@@ -59,21 +75,55 @@ class LLMTracker:
         team_id: str | None = None,
         provider: str | None = None,
     ) -> ClientT:
-        """The same client, billing every tracked call to `customer_id`.
+        """The same client, billing every tracked call to `customer_id` (or, without one, to the customer of
+        the `tracker.customer(...)` scope the call is made in).
 
         About 15 us (one proxy object, and the validation of the arguments): wrapping per request is
-        fine. `provider` overrides the provider recorded on events (detected from the client; OpenRouter
-        from its base URL). Bad arguments raise here, before any LLM call is made.
+        fine. `provider` overrides the provider recorded on events (detected from the client's class and
+        base URL). Bad arguments raise here, before any LLM call is made.
         """
         provider = provider or detect_provider(client)
         routes = routes_for(provider or "", client)
         if provider is None or routes is None:
             raise TypeError(f"client={type(client).__module__}.{type(client).__qualname__} is not supported: "
                             f"wrap one of {SUPPORTED}")
-        billing = _Billing(self.client, provider=provider, customer_id=customer_id, user_id=user_id,
-                           team_id=team_id, feature_id=feature_id or self.feature_id,
-                           metadata=dict(metadata) if metadata is not None else None)
+        billing = self.billing(provider=provider, customer_id=customer_id, user_id=user_id, metadata=metadata,
+                               feature_id=feature_id, team_id=team_id)
         return cast(ClientT, TrackedClient(client, routes, billing, routes))
+
+    @contextlib.contextmanager
+    def customer(self, customer_id: str, user_id: str | None = None,
+                 metadata: Mapping[str, Any] | None = None) -> Iterator[Attribution]:
+        """Bill the calls made inside the block (this thread or asyncio task only) to `customer_id`.
+
+        For clients wrapped without a `customer_id`: module-level clients, chains, agents. A wrap that
+        names its own customer ignores the scope. Bad arguments raise here.
+        """
+        attribution = Attribution(customer_id, user_id, dict(metadata) if metadata is not None else None)
+        _check_identity(attribution, provider="probe", feature_id=self.feature_id, team_id=None)
+        token = self._scope.set(attribution)
+        try:
+            yield attribution
+        finally:
+            self._scope.reset(token)
+
+    def billing(self, *, provider: str, customer_id: str | None = None, user_id: str | None = None,
+                metadata: Mapping[str, Any] | None = None, feature_id: str | None = None,
+                team_id: str | None = None) -> Billing:
+        """What the integrations (client proxies, LiteLLM, LangChain) record through; checks its arguments."""
+        if customer_id is None and user_id is not None:
+            raise ValueError(f"user_id={user_id!r} needs a customer_id: a user belongs to a customer")
+        wrapped = Attribution(customer_id, user_id, dict(metadata) if metadata is not None else None) \
+            if customer_id is not None else None
+        feature_id = feature_id or self.feature_id
+        if wrapped is not None:
+            _check_identity(wrapped, provider=provider, feature_id=feature_id, team_id=team_id)
+        else:
+            _check_identity(Attribution("probe", None, dict(metadata) if metadata else None), provider=provider,
+                            feature_id=feature_id, team_id=team_id)
+        return Billing(self.client, self._scope, provider=provider, attribution=wrapped,
+                       metadata=dict(metadata) if metadata and wrapped is None else None,
+                       feature_id=feature_id, team_id=team_id)
 
     def flush(self, timeout: float | None = None) -> bool:
         return self.client.flush(timeout)
@@ -105,63 +155,157 @@ def create_llm_tracker(
     return LLMTracker(OpenMonetize(api_key, base_url, **options), feature_id=feature_id, owns_client=True)
 
 
-class _Billing:
-    """One wrap's identity (who is billed, for what) and the recording of its calls."""
+class Billing:
+    """One wrap: what it bills for (provider, feature, team) and, when the wrap names one, who pays."""
 
-    __slots__ = ("client", "customer_id", "feature_id", "metadata", "provider", "team_id", "user_id")
+    __slots__ = ("attribution", "client", "feature_id", "metadata", "provider", "scope", "team_id")
 
-    def __init__(self, client: OpenMonetize, *, provider: str, customer_id: str, user_id: str | None,
-                 team_id: str | None, feature_id: str, metadata: dict[str, Any] | None) -> None:
-        # A probe event checks every field now, with the usual messages (field, value, rule).
-        TokenUsageEvent(customer_id=customer_id, user_id=user_id, team_id=team_id, feature_id=feature_id,
-                        provider=provider, model="probe", input_tokens=0, output_tokens=0, metadata=metadata)
-        if metadata:
-            _check_metadata_room(metadata)
+    def __init__(self, client: OpenMonetize, scope: ContextVar[Attribution | None], *, provider: str,
+                 attribution: Attribution | None, metadata: dict[str, Any] | None, feature_id: str,
+                 team_id: str | None) -> None:
         self.client = client
+        self.scope = scope
         self.provider = provider
-        self.customer_id = customer_id
-        self.user_id = user_id
-        self.team_id = team_id
+        self.attribution = attribution
+        self.metadata = metadata  # a wrap without a customer may still add metadata to the scope's
         self.feature_id = feature_id
-        self.metadata = metadata
+        self.team_id = team_id
 
-    def record(self, observation: Observation, end: str, requested_model: Any) -> None:
+    def start(self, request: Mapping[str, Any]) -> Call:
+        """A call begins: fix who pays and its event id now, at call time (a stream may end elsewhere)."""
+        return Call(self, self.attribution or self.scope.get(), request)
+
+
+class Call:
+    """One billed call. `record` turns what it produced into one event, once; later calls do nothing."""
+
+    __slots__ = ("attribution", "billing", "event_id", "recorded", "request", "timestamp")
+
+    def __init__(self, billing: Billing, attribution: Attribution | None, request: Mapping[str, Any]) -> None:
+        self.billing = billing
+        self.attribution = attribution
+        self.request = request
+        # minted per call, never derived from the provider's response id: gateways repeat those, and the
+        # service wants UUIDs; the response id is kept in metadata instead
+        self.event_id = new_event_id()
+        self.timestamp = datetime.now(timezone.utc)
+        self.recorded = False
+
+    def record(self, observation: Observation, end: str = COMPLETED) -> None:
+        if self.recorded:
+            return
+        self.recorded = True
         try:
-            usage = observation.usage
-            if usage is None:
-                usage = Usage()
-                end = end if end != COMPLETED else "no_usage"
-            # the event validates (and so copies) its metadata: the wrap's dict is shared unless keys are added
-            metadata = self.metadata
-            if usage.extra or end != COMPLETED:
-                metadata = {**(metadata or {}), **usage.extra}
-                if end != COMPLETED:
-                    metadata["partial"] = True
-                    metadata["stream_end"] = end
-            response_id = observation.response_id
-            model = observation.model or (requested_model if isinstance(requested_model, str) else None)
-            event = TokenUsageEvent(
-                event_id=event_id_for_response(self.provider, response_id) if response_id else None,
-                customer_id=self.customer_id, user_id=self.user_id, team_id=self.team_id,
-                feature_id=self.feature_id, provider=self.provider, model=model or "unknown",
-                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                cached_input_tokens=usage.cached_input_tokens, reasoning_tokens=usage.reasoning_tokens,
-                metadata=metadata or None,
-            )
-            self.client._enqueue(event, wait=False)
+            fields, adjusted = self._fields(observation, end)
+        except Exception:
+            logger.exception("openmonetize: could not record LLM usage (provider %s, model %r)",
+                             self.billing.provider, observation.model)
+            return
+        client = self.billing.client
+        if self.attribution is None:
+            client._report(DeliveryFailure("untracked", [_as_sent(fields)], (
+                "a billable LLM call had no customer: wrap the client with customer_id=, or make the call "
+                "inside `with tracker.customer(...)`")))
+            return
+        try:
+            event_type = fields.pop("event_type")
+            event = _EVENT_TYPES[event_type](**fields)
+        except Exception as exc:
+            fields["event_type"] = event_type
+            logger.exception("openmonetize: could not record LLM usage for customer_id=%r (provider %s, model %r)",
+                             self.attribution.customer_id, self.billing.provider, observation.model)
+            client._report(DeliveryFailure("untracked", [_as_sent(fields)], f"the event breaks a rule: {exc}"))
+            return
+        try:
+            client._enqueue(event, wait=False)
         except Exception:
             logger.exception("openmonetize: could not record LLM usage for customer_id=%r (provider %s, model %r)",
-                             self.customer_id, self.provider, observation.model)
+                             self.attribution.customer_id, self.billing.provider, observation.model)
+            return
+        if adjusted:
+            client._report(DeliveryFailure("adjusted", [json.loads(event.to_json())], adjusted))
+
+    def _fields(self, observation: Observation, end: str) -> tuple[dict[str, Any], str]:
+        """The event's fields, and a description of what was adjusted to make them consistent ('' if nothing)."""
+        billing, attribution = self.billing, self.attribution
+        usage = observation.usage
+        if usage is None and observation.images is None and observation.units is None:
+            usage = Usage()
+            end = end if end != COMPLETED else "no_usage"
+        metadata: dict[str, Any] = {}
+        if attribution is not None and attribution.metadata:
+            metadata.update(attribution.metadata)
+        if billing.metadata:
+            metadata.update(billing.metadata)
+        if observation.response_id:
+            response_id = observation.response_id
+            metadata["response_id"] = response_id if len(response_id) <= _MAX_RESPONSE_ID else \
+                str(uuid.uuid5(RESPONSE_ID_NAMESPACE, response_id))
+        if usage is not None and usage.extra:
+            metadata.update(usage.extra)
+        if end != COMPLETED:
+            metadata["partial"] = True
+            metadata["stream_end"] = end
+        provider = observation.provider or billing.provider
+        requested = self.request.get("model")
+        model = observation.model or (requested if isinstance(requested, str) and requested else None) or "unknown"
+        fields: dict[str, Any] = {
+            "event_id": self.event_id, "timestamp": self.timestamp,
+            "customer_id": attribution.customer_id if attribution else None,
+            "user_id": attribution.user_id if attribution else None,
+            "team_id": billing.team_id, "feature_id": billing.feature_id,
+        }
+        adjusted = ""
+        if observation.images is not None:
+            images = observation.images
+            if usage is not None:
+                metadata.update(usage.as_metadata())
+            fields.update(event_type="IMAGE_GENERATION", provider=provider, model=model,
+                          image_count=images.count, image_size=images.size, quality=images.quality)
+        elif observation.units is not None:
+            units = observation.units
+            metadata.update(provider=provider, model=model)
+            fields.update(event_type="CUSTOM", unit_type=units.unit_type, quantity=units.quantity)
+        else:
+            assert usage is not None
+            counts, adjusted = usage.consistent()
+            if adjusted:
+                metadata["usage_adjusted"] = adjusted
+            fields.update(event_type="TOKEN_USAGE", provider=provider, model=model, **counts)
+        fields["metadata"] = metadata or None
+        return fields, adjusted
+
+
+_EVENT_TYPES: dict[str, type[TokenUsageEvent] | type[ImageGenerationEvent] | type[CustomEvent]] = {
+    "TOKEN_USAGE": TokenUsageEvent, "IMAGE_GENERATION": ImageGenerationEvent, "CUSTOM": CustomEvent,
+}
+
+
+def _as_sent(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an event that could not be built, as they would have been sent (for `on_error`)."""
+    out = {key: value for key, value in fields.items() if value is not None}
+    if isinstance(out.get("timestamp"), datetime):
+        out["timestamp"] = out["timestamp"].isoformat()
+    return out
+
+
+def _check_identity(attribution: Attribution, *, provider: str, feature_id: str, team_id: str | None) -> None:
+    """A probe event checks every field now, with the usual messages (field, value, rule)."""
+    TokenUsageEvent(customer_id=attribution.customer_id, user_id=attribution.user_id, team_id=team_id,
+                    feature_id=feature_id, provider=provider, model="probe", input_tokens=0, output_tokens=0,
+                    metadata=attribution.metadata)
+    if attribution.metadata:
+        _check_metadata_room(attribution.metadata)
 
 
 def _check_metadata_room(metadata: dict[str, Any]) -> None:
     """Keep room for the keys the tracker adds, so an event can never fail the size rules after the call."""
-    max_keys = MAX_METADATA_KEYS - len(TRACKER_METADATA_KEYS)
+    max_keys = MAX_METADATA_KEYS - TRACKER_METADATA_KEYS
     if len(metadata) > max_keys:
-        raise ValueError(f"metadata has {len(metadata)} keys: at most {max_keys} are allowed in a wrap "
-                         f"(the tracker may add {', '.join(TRACKER_METADATA_KEYS)})")
+        raise ValueError(f"metadata has {len(metadata)} keys: at most {max_keys} are allowed for LLM tracking "
+                         f"(the tracker keeps {TRACKER_METADATA_KEYS} for its own, such as response_id)")
     size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
-    max_bytes = MAX_METADATA_JSON_BYTES - _TRACKER_METADATA_BYTES
+    max_bytes = MAX_METADATA_JSON_BYTES - TRACKER_METADATA_BYTES
     if size > max_bytes:
-        raise ValueError(f"metadata is {size} bytes as JSON: at most {max_bytes} bytes are allowed in a wrap "
-                         f"(the tracker keeps {_TRACKER_METADATA_BYTES} bytes for its own keys)")
+        raise ValueError(f"metadata is {size} bytes as JSON: at most {max_bytes} bytes are allowed for LLM "
+                         f"tracking (the tracker keeps {TRACKER_METADATA_BYTES} bytes for its own keys)")

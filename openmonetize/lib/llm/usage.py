@@ -13,11 +13,15 @@ provider SDKs stay optional imports. The accounting rules are the table in `docs
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import SimpleNamespace
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 Metadata = dict[str, Any]
+#: the keyword arguments of the call, for what a response does not echo (DALL-E's size, TTS input)
+Request = Mapping[str, Any]
+NO_REQUEST: Request = MappingProxyType({})
 
 
 @dataclass
@@ -26,17 +30,69 @@ class Usage:
     output_tokens: int = 0
     cached_input_tokens: int | None = None
     reasoning_tokens: int | None = None
-    #: provider facts worth keeping beside the counts (OpenRouter's cost, Anthropic's cache writes)
+    #: provider facts worth keeping beside the counts (OpenRouter's cost, Anthropic's cache writes, token
+    #: kinds without a field of their own); documented metadata keys
     extra: Metadata = field(default_factory=dict)
+
+    def consistent(self) -> tuple[dict[str, int | None], str]:
+        """The counts as an event's fields, made consistent, and what was adjusted ('' if nothing).
+
+        A paid call is always recorded: a gateway that reports a part larger than its whole (cached above
+        input, reasoning above output) or a negative count gets the part capped at the whole (the totals
+        are what the provider charged) and the event flagged, instead of an event that breaks its rules.
+        """
+        counts: dict[str, int | None] = {
+            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+            "cached_input_tokens": self.cached_input_tokens, "reasoning_tokens": self.reasoning_tokens,
+        }
+        notes = []
+        for name, value in counts.items():
+            if value is not None and value < 0:
+                notes.append(f"{name}={value} is negative: recorded as 0")
+                counts[name] = 0
+        for part, whole in (("cached_input_tokens", "input_tokens"), ("reasoning_tokens", "output_tokens")):
+            part_value, whole_value = counts[part], counts[whole]
+            if part_value is not None and whole_value is not None and part_value > whole_value:
+                notes.append(f"{part}={part_value} exceeds {whole}={whole_value}: recorded as {whole_value}")
+                counts[part] = whole_value
+        return counts, "; ".join(notes)
+
+    def as_metadata(self) -> Metadata:
+        """The counts as metadata keys, for events whose type has no token fields (gpt-image's usage)."""
+        out: Metadata = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+        if self.cached_input_tokens is not None:
+            out["cached_input_tokens"] = self.cached_input_tokens
+        return out
+
+
+@dataclass(frozen=True)
+class Images:
+    """An image call's billing: how many images it returned, at what size and quality."""
+
+    count: int
+    size: str | None = None
+    quality: str | None = None
+
+
+@dataclass(frozen=True)
+class Units:
+    """A call billed in some other unit (`audio_seconds`, `characters`): a `CustomEvent`."""
+
+    unit_type: str
+    quantity: int | float
 
 
 @dataclass
 class Observation:
-    """What one call produced, as far as billing is concerned."""
+    """What one call produced, as far as billing is concerned: tokens (`usage`), images, or other units."""
 
     usage: Usage | None = None
     model: str | None = None
     response_id: str | None = None
+    images: Images | None = None
+    units: Units | None = None
+    #: the provider that served the call when the wrapped client routes (LiteLLM), else the wrap's
+    provider: str | None = None
 
 
 def _int(value: Any) -> int:
@@ -111,29 +167,29 @@ def _observe(response: Any, usage: Usage | None, model_attr: str = "model", id_a
                        response_id if isinstance(response_id, str) else None)
 
 
-def read_openai_chat(response: Any) -> Observation:
+def read_openai_chat(response: Any, request: Request = NO_REQUEST) -> Observation:
     usage = getattr(response, "usage", None)
     return _observe(response, openai_chat_usage(usage) if usage is not None else None)
 
 
-def read_openai_responses(response: Any) -> Observation:
+def read_openai_responses(response: Any, request: Request = NO_REQUEST) -> Observation:
     usage = getattr(response, "usage", None)
     return _observe(response, openai_responses_usage(usage) if usage is not None else None)
 
 
-def read_openai_embeddings(response: Any) -> Observation:
+def read_openai_embeddings(response: Any, request: Request = NO_REQUEST) -> Observation:
     usage = getattr(response, "usage", None)
     model = getattr(response, "model", None)
     return Observation(Usage(input_tokens=_int(getattr(usage, "prompt_tokens", 0))) if usage is not None else None,
                        model if isinstance(model, str) else None)
 
 
-def read_anthropic_message(message: Any) -> Observation:
+def read_anthropic_message(message: Any, request: Request = NO_REQUEST) -> Observation:
     usage = getattr(message, "usage", None)
     return _observe(message, anthropic_usage(usage) if usage is not None else None)
 
 
-def read_gemini(response: Any) -> Observation:
+def read_gemini(response: Any, request: Request = NO_REQUEST) -> Observation:
     meta = getattr(response, "usage_metadata", None)
     return _observe(response, gemini_usage(meta) if meta is not None else None,
                     model_attr="model_version", id_attr="response_id")
