@@ -105,11 +105,12 @@ def isolated(raw: Any, wrapped: Any, n: int = 20_000) -> None:
         return (time.perf_counter() - started) / n * 1e6
 
     lookup = per_call(lambda: wrapped.chat.completions.create) - per_call(lambda: raw.chat.completions.create)
-    plain_work = per_call(lambda: proxies._observe(response, method, {"model": "gpt-4o"}, False, recorder))
+    request = {"model": "gpt-4o", "messages": MESSAGES}
+    plain_work = per_call(lambda: proxies._observe(response, method, request, False, recorder.start(request)))
 
     def tracked_stream() -> None:
         assert method.tally is not None
-        for _ in proxies.TrackedStream(iter(chunks), method.tally(True), proxies._on_end(recorder, "gpt-4o")):
+        for _ in proxies.TrackedStream(iter(chunks), method.tally(True), recorder.start(request).record):
             pass
 
     def bare_stream() -> None:

@@ -19,6 +19,13 @@ Endpoints (``base_url(provider)`` gives what to pass to the SDK):
 - ``anthropic``: ``POST {base}/v1/messages``
 - ``gemini``: ``POST {base}/{version}/models/{model}:generateContent`` and
   ``:streamGenerateContent?alt=sse`` (google-genai 3.x uses version ``v1``; any ``v1*`` works)
+- ``azure``: ``POST {base}/openai/deployments/{deployment}/chat/completions?api-version=...``, what
+  ``openai.AzureOpenAI(azure_endpoint=base_url("azure"), api_version=...)`` calls (OpenAI's shape)
+- OpenAI-compatible gateways that bend the rules, each ``POST {base}/chat/completions`` in OpenAI's
+  shape: ``gateway-same-id`` answers the same response id (``chatcmpl-gateway``) to every call;
+  ``gateway-cached-above-prompt`` reports more cached tokens than prompt tokens;
+  ``gateway-reasoning-above-completion`` more reasoning than completion tokens;
+  ``gateway-null-usage`` answers ``"usage": null`` (and streams no usage chunk, even when asked)
 
 Usage: every answer of an endpoint carries the numbers in ``USAGE[endpoint]``, streamed or
 not. Each field has its own odd value, so a field mapped to the wrong place shows. Keys are
@@ -69,7 +76,8 @@ retry consuming one queued failure; construct clients with ``max_retries=0`` in 
 google-genai does not retry unless ``HttpOptions.retry_options`` is set.
 ``cut_next_stream`` ends a streamed body mid-way: streams use chunked transfer encoding,
 so the client sees an incomplete body and raises during iteration (openai:
-``APIConnectionError``; anthropic and google-genai: ``httpx2.RemoteProtocolError``; groq:
+``APIConnectionError``; anthropic and google-genai: ``httpx2.RemoteProtocolError``, or
+``aiohttp.ClientPayloadError`` from google-genai's async client when aiohttp is installed; groq:
 ``httpx.RemoteProtocolError``). No continuation token is ever sent, so google-genai does not
 resume a cut stream.
 
@@ -148,6 +156,30 @@ USAGE: dict[str, dict[str, int | float]] = {
         "completion_time": 0.1371,
         "total_time": 0.1828,  # prompt_time + completion_time
     },
+    # POST /azure/openai/deployments/{deployment}/chat/completions: OpenAI's chat fields
+    "azure.chat": {
+        "prompt_tokens": 1187,
+        "cached_tokens": 448,
+        "completion_tokens": 311,
+        "reasoning_tokens": 0,
+        "total_tokens": 1498,
+    },
+    # POST /gateway-same-id/v1/chat/completions: consistent numbers, one response id for every call
+    "gateway-same-id.chat": {
+        "prompt_tokens": 911, "cached_tokens": 128, "completion_tokens": 173, "reasoning_tokens": 32,
+        "total_tokens": 1084,
+    },
+    # POST /gateway-cached-above-prompt/v1/chat/completions: cached_tokens > prompt_tokens (inconsistent)
+    "gateway-cached-above-prompt.chat": {
+        "prompt_tokens": 500, "cached_tokens": 600, "completion_tokens": 120, "reasoning_tokens": 0,
+        "total_tokens": 620,
+    },
+    # POST /gateway-reasoning-above-completion/v1/chat/completions: reasoning_tokens > completion_tokens
+    "gateway-reasoning-above-completion.chat": {
+        "prompt_tokens": 400, "cached_tokens": 0, "completion_tokens": 100, "reasoning_tokens": 150,
+        "total_tokens": 500,
+    },
+    # POST /gateway-null-usage/v1/chat/completions: "usage": null (no entry here)
     # POST /anthropic/v1/messages: usage.*
     "anthropic.messages": {
         "input_tokens": 1089,  # uncached input only
@@ -174,7 +206,11 @@ _PATHS = {
     "groq": "/groq",
     "anthropic": "/anthropic",
     "gemini": "/gemini",
+    "azure": "/azure",
+    **{name: f"/{name}/v1" for name in ("gateway-same-id", "gateway-cached-above-prompt",
+                                        "gateway-reasoning-above-completion", "gateway-null-usage")},
 }
+_AZURE_PATH = re.compile(r"/azure/openai/deployments/([^/]+)/chat/completions")
 _MODEL_DATES = {"openai": "-2024-08-06", "anthropic": "-20251001"}
 _DATED = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8})$")
 _GEMINI_PATH = re.compile(r"/gemini/(v1[a-z0-9]*)/models/([^/:]+):(generateContent|streamGenerateContent)")
@@ -385,8 +421,10 @@ def _reply_text(call: _Call) -> str:
 # -- OpenAI, OpenRouter, Groq: chat completions
 
 
-def _chat_usage(provider: str) -> Json:
-    n = USAGE[f"{provider}.chat"]
+def _chat_usage(provider: str) -> Json | None:
+    n = USAGE.get(f"{provider}.chat")
+    if n is None:  # gateway-null-usage
+        return None
     usage: Json = {
         "prompt_tokens": n["prompt_tokens"],
         "completion_tokens": n["completion_tokens"],
@@ -412,6 +450,8 @@ def _chat_envelope(call: _Call, obj: str) -> Json:
         vendor = call.model.split("/", 1)[0] if "/" in call.model else "openai"
         envelope: Json = {"id": f"gen-{call.created}-fake{call.seq:012d}"}
         envelope["provider"] = _OPENROUTER_VENDORS.get(vendor, vendor.title())
+    elif call.provider == "gateway-same-id":
+        envelope = {"id": "chatcmpl-gateway"}
     else:
         envelope = {"id": call.id("chatcmpl-", 29)}
     envelope.update(object=obj, created=call.created, model=reported_model(call.provider, call.model))
@@ -456,8 +496,9 @@ def _chat_stream(call: _Call, text: str) -> list[_Event]:
         events.append(_sse(chunk({}, "stop", x_groq={"id": groq_id, "usage": _chat_usage("groq")})))
     else:
         events.append(_sse(chunk({}, "stop")))
-    if include_usage:
-        events.append(_sse({**base, "choices": [], "usage": _chat_usage(call.provider)}))
+    usage = _chat_usage(call.provider)
+    if include_usage and usage is not None:
+        events.append(_sse({**base, "choices": [], "usage": usage}))
     events.append(_sse("[DONE]"))
     return events
 
@@ -728,6 +769,9 @@ _ENDPOINTS = {
     "/openrouter/api/v1/embeddings": _Endpoint("openrouter", "embeddings", _embeddings, ("model", "input")),
     "/groq/openai/v1/chat/completions": _Endpoint("groq", "chat", _chat, ("model", "messages")),
     "/anthropic/v1/messages": _Endpoint("anthropic", "messages", _anthropic, ("model", "messages", "max_tokens")),
+    **{f"/{name}/v1/chat/completions": _Endpoint(name, "chat", _chat, ("model", "messages"))
+       for name in ("gateway-same-id", "gateway-cached-above-prompt", "gateway-reasoning-above-completion",
+                    "gateway-null-usage")},
 }
 
 
@@ -735,6 +779,9 @@ def _route(path: str) -> tuple[_Endpoint, str] | None:
     """The endpoint at ``path`` and the model named in the path (Gemini), or None."""
     if path in _ENDPOINTS:
         return _ENDPOINTS[path], ""
+    azure = _AZURE_PATH.fullmatch(path)
+    if azure is not None:  # the deployment name stands for the model
+        return _Endpoint("azure", "chat", _chat, ("messages",)), azure.group(1)
     match = _GEMINI_PATH.fullmatch(path)
     if match is None:
         return None
