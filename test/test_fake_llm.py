@@ -714,7 +714,7 @@ def test_cut_next_stream_async(fake):
             fake.cut_next_stream()
             texts = []
             # google-genai's async client uses aiohttp when it is installed (litellm brings it), else httpx2
-            with pytest.raises(GENAI_ASYNC_CUT, match="incomplete|not completed"):
+            with pytest.raises(GENAI_ASYNC_CUT, match=r"incomplete|not completed"):
                 async for item in await gemini.models.generate_content_stream(model=GEMINI, contents="hi"):
                     texts.append(item.text)
             assert texts == [REPLY_CHUNKS[0]]
