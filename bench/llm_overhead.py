@@ -31,13 +31,14 @@ FAKE = (
     "import sys, threading\n"
     "from openmonetize.testing.fake_llm import FakeLLMServer\n"
     "fake = FakeLLMServer().start()\n"
-    "print(fake.base_url('openai'), flush=True)\n"
+    "print(fake.url, flush=True)\n"
     "sys.stdin.read()\n"
 )
 MESSAGES = [{"role": "user", "content": "Hello!"}]
 
 
 def start_fake() -> tuple[subprocess.Popen[str], str]:
+    """The fake provider in its own process, and its root URL (`FakeLLMServer.base_url` paths go under it)."""
     fake = subprocess.Popen([sys.executable, "-c", FAKE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert fake.stdout is not None
     return fake, fake.stdout.readline().strip()
@@ -88,6 +89,13 @@ def round_time(call: Callable[[Any], None], client: Any, calls: int) -> tuple[fl
     return (time.perf_counter() - started) / calls * 1e6, (time.process_time() - cpu) / calls * 1e6
 
 
+def tracked_paths(tracker: Any, raw: Any, wrapped: Any, fake_url: str) -> list[BilledPath]:
+    """The billed paths, each as (name, unwrapped call, wrapped call); the first is the reference."""
+    return [
+        ("chat completion (reference)", lambda: plain(raw), lambda: plain(wrapped)),
+    ]
+
+
 def isolated(raw: Any, wrapped: Any, n: int = 20_000) -> None:
     """The tracker's caller-thread work per call, without the HTTP round trip around it."""
     from openmonetize.lib.llm import LLMTracker, proxies, routes
@@ -125,6 +133,37 @@ def isolated(raw: Any, wrapped: Any, n: int = 20_000) -> None:
           f"one wrap (per customer or request) {wrap_cost:.1f} us")
 
 
+BilledPath = tuple[str, Callable[[], object], Callable[[], object]]  # name, unwrapped call, wrapped call
+
+
+def caller_thread_cpu(paths: list[BilledPath], rounds: int, calls: int) -> None:
+    """What each tracked path adds to the calling thread's CPU time in a real call (time.thread_time: the
+    delivery threads and the fake's process are not counted), against the chat path's added cost."""
+    print(f"\ncaller-thread CPU per call ({rounds} alternating rounds x {calls} calls; median over rounds)")
+    print(f"{'path':<28} {'unwrapped us':>13} {'wrapped us':>11} {'added us':>9} {'added / chat':>13}")
+    chat_added = None
+    for name, unwrapped, wrapped in paths:
+        for call in (unwrapped, wrapped):  # warm up
+            for _ in range(calls // 4 or 1):
+                call()
+        base: list[float] = []
+        added: list[float] = []
+        for i in range(rounds):
+            order = (unwrapped, wrapped) if i % 2 == 0 else (wrapped, unwrapped)
+            times = {}
+            for call in order:
+                started = time.thread_time()
+                for _ in range(calls):
+                    call()
+                times[call] = (time.thread_time() - started) / calls * 1e6
+            base.append(times[unwrapped])
+            added.append(times[wrapped] - times[unwrapped])
+        base_median, added_median = statistics.median(base), statistics.median(added)
+        chat_added = added_median if chat_added is None else chat_added
+        print(f"{name:<28} {base_median:>13.1f} {base_median + added_median:>11.1f} {added_median:>9.1f} "
+              f"{added_median / chat_added:>13.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=100, help="calls per round and client")
@@ -136,7 +175,8 @@ def main() -> None:
     from openmonetize import create_llm_tracker
 
     sink, sink_url = start_sink()
-    fake, base_url = start_fake()
+    fake, fake_url = start_fake()
+    base_url = fake_url + "/openai/v1"
     try:
         tracker = create_llm_tracker(api_key=KEY, base_url=sink_url)
         raw = openai.OpenAI(api_key="sk-fake", base_url=base_url, max_retries=0)
@@ -158,6 +198,7 @@ def main() -> None:
         print("(baseline: the unwrapped client; compared: the wrapped one, or for streamed+usage the unwrapped one"
               " with stream_options.include_usage)")
         isolated(raw, wrapped)
+        caller_thread_cpu(tracked_paths(tracker, raw, wrapped, fake_url), args.rounds, args.calls)
         tracker.shutdown(30)
     finally:
         fake.terminate()
