@@ -29,8 +29,10 @@ from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
 from openmonetize.testing.fake_llm import (
+    IMAGE_PNG,
     REPLY_CHUNKS,
     REPLY_TEXT,
+    SPEECH_AUDIO,
     USAGE,
     FakeLLMServer,
     RecordedRequest,
@@ -425,6 +427,95 @@ def test_embeddings_async(fake):
     run(main)
 
 
+# ---------------------------------------------------------------------------- OpenAI images and audio
+
+PNG = ("cat.png", IMAGE_PNG, "image/png")
+WAV = ("hello.wav", b"RIFF\x24\x00\x00\x00WAVEfmt ", "audio/wav")
+
+
+def test_images_gpt_image_usage_and_dall_e_shapes(fake, oai):
+    reply = oai.images.generate(model="gpt-image-1", prompt="a cat", n=2, quality="high")
+    assert [base64.b64decode(str(item.b64_json)) for item in reply.data] == [IMAGE_PNG, IMAGE_PNG]
+    assert (reply.size, reply.quality, reply.output_format) == ("1024x1024", "high", "png")
+    images = USAGE["openai.images"]
+    assert reply.usage is not None
+    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (images["input_tokens"], images["output_tokens"])
+    assert reply.usage.input_tokens_details.image_tokens == images["input_image_tokens"]
+    dall_e = oai.images.generate(model="dall-e-3", prompt="a cat", size="1792x1024", quality="hd")
+    assert (dall_e.size, dall_e.quality, dall_e.usage) == (None, None, None)  # DALL-E 3 echoes neither
+    assert dall_e.data is not None and dall_e.data[0].url and dall_e.data[0].revised_prompt == "a cat"
+    assert fake.requests[-1].json["size"] == "1792x1024"  # a JSON body
+
+
+def test_image_edits_are_multipart_uploads_and_stream(fake, oai):
+    reply = oai.images.edit(model="gpt-image-1", image=[PNG, PNG], prompt="a hat", n=3)
+    assert reply.data is not None and len(reply.data) == 3
+    form = fake.requests[-1].json
+    assert form == {"model": "gpt-image-1", "prompt": "a hat", "n": "3",
+                    "image": [{"filename": "cat.png", "size": len(IMAGE_PNG)}] * 2}
+    with pytest.warns(DeprecationWarning):
+        variation = oai.images.create_variation(image=PNG)
+    assert variation.data is not None and len(variation.data) == 1 and variation.usage is None  # dall-e-2
+    events = list(oai.images.edit(model="gpt-image-1", image=PNG, prompt="a hat", stream=True, partial_images=1))
+    assert [event.type for event in events] == ["image_edit.partial_image", "image_edit.completed"]
+
+
+def test_transcription_formats_and_usage_kinds(fake, oai):
+    whisper = oai.audio.transcriptions.create(model="whisper-1", file=WAV)
+    assert whisper.usage is not None and whisper.usage.type == "duration"
+    assert whisper.usage.seconds == USAGE["openai.transcriptions.duration"]["seconds"]
+    tokens = oai.audio.transcriptions.create(model="gpt-4o-transcribe", file=WAV)
+    assert tokens.usage is not None and tokens.usage.type == "tokens"
+    assert tokens.usage.input_tokens == USAGE["openai.transcriptions.tokens"]["input_tokens"]
+    assert oai.audio.transcriptions.create(model="whisper-1", file=WAV, response_format="text") == REPLY_TEXT + "\n"
+    vtt = oai.audio.transcriptions.create(model="whisper-1", file=WAV, response_format="vtt")
+    assert vtt.startswith("WEBVTT") and "00:00:41.500" in vtt
+    assert fake.requests[-1].json["file"] == {"filename": "hello.wav", "size": len(WAV[1])}
+    stream = list(oai.audio.transcriptions.create(model="gpt-4o-transcribe", file=WAV, stream=True))
+    assert [e.type for e in stream] == ["transcript.text.delta"] * 3 + ["transcript.text.done"]
+    with pytest.raises(openai.BadRequestError, match="not supported with whisper-1"):
+        oai.audio.transcriptions.create(model="whisper-1", file=WAV, stream=True)
+    with pytest.warns(DeprecationWarning):
+        verbose = oai.audio.translations.create(model="whisper-1", file=WAV, response_format="verbose_json")
+    assert verbose.duration == USAGE["openai.translations"]["duration"]
+
+
+def test_speech_answers_audio_bytes(fake, oai):
+    audio = oai.audio.speech.create(model="tts-1", voice="alloy", input="Hello", response_format="wav")
+    assert audio.content == SPEECH_AUDIO
+    assert audio.response.headers["content-type"] == "audio/wav"
+    with oai.audio.speech.with_streaming_response.create(model="tts-1", voice="alloy", input="Hi") as response:
+        assert b"".join(response.iter_bytes()) == SPEECH_AUDIO
+
+
+def test_vertex_imagen_predict(fake):
+    client = genai.Client(vertexai=True, api_key=KEY,
+                          http_options=genai_types.HttpOptions(base_url=fake.base_url("vertex")))
+    with pytest.warns(Warning, match="generate_images method is deprecated"):
+        reply = client.models.generate_images(model="imagen-4.0-generate-001", prompt="a cat",
+                                              config=genai_types.GenerateImagesConfig(number_of_images=3))
+    assert reply.generated_images is not None and len(reply.generated_images) == 3
+    image = reply.generated_images[0].image
+    assert image is not None and image.image_bytes == IMAGE_PNG and image.mime_type == "image/png"
+    [request] = fake.requests
+    assert request.provider == "vertex"
+    assert request.path == "/vertex/v1beta1/publishers/google/models/imagen-4.0-generate-001:predict"
+    assert request.json["parameters"]["sampleCount"] == 3
+    fake.fail_next(1, status=400)
+    with pytest.raises(genai_errors.ClientError, match="INVALID_ARGUMENT"):
+        client.models.generate_images(model="imagen-4.0-generate-001", prompt="a cat")
+
+
+def test_responses_built_in_tools_answer_their_calls(fake, oai):
+    reply = oai.responses.create(model=GPT, input="hi", tools=[{"type": "web_search_preview"},
+                                                               {"type": "file_search", "vector_store_ids": ["vs"]}])
+    tools = USAGE["openai.responses.tools"]
+    kinds = [item.type for item in reply.output]
+    assert kinds == ["web_search_call"] * int(tools["web_search_call"]) + \
+        ["file_search_call"] * int(tools["file_search_call"]) + ["message"]
+    assert reply.output_text == REPLY_TEXT
+
+
 # ---------------------------------------------------------------------------- Anthropic
 
 
@@ -794,6 +885,13 @@ def test_usage_numbers_are_distinct_and_consistent():
         assert n["cached_tokens"] < n["prompt_tokens"] and n["reasoning_tokens"] < n["completion_tokens"]
     g = GEMINI_USAGE
     assert g["totalTokenCount"] == g["promptTokenCount"] + g["candidatesTokenCount"] + g["thoughtsTokenCount"]
+    i = USAGE["openai.images"]
+    assert i["input_tokens"] == i["input_text_tokens"] + i["input_image_tokens"]
+    assert i["output_tokens"] == i["output_text_tokens"] + i["output_image_tokens"]
+    assert i["total_tokens"] == i["input_tokens"] + i["output_tokens"]
+    t = USAGE["openai.transcriptions.tokens"]
+    assert t["input_tokens"] == t["audio_tokens"] + t["text_tokens"]
+    assert t["total_tokens"] == t["input_tokens"] + t["output_tokens"]
 
 
 def test_schema_examples_validate():

@@ -90,6 +90,7 @@ so it opens a new connection for every chat stream; its async one drains and reu
 from __future__ import annotations
 
 import base64
+import email.policy
 import json
 import logging
 import re
@@ -99,12 +100,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from email.parser import BytesParser
 from http import HTTPStatus
 from typing import Any, NamedTuple
 
 from .loopback import LoopbackHTTPServer, LoopbackService, TrackedHandler
 
-__all__ = ["REPLY_CHUNKS", "REPLY_TEXT", "USAGE", "FakeLLMServer", "RecordedRequest", "reported_model"]
+__all__ = ["IMAGE_PNG", "REPLY_CHUNKS", "REPLY_TEXT", "SPEECH_AUDIO", "USAGE", "FakeLLMServer", "RecordedRequest",
+           "reported_model"]
 
 logger = logging.getLogger("openmonetize.testing.fake_llm")
 
@@ -131,8 +134,41 @@ USAGE: dict[str, dict[str, int | float]] = {
         "reasoning_tokens": 192,  # part of output_tokens spent on reasoning
         "total_tokens": 1768,  # input_tokens + output_tokens
     },
+    # POST /openai/v1/responses with built-in tools: how many output items of each kind the answer has
+    # (one `tools` entry of type web_search*, file_search, code_interpreter or image_generation each)
+    "openai.responses.tools": {
+        "web_search_call": 3, "file_search_call": 2, "code_interpreter_call": 1, "image_generation_call": 4,
+    },
     # POST /openai/v1/embeddings: usage.{prompt_tokens, total_tokens}
     "openai.embeddings": {"prompt_tokens": 37, "total_tokens": 37},
+    # POST /openai/v1/images/{generations,edits,variations} with a gpt-image model: usage.{input_tokens,
+    # output_tokens, total_tokens}, usage.input_tokens_details.{text_tokens, image_tokens} (input_*),
+    # usage.output_tokens_details.{text_tokens, image_tokens} (output_*); the same numbers whatever `n`
+    # is (a stream's every `*.completed` event carries them: one event per image). DALL-E: no usage.
+    "openai.images": {
+        "input_tokens": 83,  # input_text_tokens + input_image_tokens
+        "input_text_tokens": 29,
+        "input_image_tokens": 54,
+        "output_tokens": 4271,  # output_text_tokens + output_image_tokens
+        "output_text_tokens": 111,
+        "output_image_tokens": 4160,
+        "total_tokens": 4354,
+    },
+    # POST /openai/v1/audio/transcriptions with whisper-1: usage {"type": "duration", "seconds"}, and
+    # `duration` in verbose_json
+    "openai.transcriptions.duration": {"seconds": 41.5},
+    # POST /openai/v1/audio/transcriptions with any other model (gpt-4o-transcribe...): usage {"type":
+    # "tokens", input_tokens, output_tokens, total_tokens, input_token_details.{audio_tokens, text_tokens}};
+    # a stream carries it in its final transcript.text.done event
+    "openai.transcriptions.tokens": {
+        "input_tokens": 212,  # audio_tokens + text_tokens (the prompt)
+        "audio_tokens": 197,
+        "text_tokens": 15,
+        "output_tokens": 33,
+        "total_tokens": 245,
+    },
+    # POST /openai/v1/audio/translations (whisper-1): no usage; verbose_json's `duration`
+    "openai.translations": {"duration": 27.25},
     # POST /openrouter/api/v1/chat/completions: OpenAI's fields plus usage.cost (credits, USD)
     "openrouter.chat": {
         "prompt_tokens": 1427,
@@ -197,6 +233,12 @@ USAGE: dict[str, dict[str, int | float]] = {
     },
 }
 
+#: the audio bytes every /audio/speech answer carries (TTS bills the input's characters: no usage)
+SPEECH_AUDIO = bytes(range(256)) * 8
+#: the PNG (1x1) every image answer carries, base64-encoded as b64_json / bytesBase64Encoded
+IMAGE_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg==")
+
 REPLY_TEXT = "Hello from fake"
 REPLY_CHUNKS = ("Hello", " from", " fake")  # what a stream sends, in order
 
@@ -206,6 +248,7 @@ _PATHS = {
     "groq": "/groq",
     "anthropic": "/anthropic",
     "gemini": "/gemini",
+    "vertex": "/vertex",
     "azure": "/azure",
     **{name: f"/{name}/v1" for name in ("gateway-same-id", "gateway-cached-above-prompt",
                                         "gateway-reasoning-above-completion", "gateway-null-usage")},
@@ -214,6 +257,9 @@ _AZURE_PATH = re.compile(r"/azure/openai/deployments/([^/]+)/chat/completions")
 _MODEL_DATES = {"openai": "-2024-08-06", "anthropic": "-20251001"}
 _DATED = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8})$")
 _GEMINI_PATH = re.compile(r"/gemini/(v1[a-z0-9]*)/models/([^/:]+):(generateContent|streamGenerateContent)")
+# Vertex AI: express mode (API key) or a project's path
+_VERTEX_PATH = re.compile(
+    r"/vertex/(v1[a-z0-9]*)/(?:projects/[^/]+/locations/[^/]+/)?publishers/google/models/([^/:]+):predict")
 _OPENROUTER_VENDORS = {"openai": "OpenAI", "anthropic": "Anthropic", "google": "Google", "meta-llama": "Meta"}
 _EMBEDDING_DIMENSIONS = 8
 
@@ -250,9 +296,11 @@ class _Event:
 @dataclass(frozen=True)
 class _Reply:
     status: int = 200
-    body: Json | None = None  # a JSON answer; None means `events` is streamed
+    body: Json | None = None  # a JSON answer; None (and no `content`) means `events` is streamed
     events: Sequence[_Event] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
+    content: bytes | None = None  # a non-JSON answer (audio, transcription text), sent as `content_type`
+    content_type: str = "application/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -529,6 +577,31 @@ def _response_message(call: _Call, text: str | None) -> Json:
     }
 
 
+def _tool_items(call: _Call) -> list[Json]:
+    """The built-in tool calls a Responses answer shows first: USAGE["openai.responses.tools"] of each kind
+    the request's `tools` names (function tools are the caller's own: none)."""
+    counts = USAGE["openai.responses.tools"]
+    items: list[Json] = []
+    for tool in call.body.get("tools") or ():
+        kind = tool.get("type") if isinstance(tool, Mapping) else None
+        if not isinstance(kind, str):
+            continue
+        kind = "web_search" if kind.startswith("web_search") else kind
+        for _ in range(int(counts.get(f"{kind}_call", 0))):
+            item_id = f"{kind[:2]}_fake{call.seq:012d}{len(items):04d}"
+            item: Json = {"id": item_id, "type": f"{kind}_call", "status": "completed"}
+            if kind == "web_search":
+                item["action"] = {"type": "search", "query": "fake"}
+            elif kind == "file_search":
+                item.update(queries=["fake"], results=None)
+            elif kind == "code_interpreter":
+                item.update(code="print(1)", container_id="cntr_fake", outputs=None)
+            elif kind == "image_generation":
+                item["result"] = base64.b64encode(IMAGE_PNG).decode("ascii")
+            items.append(item)
+    return items
+
+
 def _response(call: _Call, text: str | None) -> Json:
     """The Response object: completed with output and usage when ``text`` is given, else in progress."""
     done = text is not None
@@ -545,7 +618,7 @@ def _response(call: _Call, text: str | None) -> Json:
         "instructions": call.body.get("instructions"),
         "max_output_tokens": call.body.get("max_output_tokens"),
         "model": reported_model(call.provider, call.model),
-        "output": [_response_message(call, text)] if done else [],
+        "output": [*_tool_items(call), _response_message(call, text)] if done else [],
         "parallel_tool_calls": True,
         "previous_response_id": call.body.get("previous_response_id"),
         "reasoning": {"effort": None, "summary": None},
@@ -568,13 +641,21 @@ def _responses(call: _Call) -> _Reply:
     if call.body.get("stream") is not True:
         return _Reply(body=_response(call, text))
     item_id = call.id("msg_fake", 40)
-    where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    tools = _tool_items(call)
+    at = len(tools)  # the message follows the tool calls
+    where = {"item_id": item_id, "output_index": at, "content_index": 0}
     empty_part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
     full_part = {**empty_part, "text": text}
     steps: list[tuple[Json, bool]] = [
         ({"type": "response.created", "response": _response(call, None)}, False),
         ({"type": "response.in_progress", "response": _response(call, None)}, False),
-        ({"type": "response.output_item.added", "output_index": 0, "item": _response_message(call, None)}, False),
+        *(
+            (step, False)
+            for index, tool in enumerate(tools)
+            for step in ({"type": "response.output_item.added", "output_index": index, "item": tool},
+                         {"type": "response.output_item.done", "output_index": index, "item": tool})
+        ),
+        ({"type": "response.output_item.added", "output_index": at, "item": _response_message(call, None)}, False),
         ({"type": "response.content_part.added", **where, "part": empty_part}, False),
         *(
             ({"type": "response.output_text.delta", **where, "delta": part, "logprobs": []}, True)
@@ -582,7 +663,7 @@ def _responses(call: _Call) -> _Reply:
         ),
         ({"type": "response.output_text.done", **where, "text": text, "logprobs": []}, False),
         ({"type": "response.content_part.done", **where, "part": full_part}, False),
-        ({"type": "response.output_item.done", "output_index": 0, "item": _response_message(call, text)}, False),
+        ({"type": "response.output_item.done", "output_index": at, "item": _response_message(call, text)}, False),
         ({"type": "response.completed", "response": _response(call, text)}, False),
     ]
     return _Reply(
@@ -617,6 +698,138 @@ def _embeddings(call: _Call) -> _Reply:
         usage["cost"] = n["cost"]
         answer["id"] = f"gen-emb-{call.created}-fake{call.seq:012d}"
     return _Reply(body=answer)
+
+
+# -- OpenAI: images, audio (multipart uploads: form fields arrive as strings)
+
+
+def _flag(value: Any) -> bool:
+    return value is True or value == "true"
+
+
+def _count(value: Any, default: int) -> int:
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value if type(value) is int and value > 0 else default
+
+
+def _image_b64() -> str:
+    return base64.b64encode(IMAGE_PNG).decode("ascii")
+
+
+def _image_usage() -> Json:
+    n = USAGE["openai.images"]
+    return {
+        "input_tokens": n["input_tokens"],
+        "input_tokens_details": {"text_tokens": n["input_text_tokens"], "image_tokens": n["input_image_tokens"]},
+        "output_tokens": n["output_tokens"],
+        "output_tokens_details": {"text_tokens": n["output_text_tokens"], "image_tokens": n["output_image_tokens"]},
+        "total_tokens": n["total_tokens"],
+    }
+
+
+def _images(call: _Call) -> _Reply:
+    """gpt-image answers b64_json with size, quality and usage (`auto` resolved to 1024x1024 and medium);
+    DALL-E answers urls (or b64_json when asked) and echoes neither size nor quality, as OpenAI does."""
+    body = call.body
+    n = _count(body.get("n"), 1)
+    if not call.model.startswith("gpt-image"):
+        as_b64 = body.get("response_format") == "b64_json"
+        data: list[Json] = [
+            {"b64_json": _image_b64()} if as_b64 else {"url": f"https://images.fake.invalid/{call.seq}-{i}.png"}
+            for i in range(n)
+        ]
+        if call.model == "dall-e-3":
+            for item in data:
+                item["revised_prompt"] = str(body.get("prompt", ""))
+        return _Reply(body={"created": call.created, "data": data})
+    size = body.get("size") if isinstance(body.get("size"), str) and body.get("size") != "auto" else "1024x1024"
+    quality = body.get("quality") if body.get("quality") in ("low", "medium", "high") else "medium"
+    shape: Json = {"background": "opaque", "output_format": "png", "quality": quality, "size": size}
+    if not _flag(body.get("stream")):
+        answer: Json = {"created": call.created, "data": [{"b64_json": _image_b64()} for _ in range(n)], **shape,
+                        "usage": _image_usage()}
+        return _Reply(body=answer)
+    kind = "image_edit" if call.endpoint == "edits" else "image_generation"
+    partials = min(_count(body.get("partial_images"), 0), 3)
+    events: list[_Event] = []
+    for _ in range(n):
+        for index in range(partials):
+            events.append(_sse({"type": f"{kind}.partial_image", "b64_json": _image_b64(), "created_at": call.created,
+                                "partial_image_index": index, **shape}, f"{kind}.partial_image", content=True))
+        events.append(_sse({"type": f"{kind}.completed", "b64_json": _image_b64(), "created_at": call.created,
+                            **shape, "usage": _image_usage()}, f"{kind}.completed", content=True))
+    return _Reply(events=events)
+
+
+def _text_reply(text: str, content_type: str = "text/plain; charset=utf-8") -> _Reply:
+    return _Reply(content=text.encode("utf-8"), content_type=content_type)
+
+
+def _audio_usage(call: _Call) -> Json:
+    if call.model.startswith("whisper"):
+        return {"type": "duration", "seconds": USAGE["openai.transcriptions.duration"]["seconds"]}
+    n = USAGE["openai.transcriptions.tokens"]
+    return {"type": "tokens", "input_tokens": n["input_tokens"], "output_tokens": n["output_tokens"],
+            "total_tokens": n["total_tokens"],
+            "input_token_details": {"audio_tokens": n["audio_tokens"], "text_tokens": n["text_tokens"]}}
+
+
+def _audio(call: _Call) -> _Reply:
+    """Transcriptions and translations in every `response_format`: json (the default), verbose_json
+    (whisper only), and text / srt / vtt, which are plain text without usage."""
+    body = call.body
+    whisper = call.model.startswith("whisper")
+    translate = call.endpoint == "translations"
+    fmt = body.get("response_format") or "json"
+    if translate and not whisper:
+        return _error(call.provider, 400, "translations support whisper-1 only", call.seq)
+    if not whisper and fmt not in ("json", "text"):
+        return _error(call.provider, 400, f"response_format {fmt!r} is not supported with {call.model}", call.seq)
+    seconds = USAGE["openai.translations"]["duration"] if translate else \
+        USAGE["openai.transcriptions.duration"]["seconds"]
+    if _flag(body.get("stream")):
+        if whisper:
+            return _error(call.provider, 400, "streaming is not supported with whisper-1", call.seq)
+        return _Reply(events=[
+            *(_sse({"type": "transcript.text.delta", "delta": part}, content=True) for part in REPLY_CHUNKS),
+            _sse({"type": "transcript.text.done", "text": REPLY_TEXT, "usage": _audio_usage(call)}),
+        ])
+    if fmt == "text":
+        return _text_reply(REPLY_TEXT + "\n")
+    end = f"00:00:{int(seconds):02d}.{round(seconds % 1 * 1000):03d}"
+    if fmt == "srt":
+        return _text_reply(f"1\n00:00:00,000 --> {end.replace('.', ',')}\n{REPLY_TEXT}\n\n")
+    if fmt == "vtt":
+        return _text_reply(f"WEBVTT\n\n00:00:00.000 --> {end}\n{REPLY_TEXT}\n\n", "text/vtt; charset=utf-8")
+    if fmt == "verbose_json":
+        answer: Json = {"task": "translate" if translate else "transcribe", "language": "english",
+                        "duration": seconds, "text": REPLY_TEXT, "segments": []}
+        if not translate:
+            answer["usage"] = _audio_usage(call)
+        return _Reply(body=answer)
+    return _Reply(body={"text": REPLY_TEXT} if translate else {"text": REPLY_TEXT, "usage": _audio_usage(call)})
+
+
+_AUDIO_TYPES = {"mp3": "audio/mpeg", "opus": "audio/opus", "aac": "audio/aac", "flac": "audio/flac",
+                "wav": "audio/wav", "pcm": "audio/pcm"}
+
+
+def _speech(call: _Call) -> _Reply:
+    fmt = call.body.get("response_format") or "mp3"
+    return _Reply(content=SPEECH_AUDIO, content_type=_AUDIO_TYPES.get(str(fmt), "audio/mpeg"))
+
+
+# -- Vertex AI: Imagen predict
+
+
+def _imagen(call: _Call) -> _Reply:
+    """`parameters.sampleCount` images (Vertex's default: 4; an upscale makes 1), without usage."""
+    parameters = call.body.get("parameters")
+    parameters = parameters if isinstance(parameters, Mapping) else {}
+    count = 1 if parameters.get("mode") == "upscale" else _count(parameters.get("sampleCount"), 4)
+    predictions = [{"bytesBase64Encoded": _image_b64(), "mimeType": "image/png"} for _ in range(count)]
+    return _Reply(body={"predictions": predictions})
 
 
 # -- Anthropic: messages
@@ -743,7 +956,7 @@ def _error(provider: str, status: int, message: str, seq: int = 0) -> _Reply:
         request_id = _request_id_header(provider, seq)["request-id"]
         body: Json = {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
         return _Reply(status, body)
-    if provider == "gemini":
+    if provider in ("gemini", "vertex"):
         status_name = _GOOGLE_STATUSES.get(status, "UNKNOWN")
         return _Reply(status, {"error": {"code": status, "message": message, "status": status_name}})
     if provider == "openrouter":
@@ -759,12 +972,19 @@ class _Endpoint(NamedTuple):
     name: str  # as in the _Call: "chat", "responses", "embeddings", "messages", "generateContent", ...
     build: Callable[[_Call], _Reply]
     required: tuple[str, ...]  # body fields the provider refuses a request without
+    default_model: str = ""  # the model of a request that names none (OpenAI images: dall-e-2)
 
 
 _ENDPOINTS = {
     "/openai/v1/chat/completions": _Endpoint("openai", "chat", _chat, ("model", "messages")),
     "/openai/v1/responses": _Endpoint("openai", "responses", _responses, ("model",)),
     "/openai/v1/embeddings": _Endpoint("openai", "embeddings", _embeddings, ("model", "input")),
+    "/openai/v1/images/generations": _Endpoint("openai", "generations", _images, ("prompt",), "dall-e-2"),
+    "/openai/v1/images/edits": _Endpoint("openai", "edits", _images, ("image", "prompt"), "dall-e-2"),
+    "/openai/v1/images/variations": _Endpoint("openai", "variations", _images, ("image",), "dall-e-2"),
+    "/openai/v1/audio/transcriptions": _Endpoint("openai", "transcriptions", _audio, ("file", "model")),
+    "/openai/v1/audio/translations": _Endpoint("openai", "translations", _audio, ("file", "model")),
+    "/openai/v1/audio/speech": _Endpoint("openai", "speech", _speech, ("model", "input", "voice")),
     "/openrouter/api/v1/chat/completions": _Endpoint("openrouter", "chat", _chat, ("model", "messages")),
     "/openrouter/api/v1/embeddings": _Endpoint("openrouter", "embeddings", _embeddings, ("model", "input")),
     "/groq/openai/v1/chat/completions": _Endpoint("groq", "chat", _chat, ("model", "messages")),
@@ -782,10 +1002,39 @@ def _route(path: str) -> tuple[_Endpoint, str] | None:
     azure = _AZURE_PATH.fullmatch(path)
     if azure is not None:  # the deployment name stands for the model
         return _Endpoint("azure", "chat", _chat, ("messages",)), azure.group(1)
+    vertex = _VERTEX_PATH.fullmatch(path)
+    if vertex is not None:
+        return _Endpoint("vertex", "predict", _imagen, ("instances",)), vertex.group(2)
     match = _GEMINI_PATH.fullmatch(path)
     if match is None:
         return None
     return _Endpoint("gemini", match.group(3), _gemini, ("contents",)), match.group(2)
+
+
+def _form(raw: bytes, content_type: str) -> Json | None:
+    """A multipart/form-data body as a dict: text fields as strings, files as ``{"filename", "size"}``;
+    a repeated field (``image[]``) becomes a list, under its name without ``[]``. None if malformed."""
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
+    if not message.is_multipart():
+        return None
+    form: Json = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str) or not name:
+            continue
+        name = name.removesuffix("[]")
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        filename = part.get_filename()
+        value: Any = {"filename": filename, "size": len(data)} if filename is not None else \
+            data.decode("utf-8", "replace")
+        if name in form:
+            previous = form[name]
+            form[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            form[name] = value
+    return form
 
 
 # ---------------------------------------------------------------------------- server
@@ -859,7 +1108,7 @@ class FakeLLMServer(LoopbackService):
 
     # -- request handling (called from handler threads)
 
-    def _answer(self, method: str, target: str, raw: bytes) -> tuple[_Reply, int | None]:
+    def _answer(self, method: str, target: str, raw: bytes, content_type: str = "") -> tuple[_Reply, int | None]:
         """The reply, and how many content chunks to send before cutting it (None: send it all)."""
         path, _, query = target.partition("?")
         found = _route(path)
@@ -870,10 +1119,13 @@ class FakeLLMServer(LoopbackService):
         provider = endpoint.provider
         if method != "POST":
             return _error(provider, 405, f"{path} only accepts POST"), None
-        try:
-            parsed = json.loads(raw) if raw.strip() else {}
-        except ValueError:  # includes UnicodeDecodeError
-            parsed = None
+        if content_type.lower().startswith("multipart/form-data"):
+            parsed: Any = _form(raw, content_type)
+        else:
+            try:
+                parsed = json.loads(raw) if raw.strip() else {}
+            except ValueError:  # includes UnicodeDecodeError
+                parsed = None
         body: Json = parsed if isinstance(parsed, dict) else {}
         with self._lock:
             self._seq += 1
@@ -891,16 +1143,16 @@ class FakeLLMServer(LoopbackService):
         if failure is not None:
             return _error(provider, failure, f"fake {failure} injected by FakeLLMServer.fail_next", seq), None
         if not isinstance(parsed, dict):
-            return _error(provider, 400, "the body is not a JSON object", seq), None
+            return _error(provider, 400, "the body is not a JSON object (or a multipart form)", seq), None
         missing = [name for name in endpoint.required if name not in parsed]
         if missing:
             return _error(provider, 400, f"missing required field(s): {', '.join(missing)}", seq), None
-        model = path_model or parsed["model"]
+        model = path_model or parsed.get("model", endpoint.default_model)
         if not isinstance(model, str):
             return _error(provider, 400, "model must be a string", seq), None
         reply = endpoint.build(_Call(provider, endpoint.name, model, parsed, seq, int(time.time())))
         cut = None
-        if reply.body is None:
+        if reply.body is None and reply.content is None:
             with self._lock:
                 cut = self._cuts.popleft() if self._cuts else None
         return reply, cut
@@ -928,11 +1180,13 @@ class _Handler(TrackedHandler):
             return
         raw = self.rfile.read(int(length))
         try:
-            reply, cut = self.server.app._answer(self.command, self.path, raw)
+            reply, cut = self.server.app._answer(self.command, self.path, raw, self.headers.get("Content-Type", ""))
         except Exception:
             logger.exception("fake LLM server failed on %s %s", self.command, self.path)
             reply, cut = _error("openai", 500, "the fake LLM server failed; see its log"), None
-        if reply.body is None:
+        if reply.content is not None:
+            self._send_content(reply)
+        elif reply.body is None:
             self._send_stream(reply, cut)
         else:
             self._send_json(reply)
@@ -950,6 +1204,16 @@ class _Handler(TrackedHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
+
+    def _send_content(self, reply: _Reply) -> None:
+        assert reply.content is not None
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.content)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(reply.content)
 
     def _send_stream(self, reply: _Reply, cut: int | None) -> None:
         self.send_response(reply.status)

@@ -130,9 +130,13 @@ def _ask_for_usage(method: Method, kwargs: dict[str, Any]) -> bool:
 def _observe(result: Any, method: Method, kwargs: dict[str, Any], hide: bool, call: Recording) -> Any:
     try:
         if method.raw:
-            if hasattr(type(result), "parse"):
-                return TrackedRawResponse(result, method, kwargs, hide, call)
-            return TrackedRawResponseManager(result, method, kwargs, hide, call)
+            if not hasattr(type(result), "parse"):
+                return TrackedRawResponseManager(result, method, kwargs, hide, call)
+            if method.binary:  # the response arrived (a failed one raised): bill it now, parsed or not
+                assert method.read is not None
+                call.record(method.read(result, kwargs))
+                return result
+            return TrackedRawResponse(result, method, kwargs, hide, call)
         streams = method.streams
         if streams == "never" or (streams == "when_asked" and kwargs.get("stream") is not True):
             assert method.read is not None
@@ -362,7 +366,19 @@ class TrackedRawResponseManager(wrapt.ObjectProxy[Any]):
         self._self_call = (method, kwargs, hide, call)
 
     def __enter__(self) -> Any:
-        return TrackedRawResponse(self.__wrapped__.__enter__(), *self._self_call)
+        return self._self_track(self.__wrapped__.__enter__())
 
     async def __aenter__(self) -> Any:
-        return TrackedRawResponse(await self.__wrapped__.__aenter__(), *self._self_call)
+        return self._self_track(await self.__wrapped__.__aenter__())
+
+    def _self_track(self, response: Any) -> Any:
+        method, kwargs, hide, call = self._self_call
+        try:
+            if method.binary:  # read with iter_bytes() / stream_to_file(), never parsed: bill on arrival
+                assert method.read is not None
+                call.record(method.read(response, kwargs))
+                return response
+            return TrackedRawResponse(response, method, kwargs, hide, call)
+        except Exception:
+            logger.exception("openmonetize: could not track this LLM call; the response is returned untouched")
+            return response

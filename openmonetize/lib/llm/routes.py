@@ -33,6 +33,9 @@ class Method:
     #: reached through `with_raw_response` / `with_streaming_response`: the usage is read when the
     #: caller parses the raw response
     raw: bool = False
+    #: the answer is binary (TTS audio) that callers read without `.parse()` (`stream_to_file`,
+    #: `iter_bytes`): a raw view records as soon as the successful response arrives, from the request
+    binary: bool = False
 
 
 Routes = dict[str, Union["Routes", Method]]
@@ -56,10 +59,23 @@ _RESPONSES: Routes = _with_raw({
     "create": Method("when_asked", u.read_openai_responses, lambda hide: u.ResponsesTally()),
     "parse": Method("never", u.read_openai_responses),
 })
+# gpt-image models stream with stream=True (`images.generate`, `images.edit`); variations are DALL-E 2 only
+_IMAGE_CALL = Method("when_asked", u.read_openai_images, lambda hide: u.ImageStreamTally())
+_AUDIO: Routes = {
+    "transcriptions": _with_raw({
+        "create": Method("when_asked", u.read_openai_transcription, lambda hide: u.TranscriptionTally()),
+    }),
+    "translations": _with_raw({"create": Method("never", u.read_openai_transcription)}),
+    "speech": _with_raw({"create": Method("never", u.read_openai_speech, binary=True)}),
+}
 OPENAI: Routes = {
     "chat": _OPENAI_CHAT,
     "responses": _RESPONSES,
     "embeddings": _with_raw({"create": Method("never", u.read_openai_embeddings)}),
+    "images": _with_raw({
+        "generate": _IMAGE_CALL, "edit": _IMAGE_CALL, "create_variation": Method("never", u.read_openai_images),
+    }),
+    "audio": _AUDIO,
     "beta": {"chat": _OPENAI_CHAT},
 }
 
@@ -74,9 +90,13 @@ _MESSAGES: Routes = _with_raw({
 })
 ANTHROPIC: Routes = {"messages": _MESSAGES, "beta": {"messages": _MESSAGES}}
 
+_IMAGEN = Method("never", u.read_imagen)  # Vertex AI clients only (google-genai refuses them elsewhere)
 _MODELS: Routes = {
     "generate_content": Method("never", u.read_gemini),
     "generate_content_stream": Method("always", tally=lambda hide: u.GeminiTally()),
+    "generate_images": _IMAGEN,
+    "edit_image": _IMAGEN,
+    "upscale_image": _IMAGEN,
 }
 GEMINI: Routes = {"models": _MODELS, "aio": {"models": _MODELS}}
 

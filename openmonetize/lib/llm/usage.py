@@ -8,7 +8,11 @@ provider SDKs stay optional imports. The accounting rules are the table in `docs
 - Anthropic input is input + cache creation + cache read, and the cache read is `cached_input_tokens`;
 - stream usage is read where each provider puts it and is never summed: OpenAI's usage-only final chunk,
   Groq's `x_groq.usage`, the Responses `response.completed` event, Anthropic's cumulative
-  `message_delta`, Gemini's running totals (the last one wins).
+  `message_delta`, Gemini's running totals (the last one wins);
+- token kinds without a field of their own (audio, image, cache writes by TTL, predictions) and
+  per-call tool fees (web searches...) become documented metadata keys, kept only when non-zero;
+- images (OpenAI, Imagen) and units other than tokens (audio seconds, TTS characters) have readers of
+  their own, which also see the request for what the answer does not echo.
 """
 
 from __future__ import annotations
@@ -103,6 +107,23 @@ def _opt_int(value: Any) -> int | None:
     return value if type(value) is int else None
 
 
+def _get(obj: Any, name: str) -> Any:
+    """A field of an SDK model, or of the plain dict pydantic keeps for a field the model does not declare."""
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _keep(extra: Metadata, key: str, value: Any) -> None:
+    """Add a count as a metadata key when it is a positive int (zeros are the common case: left out)."""
+    if type(value) is int and value > 0:
+        extra[key] = value
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 # -- final objects ----------------------------------------------------------------------------------
 
 
@@ -115,6 +136,13 @@ def openai_chat_usage(usage: Any) -> Usage:
     cost = unknown.get("cost") if unknown else None  # OpenRouter's
     if isinstance(cost, (int, float)) and not isinstance(cost, bool):
         extra["cost"] = cost
+    # parts of prompt_tokens / completion_tokens priced differently (audio, predicted outputs, cache writes)
+    _keep(extra, "input_audio_tokens", _get(prompt_details, "audio_tokens"))
+    _keep(extra, "input_image_tokens", _get(prompt_details, "image_tokens"))
+    _keep(extra, "cache_creation_input_tokens", _get(prompt_details, "cache_write_tokens"))
+    _keep(extra, "output_audio_tokens", _get(completion_details, "audio_tokens"))
+    _keep(extra, "accepted_prediction_tokens", _get(completion_details, "accepted_prediction_tokens"))
+    _keep(extra, "rejected_prediction_tokens", _get(completion_details, "rejected_prediction_tokens"))
     return Usage(
         input_tokens=_int(getattr(usage, "prompt_tokens", 0)),
         output_tokens=_int(getattr(usage, "completion_tokens", 0)),
@@ -125,13 +153,36 @@ def openai_chat_usage(usage: Any) -> Usage:
 
 
 def openai_responses_usage(usage: Any) -> Usage:
+    input_details = getattr(usage, "input_tokens_details", None)
+    extra: Metadata = {}
+    _keep(extra, "cache_creation_input_tokens", _get(input_details, "cache_write_tokens"))  # part of input_tokens
     return Usage(
         input_tokens=_int(getattr(usage, "input_tokens", 0)),
         output_tokens=_int(getattr(usage, "output_tokens", 0)),
-        cached_input_tokens=_opt_int(getattr(getattr(usage, "input_tokens_details", None), "cached_tokens", None)),
+        cached_input_tokens=_opt_int(_get(input_details, "cached_tokens")),
         reasoning_tokens=_opt_int(
             getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", None)),
+        extra=extra,
     )
+
+
+#: Responses output items of the built-in tools billed per call, and the metadata key counting each
+RESPONSES_TOOL_CALLS = {
+    "web_search_call": "web_search_calls",
+    "file_search_call": "file_search_calls",
+    "code_interpreter_call": "code_interpreter_calls",
+    "image_generation_call": "image_generation_calls",
+}
+
+
+def responses_tool_calls(response: Any) -> Metadata:
+    """How many times each per-call-billed built-in tool ran, from the response's `output` items."""
+    counts: Metadata = {}
+    for item in getattr(response, "output", None) or ():
+        key = RESPONSES_TOOL_CALLS.get(_get(item, "type"))
+        if key is not None:
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def anthropic_usage(usage: Any) -> Usage:
@@ -140,10 +191,15 @@ def anthropic_usage(usage: Any) -> Usage:
     written = _int(getattr(usage, "cache_creation_input_tokens", None))
     read = _int(getattr(usage, "cache_read_input_tokens", None))
     extra: Metadata = {"cache_creation_input_tokens": written} if written else {}
+    by_ttl = getattr(usage, "cache_creation", None)  # the writes split by cache lifetime, priced apart
+    _keep(extra, "cache_creation_5m_input_tokens", _get(by_ttl, "ephemeral_5m_input_tokens"))
+    _keep(extra, "cache_creation_1h_input_tokens", _get(by_ttl, "ephemeral_1h_input_tokens"))
+    _keep(extra, "web_search_calls", _get(getattr(usage, "server_tool_use", None), "web_search_requests"))
     return Usage(
         input_tokens=base + written + read,
         output_tokens=_int(getattr(usage, "output_tokens", 0)),
         cached_input_tokens=read if read else None,
+        reasoning_tokens=_opt_int(_get(getattr(usage, "output_tokens_details", None), "thinking_tokens")),
         extra=extra,
     )
 
@@ -151,13 +207,29 @@ def anthropic_usage(usage: Any) -> Usage:
 def gemini_usage(meta: Any) -> Usage:
     """Gemini counts thinking (`thoughts_token_count`) and tool-use prompts outside its two main counts."""
     thoughts = _opt_int(getattr(meta, "thoughts_token_count", None))
+    extra: Metadata = {}
+    for details, side in (("prompt_tokens_details", "input"), ("candidates_tokens_details", "output")):
+        for detail in getattr(meta, details, None) or ():
+            modality = _GEMINI_MODALITIES.get(_enum_name(_get(detail, "modality")))
+            if modality is not None:
+                _keep(extra, f"{side}_{modality}_tokens", _get(detail, "token_count"))
     return Usage(
         input_tokens=_int(getattr(meta, "prompt_token_count", 0))
         + _int(getattr(meta, "tool_use_prompt_token_count", None)),
         output_tokens=_int(getattr(meta, "candidates_token_count", 0)) + (thoughts or 0),
         cached_input_tokens=_opt_int(getattr(meta, "cached_content_token_count", None)),
         reasoning_tokens=thoughts,
+        extra=extra,
     )
+
+
+#: Gemini modalities priced apart from text (the per-modality parts of its counts)
+_GEMINI_MODALITIES = {"IMAGE": "image", "AUDIO": "audio", "VIDEO": "video"}
+
+
+def _enum_name(value: Any) -> str:
+    """google-genai's enums are `str` subclasses; a plain string (an undeclared field) stays itself."""
+    return str(getattr(value, "value", value))
 
 
 def _observe(response: Any, usage: Usage | None, model_attr: str = "model", id_attr: str = "id") -> Observation:
@@ -174,7 +246,10 @@ def read_openai_chat(response: Any, request: Request = NO_REQUEST) -> Observatio
 
 def read_openai_responses(response: Any, request: Request = NO_REQUEST) -> Observation:
     usage = getattr(response, "usage", None)
-    return _observe(response, openai_responses_usage(usage) if usage is not None else None)
+    observation = _observe(response, openai_responses_usage(usage) if usage is not None else None)
+    if observation.usage is not None:
+        observation.usage.extra.update(responses_tool_calls(response))
+    return observation
 
 
 def read_openai_embeddings(response: Any, request: Request = NO_REQUEST) -> Observation:
@@ -193,6 +268,82 @@ def read_gemini(response: Any, request: Request = NO_REQUEST) -> Observation:
     meta = getattr(response, "usage_metadata", None)
     return _observe(response, gemini_usage(meta) if meta is not None else None,
                     model_attr="model_version", id_attr="response_id")
+
+
+def openai_image_usage(usage: Any) -> Usage:
+    """gpt-image models' token usage (an image event keeps it as metadata); DALL-E reports none."""
+    extra: Metadata = {}
+    input_details = _get(usage, "input_tokens_details")
+    output_details = _get(usage, "output_tokens_details")
+    _keep(extra, "input_text_tokens", _get(input_details, "text_tokens"))
+    _keep(extra, "input_image_tokens", _get(input_details, "image_tokens"))
+    _keep(extra, "output_text_tokens", _get(output_details, "text_tokens"))
+    _keep(extra, "output_image_tokens", _get(output_details, "image_tokens"))
+    return Usage(input_tokens=_int(_get(usage, "input_tokens")), output_tokens=_int(_get(usage, "output_tokens")),
+                 cached_input_tokens=_opt_int(_get(input_details, "cached_tokens")), extra=extra)
+
+
+def _image_option(answered: Any, requested: Any) -> str | None:
+    """The size or quality the answer reports (what was made, `auto` resolved), else the one requested."""
+    for value in (answered, requested):
+        value = _str(value)
+        if value is not None and value != "auto":
+            return value
+    return None
+
+
+def read_openai_images(response: Any, request: Request = NO_REQUEST) -> Observation:
+    """`images.generate` / `edit` / `create_variation`: one image event for the images returned.
+
+    DALL-E answers do not echo size or quality (the request's are used); gpt-image answers do, with
+    token usage. No image returned (nothing to bill per image) leaves only the tokens, if any.
+    """
+    count = len(getattr(response, "data", None) or ())
+    usage = getattr(response, "usage", None)
+    images = Images(count, _image_option(getattr(response, "size", None), request.get("size")),
+                    _image_option(getattr(response, "quality", None), request.get("quality"))) if count else None
+    return Observation(openai_image_usage(usage) if usage is not None else None, images=images)
+
+
+def read_openai_transcription(response: Any, request: Request = NO_REQUEST) -> Observation:
+    """`audio.transcriptions.create` / `audio.translations.create`.
+
+    whisper bills audio seconds (`usage.type == "duration"`, or `verbose_json`'s `duration`): a
+    `CustomEvent`; gpt-4o-transcribe bills tokens (`usage.type == "tokens"`). A `text` / `srt` / `vtt`
+    answer is a plain string without usage: it is recorded like any answer without usage (a zero-token
+    event flagged `no_usage`).
+    """
+    if isinstance(response, str):
+        return Observation()
+    usage = getattr(response, "usage", None)
+    kind = _get(usage, "type")
+    if kind == "tokens":
+        extra: Metadata = {}
+        details = _get(usage, "input_token_details")
+        _keep(extra, "input_audio_tokens", _get(details, "audio_tokens"))
+        _keep(extra, "input_text_tokens", _get(details, "text_tokens"))
+        return Observation(Usage(_int(_get(usage, "input_tokens")), _int(_get(usage, "output_tokens")), extra=extra))
+    seconds = _get(usage, "seconds") if kind == "duration" else getattr(response, "duration", None)
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
+        return Observation(units=Units("audio_seconds", seconds))
+    return Observation()
+
+
+def read_openai_speech(response: Any, request: Request = NO_REQUEST) -> Observation:
+    """`audio.speech.create`: binary audio, billed per input character; never parsed (see `Method.binary`)."""
+    text = request.get("input")
+    return Observation(units=Units("characters", len(text))) if isinstance(text, str) and text else Observation()
+
+
+def read_imagen(response: Any, request: Request = NO_REQUEST) -> Observation:
+    """Gemini `generate_images` / `edit_image` / `upscale_image` (Imagen, on Vertex): no usage, images only.
+
+    Only images actually returned count (an image the safety filter removed comes back without one).
+    """
+    count = sum(1 for generated in getattr(response, "generated_images", None) or ()
+                if getattr(generated, "image", None) is not None)
+    size = _str(_get(request.get("config"), "image_size"))
+    return Observation(images=Images(count, size)) if count else Observation()
 
 
 # -- streams: one tally per stream, fed every item the caller (or the SDK's helper) pulls -----------------
@@ -265,7 +416,52 @@ class ResponsesTally(Tally):
             usage = getattr(response, "usage", None)
             if usage is not None:
                 self.seen.usage = openai_responses_usage(usage)
+                self.seen.usage.extra.update(responses_tool_calls(response))
                 self.complete = True
+        return False
+
+
+class ImageStreamTally(Tally):
+    """gpt-image streams (`stream=True`): one `*.completed` event per image, each with that image's usage.
+
+    Partial images (`*.partial_image`) are previews of the same image: not counted (their cost is in
+    the usage of the completed event).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._usage: Usage | None = None
+        self._count = 0
+
+    def observe(self, item: Any) -> bool:
+        kind = getattr(item, "type", None)
+        if not (isinstance(kind, str) and kind.endswith(".completed")):
+            return False
+        self._count += 1
+        usage = getattr(item, "usage", None)
+        if usage is not None:
+            read = openai_image_usage(usage)
+            if self._usage is None:
+                self._usage = read
+            else:  # one image's usage per event: the call's is their sum
+                self._usage.input_tokens += read.input_tokens
+                self._usage.output_tokens += read.output_tokens
+                for key, value in read.extra.items():
+                    self._usage.extra[key] = self._usage.extra.get(key, 0) + value
+        self.seen.usage = self._usage
+        self.seen.images = Images(self._count, _image_option(getattr(item, "size", None), None),
+                                  _image_option(getattr(item, "quality", None), None))
+        self.complete = True
+        return False
+
+
+class TranscriptionTally(Tally):
+    """gpt-4o-transcribe streams: the usage is in the final `transcript.text.done` event."""
+
+    def observe(self, item: Any) -> bool:
+        if getattr(item, "type", None) == "transcript.text.done":
+            self.seen = read_openai_transcription(item)
+            self.complete = True
         return False
 
 
@@ -289,7 +485,8 @@ class AnthropicTally(Tally):
 
     def _take(self, usage: Any) -> None:
         # replace, never add: every field an event carries is the running total so far
-        for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+        for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
+                     "cache_creation", "output_tokens_details", "server_tool_use"):
             value = getattr(usage, name, None)
             if value is not None:
                 setattr(self._totals, name, value)
