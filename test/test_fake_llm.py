@@ -488,12 +488,12 @@ def test_speech_answers_audio_bytes(fake, oai):
         assert b"".join(response.iter_bytes()) == SPEECH_AUDIO
 
 
+@pytest.mark.filterwarnings("ignore:The generate_images method is deprecated")
 def test_vertex_imagen_predict(fake):
     client = genai.Client(vertexai=True, api_key=KEY,
                           http_options=genai_types.HttpOptions(base_url=fake.base_url("vertex")))
-    with pytest.warns(Warning, match="generate_images method is deprecated"):
-        reply = client.models.generate_images(model="imagen-4.0-generate-001", prompt="a cat",
-                                              config=genai_types.GenerateImagesConfig(number_of_images=3))
+    reply = client.models.generate_images(model="imagen-4.0-generate-001", prompt="a cat",
+                                          config=genai_types.GenerateImagesConfig(number_of_images=3))
     assert reply.generated_images is not None and len(reply.generated_images) == 3
     image = reply.generated_images[0].image
     assert image is not None and image.image_bytes == IMAGE_PNG and image.mime_type == "image/png"

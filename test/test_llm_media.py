@@ -13,6 +13,7 @@ import anthropic
 import openai
 import pytest
 import test_llm
+from conftest import ROOT
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
@@ -427,3 +428,14 @@ def test_readers_ignore_what_they_do_not_know():
         assert u.read_openai_speech(None, {}) == u.Observation()
         assert u.read_imagen(genai_types.GenerateImagesResponse(generated_images=[
             genai_types.GeneratedImage(rai_filtered_reason="filtered")])) == u.Observation()
+
+
+def test_every_metadata_key_the_readers_add_is_documented():
+    guide = (ROOT / "docs" / "guides" / "llm.md").read_text()
+    keys = set(u.RESPONSES_TOOL_CALLS.values()) | set(IMAGE_TOKENS_METADATA) | {
+        "cache_creation_input_tokens", "cache_creation_5m_input_tokens", "cache_creation_1h_input_tokens",
+        "input_audio_tokens", "input_image_tokens", "input_video_tokens", "input_text_tokens", "output_audio_tokens",
+        "output_image_tokens", "output_text_tokens", "accepted_prediction_tokens", "rejected_prediction_tokens",
+        "web_search_calls", "cached_input_tokens"}
+    keys |= {f"{side}_{modality}_tokens" for side in ("input", "output") for modality in ("audio", "image")}
+    assert [key for key in sorted(keys) if f"`{key}`" not in guide] == []

@@ -12,13 +12,20 @@ reported, over real sockets, without network access or mocks::
 
 Endpoints (``base_url(provider)`` gives what to pass to the SDK):
 
-- ``openai``: ``POST {base}/chat/completions``, ``/responses``, ``/embeddings``
+- ``openai``: ``POST {base}/chat/completions``, ``/responses``, ``/embeddings``,
+  ``/images/generations`` (JSON), ``/images/edits`` and ``/images/variations`` (multipart uploads),
+  ``/audio/transcriptions`` and ``/audio/translations`` (multipart), ``/audio/speech`` (answers audio
+  bytes, :data:`SPEECH_AUDIO`)
 - ``openrouter``: ``POST {base}/chat/completions``, ``/embeddings`` (OpenAI's shape plus
   ``provider`` and ``usage.cost``)
 - ``groq``: ``POST {base}/openai/v1/chat/completions`` (the groq SDK appends that path)
 - ``anthropic``: ``POST {base}/v1/messages``
 - ``gemini``: ``POST {base}/{version}/models/{model}:generateContent`` and
   ``:streamGenerateContent?alt=sse`` (google-genai 3.x uses version ``v1``; any ``v1*`` works)
+- ``vertex``: ``POST {base}/{version}/publishers/google/models/{model}:predict`` (express mode) or
+  ``.../projects/{p}/locations/{l}/publishers/...``: Imagen, what google-genai's ``generate_images``,
+  ``edit_image`` and ``upscale_image`` call on ``genai.Client(vertexai=True, api_key=...,
+  http_options=types.HttpOptions(base_url=base_url("vertex")))`` (an API key: no Google credentials)
 - ``azure``: ``POST {base}/openai/deployments/{deployment}/chat/completions?api-version=...``, what
   ``openai.AzureOpenAI(azure_endpoint=base_url("azure"), api_version=...)`` calls (OpenAI's shape)
 - OpenAI-compatible gateways that bend the rules, each ``POST {base}/chat/completions`` in OpenAI's
@@ -54,6 +61,29 @@ on the wire). How each provider counts, which is what a tracker must get right:
   RUNNING totals (``candidatesTokenCount`` grows 98, 195, 293; the others repeat), so the
   last chunk has the final numbers and summing chunks overcounts.
 
+- OpenAI images: ``data`` has ``n`` images (default 1), each :data:`IMAGE_PNG` as ``b64_json``
+  (DALL-E: a ``url`` unless ``response_format="b64_json"``; DALL-E 3 adds ``revised_prompt``).
+  gpt-image answers add ``size`` and ``quality`` (``auto`` or none resolved to ``1024x1024`` and
+  ``medium``) and ``usage`` (``USAGE["openai.images"]``, the same for any ``n``); DALL-E answers
+  echo neither size nor quality and have no usage, as OpenAI's do. ``stream=True`` (gpt-image):
+  ``partial_images`` ``*.partial_image`` events then one ``*.completed`` event per image, each
+  with the usage numbers (``image_generation.*``; ``image_edit.*`` for edits). A request without
+  ``model`` is served as ``dall-e-2``.
+- Transcriptions: ``response_format`` ``json`` (default) answers ``{text, usage}``: whisper models
+  ``{"type": "duration", "seconds"}``, others ``{"type": "tokens", ...}``; ``verbose_json``
+  (whisper only) adds ``duration``; ``text`` / ``srt`` / ``vtt`` answer plain text without usage.
+  ``stream=True`` (not whisper: 400) sends three ``transcript.text.delta`` events and a
+  ``transcript.text.done`` with the token usage. Translations (whisper only): ``json`` is
+  ``{text}`` alone, ``verbose_json`` adds ``duration`` (``USAGE["openai.translations"]``).
+- Multipart requests are recorded as their form: text fields as strings, files as
+  ``{"filename", "size"}``, a repeated field (``image[]``) as a list under its name without ``[]``.
+- Vertex predict: ``parameters.sampleCount`` images (default 4; 1 for ``mode: upscale``) as
+  ``predictions: [{bytesBase64Encoded, mimeType}]``, no usage, as Vertex answers.
+- Responses built-in tools: for each ``tools`` entry of type ``web_search*``, ``file_search``,
+  ``code_interpreter`` or ``image_generation``, the ``output`` starts with the number of
+  ``*_call`` items given in ``USAGE["openai.responses.tools"]`` (streams: in ``response.completed``
+  and their own ``output_item`` events); function tools get none.
+
 Every stream sends exactly three content chunks (``"Hello"``, ``" from"``, ``" fake"``)
 before its final parts; the first chat chunk carries the assistant role too (OpenAI sends the
 role in a chunk of its own, with empty content, first). When the request asks for JSON output for a schema (OpenAI
@@ -81,8 +111,9 @@ so the client sees an incomplete body and raises during iteration (openai:
 ``httpx.RemoteProtocolError``). No continuation token is ever sent, so google-genai does not
 resume a cut stream.
 
-Only the standard library is used; nothing is written to disk, nothing sleeps. JSON answers
-keep the connection alive (Content-Length); streams are chunked and keep it alive too. (The
+Only the standard library is used (``email`` parses the multipart uploads); nothing is written
+to disk, nothing sleeps. JSON answers (and audio, plain text) keep the connection alive
+(Content-Length); streams are chunked and keep it alive too. (The
 openai SDK's sync ``Stream`` stops reading at ``data: [DONE]``, before the chunked body's end,
 so it opens a new connection for every chat stream; its async one drains and reuses it.)
 """
@@ -235,9 +266,9 @@ USAGE: dict[str, dict[str, int | float]] = {
 
 #: the audio bytes every /audio/speech answer carries (TTS bills the input's characters: no usage)
 SPEECH_AUDIO = bytes(range(256)) * 8
-#: the PNG (1x1) every image answer carries, base64-encoded as b64_json / bytesBase64Encoded
+#: the PNG (1x1, one orange pixel) every image answer carries, base64-encoded as b64_json / bytesBase64Encoded
 IMAGE_PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg==")
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP438DwHwAGgAJ/EEwb4QAAAABJRU5ErkJggg==")
 
 REPLY_TEXT = "Hello from fake"
 REPLY_CHUNKS = ("Hello", " from", " fake")  # what a stream sends, in order
