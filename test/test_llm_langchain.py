@@ -20,6 +20,7 @@ from conftest import API_KEY
 from google import genai
 from google.genai import types as genai_types
 from langchain_anthropic import ChatAnthropic
+from langchain_core.caches import InMemoryCache
 from langchain_core.language_models.fake import FakeListLLM
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.output_parsers import StrOutputParser
@@ -204,6 +205,18 @@ def test_a_chain_bills_only_its_llm_call(fake, tracker, ingest, customer):
     chain = ChatPromptTemplate.from_messages([("user", "Say {what}")]) | chat_openai(fake) | StrOutputParser()
     assert chain.invoke({"what": "hello"}, config={"callbacks": [handler]}) == REPLY_TEXT
     assert tokens(only(tracker, ingest, customer)) == CHAT_TOKENS
+
+
+def test_an_answer_from_langchain_s_cache_bills_nothing(fake, tracker, ingest, customer):
+    handler = tracker.langchain_handler(customer_id=customer)
+    model = chat_openai(fake, cache=InMemoryCache())
+    before = len(fake.requests)
+    first = model.invoke("Hello!", config={"callbacks": [handler]})
+    again = model.invoke("Hello!", config={"callbacks": [handler]})  # replayed, with the first call's usage
+    assert again.content == first.content and len(fake.requests) == before + 1
+    assert again.usage_metadata is not None and again.usage_metadata["input_tokens"] == CHAT["prompt_tokens"]
+    assert [tokens(event) for event in recorded(tracker, ingest, customer)] == [CHAT_TOKENS]
+    assert "open_runs=0" in repr(handler)
 
 
 def test_an_openai_compatible_host_is_named_and_its_cost_kept(fake, tracker, ingest, customer):

@@ -10,7 +10,8 @@ How a run becomes an event:
 - `on_chat_model_start` / `on_llm_start`: who pays and the event id are fixed now, as `wrap` does at call
   time (the `tracker.customer(...)` scope is read here). The provider comes from the run's `ls_provider`
   metadata (an OpenAI-compatible host behind `ChatOpenAI` is named by its base URL, as `wrap` does).
-- `on_llm_end`: once per call, streamed or not (LangChain hands the aggregated chunk to it once).
+- `on_llm_end`: once per call, streamed or not (LangChain hands the aggregated chunk to it once); an
+  answer from LangChain's own LLM cache made no provider call and bills nothing.
 - `on_llm_error`: a call that failed before producing anything bills nothing; a stream that had begun
   (chunks arrived, then it failed or the caller left it) is recorded as partial, like a wrapped stream.
 
@@ -93,6 +94,8 @@ class OpenMonetizeCallbackHandler(BaseCallbackHandler):
         if call is None:
             return
         try:
+            if from_cache(response):
+                return  # answered by LangChain's own cache: no provider call, nothing to bill
             observation = observe(response)
         except Exception:
             logger.exception("openmonetize: could not read LangChain usage (run %s)", run_id)
@@ -166,6 +169,13 @@ def _first_generation(response: LLMResult) -> Any:
         if generations:
             return generations[0]
     return None
+
+
+def from_cache(response: LLMResult) -> bool:
+    """A chat model's answer from its LLM cache (`cache=`, `set_llm_cache`): langchain-core replays the
+    cached message with the original usage and marks it with `total_cost: 0`, a key nothing else sets."""
+    usage_metadata = getattr(getattr(_first_generation(response), "message", None), "usage_metadata", None)
+    return isinstance(usage_metadata, Mapping) and usage_metadata.get("total_cost") == 0
 
 
 def observe(response: LLMResult) -> Observation:
