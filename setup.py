@@ -27,6 +27,8 @@ EXTRAS = {
 }
 # the provider SDKs that usage tracking wraps; tests drive them against openmonetize.testing.fake_llm
 EXTRAS["providers"] = ["openai >= 3", "anthropic >= 2", "google-genai >= 3", "groq >= 1"]
+# tracker.langchain_handler(): a LangChain callback handler (openmonetize/lib/llm/langchain.py)
+EXTRAS["langchain"] = ["langchain-core >= 1.0"]
 # the `openmonetize` command: click and rich, plus the local server (`serve`, `demo`), so that every
 # command works after `pip install 'openmonetize[cli]'`; kept out of the runtime set, which services embed
 EXTRAS["cli"] = ["click >= 8.1", "rich >= 13"] + EXTRAS["testing"]
@@ -47,6 +49,11 @@ EXTRAS["dev"] = EXTRAS["cli"] + EXTRAS["providers"] + [
     "types-jsonschema",
     # Celery's prefork pool (a fork of multiprocessing): test/test_process_exit.py checks its children deliver
     "billiard >= 4.2",
+] + EXTRAS["langchain"] + [
+    # test/test_llm_langchain.py drives real LangChain chat models and a pydantic-ai agent against fake_llm
+    "langchain-openai >= 1.0",
+    "langchain-anthropic >= 1.0",
+    "pydantic-ai-slim[openai] >= 1.0",
 ]
 
 setup(

@@ -90,6 +90,10 @@ role in a chunk of its own, with empty content, first). When the request asks fo
 ``response_format``/``text.format`` ``json_schema``, Anthropic ``output_config.format``,
 Gemini ``responseSchema``/``responseJsonSchema``), the text is instead a JSON value valid for
 that schema (split in three for streams), so the SDKs' ``parse`` helpers succeed.
+Tool calls: a non-streamed chat request (OpenAI, OpenRouter, Groq) that offers ``tools`` and has no
+``tool`` message yet is answered with a call of its first function tool (arguments valid for its
+``parameters`` schema, ``finish_reason: "tool_calls"``, the usual usage); once a ``tool`` message is
+in the conversation the answer is text again, so an agent's tool loop makes exactly two requests.
 
 Models: answers report the requested model as :func:`reported_model` maps it: OpenAI's
 generation endpoints add a date (``gpt-4o`` -> ``gpt-4o-2024-08-06``) and Anthropic adds one
@@ -540,13 +544,35 @@ def _chat_envelope(call: _Call, obj: str) -> Json:
     return envelope
 
 
+def _tool_call(call: _Call) -> Json | None:
+    """The assistant message calling the request's first function tool, if it offers tools and none has
+    been answered yet (no ``tool`` message), so an agent's tool loop makes exactly two requests."""
+    tools = call.body.get("tools")
+    messages = call.body.get("messages")
+    if not isinstance(tools, list) or not isinstance(messages, list):
+        return None
+    if any(isinstance(m, Mapping) and m.get("role") == "tool" for m in messages):
+        return None
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, Mapping) and tool.get("type") == "function" else None
+        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+            arguments = _schema_text(function.get("parameters") or {"type": "object", "properties": {}})
+            return {"role": "assistant", "content": None, "refusal": None, "annotations": [], "tool_calls": [
+                {"id": call.id("call_fake", 15), "type": "function",
+                 "function": {"name": function["name"], "arguments": arguments}}]}
+    return None
+
+
 def _chat(call: _Call) -> _Reply:
     text = _reply_text(call)
     if call.body.get("stream") is True:
         return _Reply(events=_chat_stream(call, text))
-    message: Json = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+    message: Json | None = _tool_call(call)
+    finish = "stop" if message is None else "tool_calls"
+    if message is None:
+        message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
     answer = _chat_envelope(call, "chat.completion")
-    answer["choices"] = [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}]
+    answer["choices"] = [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}]
     answer["usage"] = _chat_usage(call.provider)
     if call.provider == "groq":
         answer["x_groq"] = {"id": call.id("req_01fake", 16)}

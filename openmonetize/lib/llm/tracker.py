@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from openmonetize.lib.client import OpenMonetize
 from openmonetize.lib.event_ids import new_event_id
@@ -29,6 +29,9 @@ from openmonetize.lib.llm.usage import Observation, Usage
 from openmonetize.models.custom_event import CustomEvent
 from openmonetize.models.image_generation_event import ImageGenerationEvent
 from openmonetize.models.token_usage_event import TokenUsageEvent
+
+if TYPE_CHECKING:
+    from openmonetize.lib.llm.langchain import OpenMonetizeCallbackHandler
 
 logger = logging.getLogger("openmonetize.llm")
 
@@ -90,6 +93,27 @@ class LLMTracker:
         billing = self.billing(provider=provider, customer_id=customer_id, user_id=user_id, metadata=metadata,
                                feature_id=feature_id, team_id=team_id)
         return cast(ClientT, TrackedClient(client, routes, billing, routes))
+
+    def langchain_handler(
+        self,
+        customer_id: str | None = None,
+        user_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        feature_id: str | None = None,
+        team_id: str | None = None,
+        provider: str | None = None,
+    ) -> OpenMonetizeCallbackHandler:
+        """A LangChain callback handler billing one event per LLM call of the runs it is passed to
+        (`callbacks=[handler]`), to `customer_id` or the `tracker.customer(...)` scope around the call.
+
+        The provider is each run's own (`ls_provider`); `provider` overrides it. Needs `langchain-core`
+        (imported here, not by `import openmonetize`). Bad arguments raise here.
+        """
+        from openmonetize.lib.llm.langchain import OpenMonetizeCallbackHandler
+
+        return OpenMonetizeCallbackHandler(self, customer_id, user_id, metadata, feature_id=feature_id,
+                                           team_id=team_id, provider=provider)
 
     @contextlib.contextmanager
     def customer(self, customer_id: str, user_id: str | None = None,
