@@ -373,7 +373,7 @@ def test_chat_anthropic_invoke_and_stream(fake, tracker, ingest, customer):
     written = CLAUDE["cache_creation_input_tokens"]
     # answered with writes by TTL, langchain-anthropic reports them by TTL only (its `cache_creation` is 0)
     assert invoked["metadata"] == {"response_id": reply.response_metadata["id"], "cache_creation_input_tokens": written,
-                                   "ephemeral_5m_input_tokens": written}
+                                   "cache_creation_5m_input_tokens": written}
     assert streamed["metadata"] == {"cache_creation_input_tokens": written}
 
 

@@ -48,13 +48,14 @@ MAX_OPEN_RUNS = 10_000
 #: LangChain's own message ids (`lc_run--<run id>`), which are not the provider's response id
 _LC_ID_PREFIX = "lc_run-"
 _MAX_PROVIDER = 128
-#: `input_token_details` keys kept in metadata (all parts of `input_tokens`), and their metadata names
+#: `input_token_details` keys kept in metadata (all parts of `input_tokens`), under the names the client
+#: proxies use for the same kinds (docs/guides/llm.md, "Token kinds kept in metadata")
 _INPUT_DETAILS = {
-    "ephemeral_5m_input_tokens": "ephemeral_5m_input_tokens",
-    "ephemeral_1h_input_tokens": "ephemeral_1h_input_tokens",
-    "audio": "audio_input_tokens",
+    "ephemeral_5m_input_tokens": "cache_creation_5m_input_tokens",
+    "ephemeral_1h_input_tokens": "cache_creation_1h_input_tokens",
+    "audio": "input_audio_tokens",
 }
-_OUTPUT_DETAILS = {"audio": "audio_output_tokens"}  # a part of `output_tokens`
+_OUTPUT_DETAILS = {"audio": "output_audio_tokens"}  # a part of `output_tokens`
 
 
 class OpenMonetizeCallbackHandler(BaseCallbackHandler):
