@@ -89,10 +89,33 @@ def round_time(call: Callable[[Any], None], client: Any, calls: int) -> tuple[fl
     return (time.perf_counter() - started) / calls * 1e6, (time.process_time() - cpu) / calls * 1e6
 
 
+AUDIO = ("speech.wav", b"RIFF\x24\x00\x00\x00WAVEfmt ", "audio/wav")
+
+
 def tracked_paths(tracker: Any, raw: Any, wrapped: Any, fake_url: str) -> list[BilledPath]:
     """The billed paths, each as (name, unwrapped call, wrapped call); the first is the reference."""
+    from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
+
+    def image(client: Any) -> None:
+        client.images.generate(model="dall-e-3", prompt="a lighthouse", size="1024x1024", quality="hd")
+
+    def transcription(client: Any) -> None:
+        client.audio.transcriptions.create(model="whisper-1", file=AUDIO)
+
+    def speech(client: Any) -> None:
+        client.audio.speech.create(model="tts-1", voice="alloy", input="Hello there, how are you?")
+
+    chat_model = ChatOpenAI(model="gpt-4o", base_url=fake_url + "/openai/v1", api_key=SecretStr("sk-fake"), max_retries=0)
+    handler = tracker.langchain_handler(customer_id="cust_1")
+    config: Any = {"callbacks": [handler]}
     return [
         ("chat completion (reference)", lambda: plain(raw), lambda: plain(wrapped)),
+        ("images.generate", lambda: image(raw), lambda: image(wrapped)),
+        ("audio.transcriptions", lambda: transcription(raw), lambda: transcription(wrapped)),
+        ("audio.speech", lambda: speech(raw), lambda: speech(wrapped)),
+        ("LangChain ChatOpenAI.invoke", lambda: chat_model.invoke("Hello!"),
+         lambda: chat_model.invoke("Hello!", config=config)),
     ]
 
 
