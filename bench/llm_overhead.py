@@ -106,7 +106,8 @@ def tracked_paths(tracker: Any, raw: Any, wrapped: Any, fake_url: str) -> list[B
     def speech(client: Any) -> None:
         client.audio.speech.create(model="tts-1", voice="alloy", input="Hello there, how are you?")
 
-    chat_model = ChatOpenAI(model="gpt-4o", base_url=fake_url + "/openai/v1", api_key=SecretStr("sk-fake"), max_retries=0)
+    chat_model = ChatOpenAI(model="gpt-4o", base_url=fake_url + "/openai/v1", api_key=SecretStr("sk-fake"),
+                            max_retries=0)
     handler = tracker.langchain_handler(customer_id="cust_1")
     config: Any = {"callbacks": [handler]}
     return [
