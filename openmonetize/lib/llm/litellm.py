@@ -11,6 +11,7 @@ call time is taken from `sys.modules`.
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 from collections.abc import Mapping
@@ -43,8 +44,19 @@ class _NoTokens(u.Usage):
 
 
 def _hidden(obj: Any) -> Mapping[str, Any]:
-    hidden = getattr(obj, "_hidden_params", None)
+    # read from pydantic's private storage: the attribute lookup costs microseconds per response
+    private = getattr(obj, "__pydantic_private__", None)
+    hidden = private.get("_hidden_params") if isinstance(private, dict) else getattr(obj, "_hidden_params", None)
     return hidden if isinstance(hidden, Mapping) else {}
+
+
+def _field(model: Any, name: str) -> Any:
+    """A field LiteLLM's pydantic models may or may not have (a missing one costs ~3 us through getattr)."""
+    value = getattr(model, "__dict__", {}).get(name)
+    if value is None:
+        extra = getattr(model, "__pydantic_extra__", None)
+        value = extra.get(name) if isinstance(extra, dict) else None
+    return value
 
 
 def _name(provider: Any) -> str | None:
@@ -55,13 +67,22 @@ def _name(provider: Any) -> str | None:
 
 def provider_of_request(request: u.Request) -> str | None:
     """What LiteLLM resolves the request's `model` to (`openai/gpt-4o` -> `openai`), for answers that do not say."""
-    model = request.get("model")
+    model, custom, api_base = request.get("model"), request.get("custom_llm_provider"), request.get("api_base")
+    if not isinstance(model, str) or not isinstance(custom, (str, type(None))) \
+            or not isinstance(api_base, (str, type(None))):
+        return None
+    return _resolve(model, custom, api_base)
+
+
+@functools.lru_cache(maxsize=512)
+def _resolve(model: str, custom: str | None, api_base: str | None) -> str | None:
+    """`get_llm_provider` costs ~9 us a call and answers the same for the same arguments: kept per process."""
     module = sys.modules.get(MODULE)
-    if not isinstance(model, str) or module is None:
+    if module is None:
         return None
     try:
         _, provider, _, _ = module.get_llm_provider(
-            model=model, custom_llm_provider=request.get("custom_llm_provider"), api_base=request.get("api_base"))
+            model=model, custom_llm_provider=custom, api_base=api_base)
     except Exception:  # LiteLLM raises for a model it cannot route; the call itself would have failed
         return None
     return _name(provider)
@@ -70,14 +91,14 @@ def provider_of_request(request: u.Request) -> str | None:
 def _cost(hidden: Mapping[str, Any], usage: Any = None) -> float | None:
     cost = hidden.get("response_cost")
     if cost is None and usage is not None:
-        cost = getattr(usage, "cost", None)  # the usage chunk of a stream carries it there
+        cost = _field(usage, "cost")  # the usage chunk of a stream carries it there
     return cost if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
 
 
 def _tokens(usage: Any, hidden: Mapping[str, Any]) -> u.Usage:
     """OpenAI's chat fields (LiteLLM already folds Anthropic's cache reads and writes into `prompt_tokens`)."""
     tokens = u.openai_chat_usage(usage)
-    written = getattr(usage, "cache_creation_input_tokens", None)
+    written = _field(usage, "cache_creation_input_tokens")
     if type(written) is int and written:
         tokens.extra["cache_creation_input_tokens"] = written
     cost = _cost(hidden, usage)
