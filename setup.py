@@ -29,12 +29,14 @@ EXTRAS = {
 EXTRAS["providers"] = ["openai >= 3", "anthropic >= 2", "google-genai >= 3", "groq >= 1"]
 # tracker.langchain_handler(): a LangChain callback handler (openmonetize/lib/llm/langchain.py)
 EXTRAS["langchain"] = ["langchain-core >= 1.0"]
+# LiteLLM (`tracker.wrap(client=litellm)`); 1.107.x was withdrawn as compromised: never allow it
+EXTRAS["litellm"] = ["litellm >= 1.110"]
 # the `openmonetize` command: click and rich, plus the local server (`serve`, `demo`), so that every
 # command works after `pip install 'openmonetize[cli]'`; kept out of the runtime set, which services embed
 EXTRAS["cli"] = ["click >= 8.1", "rich >= 13"] + EXTRAS["testing"]
 # benchmarks only: the peer SDK bench/track.py compares against
 EXTRAS["bench"] = ["segment-analytics-python == 2.4.0"]
-EXTRAS["dev"] = EXTRAS["cli"] + EXTRAS["providers"] + [
+EXTRAS["dev"] = EXTRAS["cli"] + EXTRAS["providers"] + EXTRAS["litellm"] + [
     "pytest >= 8",
     "hypothesis >= 6.100",
     "schemathesis >= 4, < 5",

@@ -145,7 +145,11 @@ def _observe(result: Any, method: Method, kwargs: dict[str, Any], hide: bool, ca
         if streams == "manager":
             return TrackedStreamManager(result, method, hide, call)
         assert method.tally is not None
-        return _stream_proxy(result)(result, method.tally(hide), call.record)
+        tally = method.tally(hide)
+        begin = getattr(tally, "begin", None)
+        if begin is not None:  # a tally that needs the stream object or the request (LiteLLM's provider)
+            begin(result, kwargs)
+        return _stream_proxy(result)(result, tally, call.record)
     except Exception:
         logger.exception("openmonetize: could not track this LLM call; the response is returned untouched")
         return result
@@ -274,8 +278,15 @@ class TrackedAsyncStream(_StreamBase):
         return await self.__wrapped__.__aexit__(exc_type, exc, tb)
 
 
+class TrackedDualStream(TrackedStream, TrackedAsyncStream):
+    """A stream that is both iterable and async-iterable (LiteLLM's `CustomStreamWrapper`, whatever call made it)."""
+
+
 def _stream_proxy(stream: Any) -> type[_StreamBase]:
-    return TrackedAsyncStream if hasattr(type(stream), "__anext__") else TrackedStream
+    kind = type(stream)
+    if hasattr(kind, "__anext__"):
+        return TrackedDualStream if hasattr(kind, "__next__") else TrackedAsyncStream
+    return TrackedStream
 
 
 class TrackedStreamManager(wrapt.ObjectProxy[Any]):

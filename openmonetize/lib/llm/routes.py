@@ -7,6 +7,7 @@ provider SDK is imported here.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Union
@@ -104,7 +105,7 @@ _BY_PROVIDER: dict[str, Routes] = {
     "openai": OPENAI, "openrouter": OPENAI, "groq": GROQ, "anthropic": ANTHROPIC, "google": GEMINI,
 }
 SUPPORTED = "openai.OpenAI/AsyncOpenAI (also OpenRouter), anthropic.Anthropic/AsyncAnthropic, google.genai.Client, " \
-            "groq.Groq/AsyncGroq"
+            "groq.Groq/AsyncGroq, the litellm module"
 
 
 #: OpenAI-compatible APIs reached with the OpenAI client, recognised by the host of its base URL
@@ -135,6 +136,13 @@ _OPENAI_COMPATIBLE_SUFFIXES = (
 )
 
 
+def describe(client: Any) -> str:
+    """How an unsupported client is named in wrap's TypeError (a module by its name, else its class)."""
+    if isinstance(client, types.ModuleType):
+        return f"module {client.__name__}"
+    return f"{type(client).__module__}.{type(client).__qualname__}"
+
+
 def detect_provider(client: Any) -> str | None:
     """The provider name recorded on events, from the client's package, class and base URL.
 
@@ -142,6 +150,8 @@ def detect_provider(client: Any) -> str | None:
     (`OPENAI_COMPATIBLE_HOSTS`) names its provider, and any other base URL stays `openai` (pass
     `provider=` to `wrap` for a gateway of your own).
     """
+    if isinstance(client, types.ModuleType):  # LiteLLM is a module; each call names its own provider
+        return "litellm" if client.__name__ == "litellm" else None
     cls = type(client)
     package = cls.__module__.partition(".")[0]
     if package == "openai":
@@ -166,6 +176,10 @@ def _provider_from_url(url: str) -> str | None:
 
 def routes_for(provider: str, client: Any) -> Routes | None:
     """The route table for the client's own package (the provider name only picks among compatible ones)."""
+    if isinstance(client, types.ModuleType):
+        from openmonetize.lib.llm import litellm  # our module (it imports this one); never the litellm package
+
+        return litellm.ROUTES if litellm.is_litellm(client) else None
     package = type(client).__module__.partition(".")[0]
     if package == "openai":
         return OPENAI

@@ -24,7 +24,7 @@ from openmonetize.lib.event_ids import new_event_id
 from openmonetize.lib.event_rules import MAX_METADATA_JSON_BYTES, MAX_METADATA_KEYS
 from openmonetize.lib.failures import DeliveryFailure
 from openmonetize.lib.llm.proxies import COMPLETED, TrackedClient
-from openmonetize.lib.llm.routes import SUPPORTED, detect_provider, routes_for
+from openmonetize.lib.llm.routes import SUPPORTED, describe, detect_provider, routes_for
 from openmonetize.lib.llm.usage import Observation, Usage
 from openmonetize.models.custom_event import CustomEvent
 from openmonetize.models.image_generation_event import ImageGenerationEvent
@@ -88,7 +88,7 @@ class LLMTracker:
         provider = provider or detect_provider(client)
         routes = routes_for(provider or "", client)
         if provider is None or routes is None:
-            raise TypeError(f"client={type(client).__module__}.{type(client).__qualname__} is not supported: "
+            raise TypeError(f"client={describe(client)} is not supported: "
                             f"wrap one of {SUPPORTED}")
         billing = self.billing(provider=provider, customer_id=customer_id, user_id=user_id, metadata=metadata,
                                feature_id=feature_id, team_id=team_id)
