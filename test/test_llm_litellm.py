@@ -20,7 +20,7 @@ import subprocess
 import sys
 import types
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import litellm
 import pytest
@@ -30,8 +30,7 @@ from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 from openmonetize import create_llm_tracker
 from openmonetize.lib.llm.tracker import LLMTracker
 from openmonetize.testing import LocalIngestServer
-from openmonetize.testing.fake_llm import REPLY_CHUNKS, USAGE, FakeLLMServer, reported_model
-from openmonetize.testing.loopback import LoopbackService, TrackedHandler
+from openmonetize.testing.fake_llm import REPLY_CHUNKS, SPEECH_AUDIO, USAGE, FakeLLMServer, reported_model
 
 litellm.telemetry = False
 
@@ -91,58 +90,6 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeLLMServer]:
     with FakeLLMServer() as server:
-        yield server
-
-
-class _MediaHandler(TrackedHandler):
-    """OpenAI's images and audio answers. TODO(lead): use FakeLLMServer's images/audio endpoints once merged."""
-
-    server: Any
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        app: MediaServer = self.server.app
-        if app.fail.pop() if app.fail else False:
-            self._send(500, "application/json",
-                       {"error": {"message": "fake 500", "type": "server_error", "param": None, "code": None}})
-        elif self.path == "/v1/images/generations":
-            n = json.loads(body).get("n") or 1
-            self._send(200, "application/json",
-                       {"created": 1796131670, "data": [{"url": f"https://images.invalid/{i}.png"} for i in range(n)]})
-        elif self.path == "/v1/audio/transcriptions":
-            self._send(200, "application/json", {"text": "Hello from fake", "usage": MediaServer.TRANSCRIPTION})
-        elif self.path == "/v1/audio/speech":
-            self._send(200, "audio/mpeg", b"ID3 fake audio")
-        else:
-            self._send(404, "application/json", {"error": {"message": "no such endpoint", "type": "invalid"}})
-
-    def _send(self, status: int, content_type: str, answer: Any) -> None:
-        data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class MediaServer(LoopbackService):
-    """`POST /v1/images/generations` (as DALL-E 3: no size or quality echoed), `/v1/audio/transcriptions`
-    (whisper's duration usage) and `/v1/audio/speech` (audio bytes)."""
-
-    _thread_name = "test-litellm-media"
-    TRANSCRIPTION: ClassVar[dict[str, Any]] = {"type": "duration", "seconds": 7.5}
-
-    def __init__(self) -> None:
-        super().__init__("127.0.0.1", 0, _MediaHandler)
-        self.fail: list[bool] = []
-
-
-@pytest.fixture(scope="module")
-def media() -> Iterator[MediaServer]:
-    with MediaServer() as server:
         yield server
 
 
@@ -344,8 +291,8 @@ def test_embedding(fake, tracker, ingest, customer, llm, is_async):
 
 
 @SYNC_ASYNC
-def test_image_generation(media, tracker, ingest, customer, llm, is_async):
-    kwargs = {"model": "openai/dall-e-3", "api_base": media.url + "/v1", "api_key": "sk-fake", "prompt": "a cat",
+def test_image_generation(fake, tracker, ingest, customer, llm, is_async):
+    kwargs = {"model": "openai/dall-e-3", "api_base": fake.base_url("openai"), "api_key": "sk-fake", "prompt": "a cat",
               "n": 2, "size": "1024x1024", "quality": "hd"}
     resp = run(llm.aimage_generation(**kwargs) if is_async else llm.image_generation(**kwargs))
     assert type(resp) is litellm.ImageResponse
@@ -358,24 +305,25 @@ def test_image_generation(media, tracker, ingest, customer, llm, is_async):
 
 
 @SYNC_ASYNC
-def test_transcription_bills_audio_seconds(media, tracker, ingest, customer, llm, is_async):
+def test_transcription_bills_audio_seconds(fake, tracker, ingest, customer, llm, is_async):
     audio = io.BytesIO(b"RIFF fake wav")
     audio.name = "hello.wav"
-    kwargs = {"model": "openai/whisper-1", "api_base": media.url + "/v1", "api_key": "sk-fake", "file": audio}
+    kwargs = {"model": "openai/whisper-1", "api_base": fake.base_url("openai"), "api_key": "sk-fake", "file": audio}
     resp = run(llm.atranscription(**kwargs) if is_async else llm.transcription(**kwargs))
     assert type(resp) is litellm.TranscriptionResponse
     event = only(tracker, ingest, customer)
     assert event["event_type"] == "CUSTOM"
-    assert (event["unit_type"], event["quantity"]) == ("audio_seconds", MediaServer.TRANSCRIPTION["seconds"])
+    assert (event["unit_type"], event["quantity"]) == ("audio_seconds",
+                                                      USAGE["openai.transcriptions.duration"]["seconds"])
     assert (event["metadata"]["provider"], event["metadata"]["model"]) == ("openai", "whisper-1")
 
 
 @SYNC_ASYNC
-def test_speech_bills_input_characters(media, tracker, ingest, customer, llm, is_async):
-    kwargs = {"model": "openai/tts-1", "api_base": media.url + "/v1", "api_key": "sk-fake",
+def test_speech_bills_input_characters(fake, tracker, ingest, customer, llm, is_async):
+    kwargs = {"model": "openai/tts-1", "api_base": fake.base_url("openai"), "api_key": "sk-fake",
               "input": "Hello there!", "voice": "alloy"}
     resp = run(llm.aspeech(**kwargs) if is_async else llm.speech(**kwargs))
-    assert resp.content == b"ID3 fake audio"
+    assert resp.content == SPEECH_AUDIO
     event = only(tracker, ingest, customer)
     assert (event["event_type"], event["unit_type"], event["quantity"]) == ("CUSTOM", "characters", 12)
     assert (event["metadata"]["provider"], event["metadata"]["model"]) == ("openai", "tts-1")
@@ -397,12 +345,11 @@ def test_provider_error_reaches_the_caller_and_bills_nothing(fake, tracker, inge
     assert recorded(tracker, ingest, customer) == []
 
 
-def test_image_error_bills_nothing(media, tracker, ingest, customer, llm):
-    media.fail.append(True)
+def test_image_error_bills_nothing(fake, tracker, ingest, customer, llm):
+    fake.fail_next(1, status=500)
     with pytest.raises(litellm.InternalServerError):
-        llm.image_generation(model="openai/dall-e-3", api_base=media.url + "/v1", api_key="sk-fake", prompt="a cat",
-                            max_retries=0)
-    assert media.fail == []
+        llm.image_generation(model="openai/dall-e-3", api_base=fake.base_url("openai"), api_key="sk-fake",
+                             prompt="a cat", max_retries=0)
     assert recorded(tracker, ingest, customer) == []
 
 
