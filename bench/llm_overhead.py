@@ -106,6 +106,14 @@ def tracked_paths(tracker: Any, raw: Any, wrapped: Any, fake_url: str) -> list[B
     def speech(client: Any) -> None:
         client.audio.speech.create(model="tts-1", voice="alloy", input="Hello there, how are you?")
 
+    import os
+
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price list download at import
+    import litellm
+
+    wrapped_litellm = tracker.wrap(client=litellm, customer_id="cust_1")
+    route = {"model": "openai/gpt-4o", "api_base": fake_url + "/openai/v1", "api_key": "sk-fake", "messages": MESSAGES}
+
     chat_model = ChatOpenAI(model="gpt-4o", base_url=fake_url + "/openai/v1", api_key=SecretStr("sk-fake"),
                             max_retries=0)
     handler = tracker.langchain_handler(customer_id="cust_1")
@@ -115,6 +123,7 @@ def tracked_paths(tracker: Any, raw: Any, wrapped: Any, fake_url: str) -> list[B
         ("images.generate", lambda: image(raw), lambda: image(wrapped)),
         ("audio.transcriptions", lambda: transcription(raw), lambda: transcription(wrapped)),
         ("audio.speech", lambda: speech(raw), lambda: speech(wrapped)),
+        ("LiteLLM completion", lambda: litellm.completion(**route), lambda: wrapped_litellm.completion(**route)),
         ("LangChain ChatOpenAI.invoke", lambda: chat_model.invoke("Hello!"),
          lambda: chat_model.invoke("Hello!", config=config)),
     ]

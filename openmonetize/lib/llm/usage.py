@@ -107,10 +107,26 @@ def _opt_int(value: Any) -> int | None:
     return value if type(value) is int else None
 
 
+_ABSENT = object()
+
+
 def _get(obj: Any, name: str) -> Any:
-    """A field of an SDK model, or of the plain dict pydantic keeps for a field the model does not declare."""
+    """A field of an SDK model (declared, or kept in `__pydantic_extra__`), a dict's key, or an attribute.
+
+    Read from the model's storage: `getattr` of a field the SDK's model does not declare goes through
+    pydantic's `__getattr__` and costs microseconds to raise, and most optional counts are absent."""
+    if obj is None:
+        return None
     if isinstance(obj, Mapping):
         return obj.get(name)
+    fields = getattr(obj, "__dict__", None)
+    if fields is not None:
+        value = fields.get(name, _ABSENT)
+        if value is not _ABSENT:
+            return value
+        if hasattr(type(obj), "__pydantic_fields__"):  # a pydantic model: what is not declared is an extra
+            extra = obj.__pydantic_extra__
+            return extra.get(name) if extra else None
     return getattr(obj, name, None)
 
 
@@ -129,11 +145,10 @@ def _str(value: Any) -> str | None:
 
 def openai_chat_usage(usage: Any) -> Usage:
     """Chat Completions (also Groq, OpenRouter, any OpenAI-compatible server)."""
-    prompt_details = getattr(usage, "prompt_tokens_details", None)
-    completion_details = getattr(usage, "completion_tokens_details", None)
+    prompt_details = _get(usage, "prompt_tokens_details")
+    completion_details = _get(usage, "completion_tokens_details")
     extra: Metadata = {}
-    unknown = getattr(usage, "__pydantic_extra__", None)  # the fields the SDK's model does not declare
-    cost = unknown.get("cost") if unknown else None  # OpenRouter's
+    cost = _get(usage, "cost")  # OpenRouter's
     if isinstance(cost, (int, float)) and not isinstance(cost, bool):
         extra["cost"] = cost
     # parts of prompt_tokens / completion_tokens priced differently (audio, predicted outputs, cache writes)
@@ -144,10 +159,10 @@ def openai_chat_usage(usage: Any) -> Usage:
     _keep(extra, "accepted_prediction_tokens", _get(completion_details, "accepted_prediction_tokens"))
     _keep(extra, "rejected_prediction_tokens", _get(completion_details, "rejected_prediction_tokens"))
     return Usage(
-        input_tokens=_int(getattr(usage, "prompt_tokens", 0)),
-        output_tokens=_int(getattr(usage, "completion_tokens", 0)),
-        cached_input_tokens=_opt_int(getattr(prompt_details, "cached_tokens", None)),
-        reasoning_tokens=_opt_int(getattr(completion_details, "reasoning_tokens", None)),
+        input_tokens=_int(_get(usage, "prompt_tokens")),
+        output_tokens=_int(_get(usage, "completion_tokens")),
+        cached_input_tokens=_opt_int(_get(prompt_details, "cached_tokens")),
+        reasoning_tokens=_opt_int(_get(completion_details, "reasoning_tokens")),
         extra=extra,
     )
 
