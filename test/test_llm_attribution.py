@@ -298,3 +298,20 @@ def test_an_event_that_cannot_be_built_is_reported_untracked(fake, ingest, custo
     [failure] = reports.of("untracked")
     assert "model" in failure.reason and failure.events[0]["customer_id"] == customer
     om.shutdown(5)
+
+
+def test_many_token_kinds_at_once_fold_into_one_key_so_the_event_is_never_refused(ingest, customer, reports):
+    """The tracker keeps 10 metadata keys for itself; a call reporting more kinds than fit keeps them all, nested."""
+    from openmonetize.lib.llm.usage import Observation, Usage
+
+    tracker = create_llm_tracker(api_key=API_KEY, base_url=ingest.url, on_error=reports)
+    billing = tracker.billing(provider="openai", customer_id=customer, metadata={f"k{i}": i for i in range(40)})
+    kinds = {f"kind_{i}_tokens": i + 1 for i in range(12)}
+    billing.start({"model": "gpt-4o"}).record(Observation(Usage(10, 5, extra=kinds), "gpt-4o", "resp_1"), "error")
+    assert tracker.flush(10)
+    [event] = [e for e in ingest.events if e["customer_id"] == customer]
+    assert event["metadata"]["usage_details"] == kinds
+    assert (event["metadata"]["response_id"], event["metadata"]["stream_end"]) == ("resp_1", "error")
+    assert len(event["metadata"]) == 40 + 4
+    assert reports.failures == []
+    tracker.shutdown(5)

@@ -23,6 +23,7 @@ event, never blocks). It never raises into LangChain: its own failures are logge
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections import OrderedDict
@@ -161,8 +162,14 @@ def provider_of(serialized: Mapping[str, Any] | None, metadata: Mapping[str, Any
         kwargs = serialized.get("kwargs")
         base_url = kwargs.get("openai_api_base") if isinstance(kwargs, Mapping) else None
         if isinstance(base_url, str):
-            return _provider_from_url(base_url) or "openai"
+            return _compatible_provider(base_url)
     return provider[:_MAX_PROVIDER]
+
+
+@functools.lru_cache(maxsize=256)
+def _compatible_provider(base_url: str) -> str:
+    """Parsing the URL on every call costs microseconds; a process talks to a handful of base URLs."""
+    return _provider_from_url(base_url) or "openai"
 
 
 def _first_generation(response: LLMResult) -> Any:

@@ -256,20 +256,14 @@ class Call:
         if usage is None and observation.images is None and observation.units is None:
             usage = Usage()
             end = end if end != COMPLETED else "no_usage"
-        metadata: dict[str, Any] = {}
-        if attribution is not None and attribution.metadata:
-            metadata.update(attribution.metadata)
-        if billing.metadata:
-            metadata.update(billing.metadata)
+        own: dict[str, Any] = {}  # the tracker's keys, within the room kept for them
         if observation.response_id:
             response_id = observation.response_id
-            metadata["response_id"] = response_id if len(response_id) <= _MAX_RESPONSE_ID else \
+            own["response_id"] = response_id if len(response_id) <= _MAX_RESPONSE_ID else \
                 str(uuid.uuid5(RESPONSE_ID_NAMESPACE, response_id))
-        if usage is not None and usage.extra:
-            metadata.update(usage.extra)
         if end != COMPLETED:
-            metadata["partial"] = True
-            metadata["stream_end"] = end
+            own["partial"] = True
+            own["stream_end"] = end
         provider = observation.provider or billing.provider
         requested = self.request.get("model")
         model = observation.model or (requested if isinstance(requested, str) and requested else None) or "unknown"
@@ -280,22 +274,33 @@ class Call:
             "team_id": billing.team_id, "feature_id": billing.feature_id,
         }
         adjusted = ""
+        extra = dict(usage.extra) if usage is not None and usage.extra else {}
         if observation.images is not None:
             images = observation.images
             if usage is not None:
-                metadata.update(usage.as_metadata())
+                extra.update(usage.as_metadata())
             fields.update(event_type="IMAGE_GENERATION", provider=provider, model=model,
                           image_count=images.count, image_size=images.size, quality=images.quality)
         elif observation.units is not None:
             units = observation.units
-            metadata.update(provider=provider, model=model)
+            own.update(provider=provider, model=model)
             fields.update(event_type="CUSTOM", unit_type=units.unit_type, quantity=units.quantity)
         else:
             assert usage is not None
             counts, adjusted = usage.consistent()
             if adjusted:
-                metadata["usage_adjusted"] = adjusted
+                own["usage_adjusted"] = adjusted
             fields.update(event_type="TOKEN_USAGE", provider=provider, model=model, **counts)
+        if len(own) + len(extra) > TRACKER_METADATA_KEYS:  # many token kinds at once: one key holds them all
+            own["usage_details"] = extra
+        else:
+            own.update(extra)
+        metadata: dict[str, Any] = {}
+        if attribution is not None and attribution.metadata:
+            metadata.update(attribution.metadata)
+        if billing.metadata:
+            metadata.update(billing.metadata)
+        metadata.update(own)
         fields["metadata"] = metadata or None
         return fields, adjusted
 
