@@ -21,6 +21,11 @@ against what the chat path adds; the issue-11 goal is that no path adds more tha
 
 from __future__ import annotations
 
+import os
+
+# before anything imports litellm: else it downloads its price list at import (there is no network here)
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 import argparse
 import statistics
 import subprocess
@@ -110,9 +115,6 @@ def tracked_paths(tracker: Any, raw: Any, wrapped: Any, fake_url: str) -> list[B
     def speech(client: Any) -> None:
         client.audio.speech.create(model="tts-1", voice="alloy", input="Hello there, how are you?")
 
-    import os
-
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price list download at import
     import litellm
 
     wrapped_litellm = tracker.wrap(client=litellm, customer_id="cust_1")
@@ -142,6 +144,84 @@ def tracked_paths(tracker: Any, raw: Any, wrapped: Any, fake_url: str) -> list[B
         ("LangChain: ours vs no-op", lambda: chat_model.invoke("Hello!", config=no_op),
          lambda: chat_model.invoke("Hello!", config=config)),
     ]
+
+
+def isolated_paths(tracker: Any, raw: Any, wrapped: Any, fake_url: str, n: int = 10_000) -> None:
+    """The tracker's own caller-thread work per billed path, on real answers from the fake, without the HTTP
+    round trip: reading the answer, building, validating and queueing the event (LangChain: both callbacks)."""
+    import uuid
+
+    import litellm
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
+
+    from openmonetize.lib.llm import litellm as litellm_routes
+    from openmonetize.lib.llm import proxies, routes
+
+    billing = wrapped._self_recorder
+    openai_routes: Any = routes.OPENAI
+    route = {"model": "openai/gpt-4o", "api_base": fake_url + "/openai/v1", "api_key": "sk-fake", "messages": MESSAGES}
+    cases: list[tuple[str, Any, Any, dict[str, Any]]] = [
+        ("chat completion (reference)", routes.CHAT_CREATE,
+         raw.chat.completions.create(model="gpt-4o", messages=MESSAGES), {"model": "gpt-4o", "messages": MESSAGES}),
+        ("images.generate", openai_routes["images"]["generate"],
+         raw.images.generate(model="dall-e-3", prompt="a lighthouse", size="1024x1024", quality="hd"),
+         {"model": "dall-e-3", "prompt": "a lighthouse", "size": "1024x1024", "quality": "hd"}),
+        ("audio.transcriptions", openai_routes["audio"]["transcriptions"]["create"],
+         raw.audio.transcriptions.create(model="whisper-1", file=AUDIO), {"model": "whisper-1", "file": AUDIO}),
+        ("audio.speech", openai_routes["audio"]["speech"]["create"],
+         raw.audio.speech.create(model="tts-1", voice="alloy", input="Hello there"),
+         {"model": "tts-1", "voice": "alloy", "input": "Hello there"}),
+        ("LiteLLM completion", litellm_routes.ROUTES["completion"], litellm.completion(**route), route),
+    ]
+    print(f"\ntracker's own caller-thread work per billed path, isolated ({n} calls; thread CPU)")
+    chat = None
+    for name, method, response, request in cases:
+        def work(method: Any = method, response: Any = response, request: dict[str, Any] = request) -> None:
+            proxies._observe(response, method, request, False, billing.start(request))
+
+        cost = _thread_cpu(work, n)
+        chat = cost if chat is None else chat
+        print(f"{name:<28} {cost:>7.1f} us  ({cost / chat:.2f} x chat)", flush=True)
+
+    class Capture(BaseCallbackHandler):
+        """LangChain's real callback arguments, to replay into the tracker's handler."""
+
+        def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+            self.start = (serialized, messages, kwargs)
+
+        def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+            self.end = (response, kwargs)
+
+    capture = Capture()
+    chat_model = ChatOpenAI(model="gpt-4o", base_url=fake_url + "/openai/v1", api_key=SecretStr("sk-fake"),
+                            max_retries=0)
+    chat_model.invoke("Hello!", config={"callbacks": [capture]})
+    handler = tracker.langchain_handler(customer_id="cust_1")
+    serialized, messages, start_kwargs = capture.start
+    result, end_kwargs = capture.end
+    start_kwargs = {k: v for k, v in start_kwargs.items() if k != "run_id"}
+    end_kwargs = {k: v for k, v in end_kwargs.items() if k != "run_id"}
+
+    run_id = uuid.uuid4()  # LangChain makes a run id per call; that is LangChain's cost, not the handler's
+
+    def callbacks() -> None:
+        handler.on_chat_model_start(serialized, messages, run_id=run_id, **start_kwargs)
+        handler.on_llm_end(result, run_id=run_id, **end_kwargs)
+
+    cost = _thread_cpu(callbacks, n)
+    assert chat is not None
+    print(f"{'LangChain handler callbacks':<28} {cost:>7.1f} us  ({cost / chat:.2f} x chat)", flush=True)
+
+
+def _thread_cpu(work: Callable[[], object], n: int) -> float:
+    for _ in range(n // 10):
+        work()
+    started = time.thread_time()
+    for _ in range(n):
+        work()
+    return (time.thread_time() - started) / n * 1e6
 
 
 def isolated(raw: Any, wrapped: Any, n: int = 20_000) -> None:
@@ -231,6 +311,7 @@ def main() -> None:
         raw = openai.OpenAI(api_key="sk-fake", base_url=base_url, max_retries=0)
         wrapped = tracker.wrap(client=raw, customer_id="cust_1", metadata={"feature": "chat"})
         if args.paths_only:
+            isolated_paths(tracker, raw, wrapped, fake_url)
             caller_thread_cpu(tracked_paths(tracker, raw, wrapped, fake_url), args.rounds, args.calls)
             tracker.shutdown(30)
             return
@@ -251,6 +332,7 @@ def main() -> None:
         print("(baseline: the unwrapped client; compared: the wrapped one, or for streamed+usage the unwrapped one"
               " with stream_options.include_usage)")
         isolated(raw, wrapped)
+        isolated_paths(tracker, raw, wrapped, fake_url)
         caller_thread_cpu(tracked_paths(tracker, raw, wrapped, fake_url), args.rounds, args.calls)
         tracker.shutdown(30)
     finally:
