@@ -20,6 +20,7 @@ import json
 import mimetypes
 import os
 import re
+import sys
 import tempfile
 import uuid
 
@@ -94,7 +95,7 @@ class ApiClient:
             self.default_headers[header_name] = header_value
         self.cookie = cookie
         # Set default User-Agent.
-        self.user_agent = 'OpenAPI-Generator/0.1.0/python'
+        self.user_agent = 'openmonetize-python/0.1.0 python/{0}.{1}.{2}'.format(*sys.version_info[:3])
         self.client_side_validation = configuration.client_side_validation
 
     def __enter__(self):

@@ -100,7 +100,30 @@ class ApiKeyError(OpenApiException, KeyError):
         super(ApiKeyError, self).__init__(full_msg)
 
 
+# The first of these response headers present is the request's id (`ApiException.request_id`): the usual name,
+# its IETF-draft spelling, and AWS API Gateway's (a service deployed behind it answers with that one).
+REQUEST_ID_HEADERS = ("X-Request-Id", "Request-Id", "X-Amzn-RequestId")
+
+
+def request_id_of(headers) -> Optional[str]:
+    """The request id a response's headers carry (case-insensitive names), or None."""
+    if not headers:
+        return None
+    try:
+        lowered = {str(name).lower(): value for name, value in headers.items()}
+    except AttributeError:
+        return None
+    for name in REQUEST_ID_HEADERS:
+        value = lowered.get(name.lower())
+        if value and str(value).strip():
+            return str(value).strip()[:200]
+    return None
+
+
 class ApiException(OpenApiException):
+    """An answer other than the operation's success (``status``, ``reason``, ``headers``, ``body``, ``data``),
+    or no answer at all (the subclasses below). ``request_id`` is the service's id for the request (a
+    ``X-Request-Id``, ``Request-Id`` or ``X-Amzn-RequestId`` header), None when it sent none or never answered."""
 
     def __init__(
         self, 
@@ -117,6 +140,7 @@ class ApiException(OpenApiException):
         # openmonetize: typed Any, not Optional: `e.data.error` after checking `e.status` must type-check
         self.data: Any = data
         self.headers = None
+        self.request_id: Optional[str] = None
 
         if http_resp:
             if self.status is None:
@@ -129,6 +153,7 @@ class ApiException(OpenApiException):
                 except Exception:
                     pass
             self.headers = http_resp.headers
+            self.request_id = request_id_of(self.headers)
 
     @classmethod
     def from_response(
@@ -165,6 +190,8 @@ class ApiException(OpenApiException):
         """Custom error messages for exception"""
         error_message = "({0})\n"\
                         "Reason: {1}\n".format(self.status, self.reason)
+        if self.request_id:
+            error_message += "Request id: {0}\n".format(self.request_id)
         if self.headers:
             error_message += "HTTP response headers: {0}\n".format(
                 self.headers)
@@ -241,12 +268,14 @@ class InvalidResponseError(ApiException):
         super().__init__(status=status, reason=reason, data=data)
         self.headers = headers
         self.body = body
+        self.request_id = request_id_of(headers)
 
     def __str__(self):
         shown = self.body[:200]
         more = " ... ({0} bytes)".format(len(self.body)) if len(self.body) > 200 else ""
-        return "({0})\nReason: {1}\nHTTP response headers: {2}\nHTTP response body: {3!r}{4}\n".format(
-            self.status, self.reason, self.headers, shown, more)
+        request_id = "Request id: {0}\n".format(self.request_id) if self.request_id else ""
+        return "({0})\nReason: {1}\n{2}HTTP response headers: {3}\nHTTP response body: {4!r}{5}\n".format(
+            self.status, self.reason, request_id, self.headers, shown, more)
 
 
 def render_path(path_to_item):

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 import urllib3
 
-from openmonetize.exceptions import ApiException, ApiValueError
+from openmonetize.exceptions import ApiException, ApiValueError, request_id_of
 from openmonetize.lib import http_deadline
 
 logger = logging.getLogger(__name__)
@@ -350,4 +350,6 @@ class RESTClientObject:
         except http_deadline.TRANSPORT_ERRORS as e:
             raise scope.failure(e) from e
 
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s answered %s request_id=%s", method, url, r.status, request_id_of(r.headers))
         return RESTResponse(r, scope)

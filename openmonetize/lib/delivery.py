@@ -234,7 +234,8 @@ class Dispatcher:
         job.unconfirmed += 1
         if job.unconfirmed >= self.policy.max_unconfirmed:
             self._give_up(job.batch, "unconfirmed",
-                          f"{job.unconfirmed} answers did not account for them (last: {error.reason})", error.status)
+                          f"{job.unconfirmed} answers did not account for them (last: {error.reason})", error.status,
+                          request_id=error.request_id)
             return
         logger.warning("openmonetize: an answer did not account for %d events (%s); resending them",
                        len(job.batch), error.reason)
@@ -257,7 +258,7 @@ class Dispatcher:
             if len(job.batch) > 1 and not self.pauses:
                 self._isolate(job, error, status)
             elif len(job.batch) == 1 and self.last_accepted > job.forbidden_at:
-                self._give_up(job.batch, "rejected", _reason(error), status, _details(error))
+                self._give_up(job.batch, "rejected", _reason(error), status, _details(error), error.request_id)
             else:
                 self._pause(job, error, status, now, "the key was refused for every event tried (403)")
         else:
@@ -279,7 +280,7 @@ class Dispatcher:
 
     def _isolate(self, job: Job, error: ApiException, status: int) -> None:
         if len(job.batch) == 1:
-            self._give_up(job.batch, "rejected", _reason(error), status, _details(error))
+            self._give_up(job.batch, "rejected", _reason(error), status, _details(error), error.request_id)
             return
         if status == 413:
             # the size itself was the problem: smaller batches from now on (the service's limit stays)
@@ -295,16 +296,17 @@ class Dispatcher:
         self.waiting.append(job)
         reason = f"{why}; events are kept, delivery resumes by itself (next try in {pause:.0f}s): {_reason(error)}"
         if self.pauses == 1:
-            self.report(DeliveryFailure("paused", [], reason, status=status))
+            self.report(DeliveryFailure("paused", [], reason, status=status, request_id=error.request_id))
         else:
             logger.error("openmonetize: delivery still paused (HTTP %s, %d refusals in a row); next try in %.0fs",
                          status, self.pauses, pause)
 
     def _give_up(self, batch: Batch, kind: FailureKind, reason: str, status: int | None,
-                 details: list[dict[str, object]] | None = None) -> None:
+                 details: list[dict[str, object]] | None = None, request_id: str | None = None) -> None:
         """Resolve events that will not be delivered: kept in the spool's dead letters if there is one,
         and reported either way."""
-        failure = DeliveryFailure(kind, batch.events(), reason, status=status, details=list(details or []))
+        failure = DeliveryFailure(kind, batch.events(), reason, status=status, details=list(details or []),
+                                  request_id=request_id)
         if self.buffer.dead_letter(batch, failure):  # resolves them either way; True when the spool kept them
             failure = dataclasses.replace(failure, reason=f"{reason} (kept in the spool's dead letters)")
         self.stats.add(**{"rejected" if kind == "rejected" else "unconfirmed": len(batch)})

@@ -44,6 +44,9 @@ class DeliveryFailure:
     reason: str
     status: int | None = None
     details: list[dict[str, Any]] = field(default_factory=list)
+    # the service's id for the refusing answer (`ApiException.request_id`), to quote to support; None when the
+    # answer carried none, or the events were refused one by one in a 2xx (the answer's ids are not kept)
+    request_id: str | None = None
 
     @property
     def event_ids(self) -> list[str]:
@@ -51,6 +54,8 @@ class DeliveryFailure:
 
     def __str__(self) -> str:
         status = f" (HTTP {self.status})" if self.status else ""
+        if self.request_id:
+            status += f" [request {self.request_id}]"
         if self.kind in NOTICE_KINDS:
             return f"delivery {self.kind}{status}: {self.reason}"
         return f"{len(self.events)} event(s) {self.kind}{status}: {self.reason}"

@@ -18,7 +18,8 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from email.message import Message
 from http import HTTPStatus
@@ -31,7 +32,7 @@ from .loopback import LoopbackHTTPServer, LoopbackService, TrackedHandler
 from .spec import INGEST_PATH, IngestContract, Problem, load_contract
 from .store import EventStore, MemoryStore, SqliteStore, SummaryRow
 
-__all__ = ["LocalIngestServer"]
+__all__ = ["LocalIngestServer", "ReceivedRequest"]
 
 logger = logging.getLogger("openmonetize.testing")
 
@@ -40,6 +41,21 @@ _DRAIN_LIMIT = 64 * 1024 * 1024  # past this an oversized body is cut off, not r
 _LINE_LIMIT = 65536
 # Only text with such an escape can decode to a lone surrogate, which is not Unicode.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_KEPT_REQUESTS = 1000  # `received_requests` remembers this many: a long `openmonetize serve` stays small
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "cookie"})
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """A request as the server saw it: what a test asserts on (the client's User-Agent, the request id the
+    client's exception should carry). Credentials (``Authorization``, ``X-API-Key``, cookies) are recorded as
+    ``<redacted>``, never their value."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    status: int | None  # None: the connection was closed unanswered (`drop_next`)
+    request_id: str | None  # the X-Request-Id answered, None when none was
 
 
 @dataclass(frozen=True)
@@ -144,6 +160,8 @@ class LocalIngestServer(LoopbackService):
         self._rejected_customers: frozenset[str] = frozenset()
         self._rejected_status: int | None = None
         self._contract: IngestContract | None = None
+        self._request_seq = 0
+        self._received: deque[ReceivedRequest] = deque(maxlen=_KEPT_REQUESTS)
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -211,6 +229,14 @@ class LocalIngestServer(LoopbackService):
             return self._requests
 
     @property
+    def received_requests(self) -> list[ReceivedRequest]:
+        """The last 1000 requests answered (or dropped), oldest first, with the ``X-Request-Id`` each was
+        answered with: every answer carries one, ``req_1``, ``req_2``, ... in answer order, unless a
+        ``fail_next(headers=...)`` names its own (or ``""`` to send none)."""
+        with self._counter_lock:
+            return list(self._received)
+
+    @property
     def duplicates_received(self) -> int:
         """Events received again after they were stored: what a client sent more than once."""
         with self._counter_lock:
@@ -250,6 +276,8 @@ class LocalIngestServer(LoopbackService):
             self._requests = 0
             self._duplicates_received = 0
             self._gzip_requests = 0
+            self._request_seq = 0
+            self._received.clear()
 
     # -- fault injection (applied to the next requests in arrival order)
 
@@ -271,7 +299,9 @@ class LocalIngestServer(LoopbackService):
         nothing, truncated JSON) is given; a 204 or 304 sends no body. ``content_type`` replaces
         ``application/json`` (``""`` sends none); ``headers`` are added, and a ``Content-Length`` among
         them replaces the real one (the connection is closed after the answer, so a length longer than
-        the body is a connection cut mid-answer). ``retry_after`` adds a ``Retry-After`` header
+        the body is a connection cut mid-answer); an ``X-Request-Id`` among them replaces the server's own,
+        and a header given as ``""`` is not sent at all (``{"X-Request-Id": ""}``: an answer without one).
+        ``retry_after`` adds a ``Retry-After`` header
         (fractional seconds keep tests fast). With ``store`` the batch is first processed and stored as
         usual, so the client gets the planned answer for events the service kept (a resend is a
         duplicate): what a broken 2xx, or an error after the commit, looks like. Without it nothing is stored.
@@ -352,6 +382,18 @@ class LocalIngestServer(LoopbackService):
     def _count_request(self) -> None:
         with self._counter_lock:
             self._requests += 1
+
+    def _next_request_id(self) -> str:
+        with self._counter_lock:
+            self._request_seq += 1
+            return f"req_{self._request_seq}"
+
+    def _record(self, method: str, path: str, headers: Message | None, status: int | None,
+                request_id: str | None) -> None:
+        seen = {name: ("<redacted>" if name.lower() in _CREDENTIAL_HEADERS else value)
+                for name, value in (headers.items() if headers is not None else [])}
+        with self._counter_lock:
+            self._received.append(ReceivedRequest(method, path, seen, status, request_id))
 
     def _respond(self, method: str, target: str, headers: Message, raw: bytes) -> _Answer:
         fault = self._faults.take()
@@ -447,6 +489,20 @@ class LocalIngestServer(LoopbackService):
         if header_key is not None:
             presented.append(header_key.strip())
         return any(hmac.compare_digest(p.encode("utf-8"), self._key_bytes) for p in presented)
+
+
+def _with_request_id(answer: _Answer, next_id: Callable[[], str]) -> _Answer:
+    """The answer with the server's ``X-Request-Id``, unless it names its own (or none, as ``""``)."""
+    if any(name.lower() == "x-request-id" for name in answer.headers):
+        return answer
+    return replace(answer, headers={**answer.headers, "X-Request-Id": next_id()})
+
+
+def _request_id_of_answer(answer: _Answer) -> str | None:
+    for name, value in answer.headers.items():
+        if name.lower() == "x-request-id":
+            return value or None
+    return None
 
 
 def _planned(fault: Fault) -> _Answer:
@@ -600,9 +656,16 @@ class _Handler(TrackedHandler):
             remaining -= len(chunk)
 
     def _send(self, answer: _Answer) -> None:
+        app = self.server.app
+        # send_error may run before the request line was parsed: no command, path or headers yet
+        method, path = getattr(self, "command", None) or "", getattr(self, "path", "")
+        headers = getattr(self, "headers", None)
         if answer.body is None and answer.raw is None:
             self.close_connection = True
+            app._record(method, path, headers, None, None)
             return
+        answer = _with_request_id(answer, app._next_request_id)
+        app._record(method, path, headers, answer.status, _request_id_of_answer(answer))
         data = answer.raw if answer.raw is not None else json.dumps(answer.body).encode("utf-8")
         bodiless = answer.status in (204, 304)
         message = self._head(answer, len(data), bodiless)
@@ -627,6 +690,8 @@ class _Handler(TrackedHandler):
         if "content-length" in names:
             self.close_connection = True  # a planned length may not frame the body: never reuse this connection
         for name, value in answer.headers.items():
+            if value == "":
+                continue  # fail_next(headers={name: ""}): not sent
             lines.append(f"{name}: {value}")
             if name.lower() == "connection" and value.strip().lower() == "close":
                 self.close_connection = True
