@@ -4,9 +4,29 @@ Hand-written (protected by .openapi-generator-ignore); the dependency pins match
 client needs (see the generator's requirements.txt template).
 """
 
+import re
+import shutil
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).parent
+# One version: openapi-generator.yaml's packageVersion, which ./generate.sh writes into `__version__` (and the
+# User-Agent); read back from there so an sdist, which has no generator config, builds the same version.
+_VERSION = re.search(r'^__version__ = "([^"]+)"$', (HERE / "openmonetize" / "__init__.py").read_text(encoding="utf-8"),
+                     re.MULTILINE)
+if _VERSION is None:
+    raise SystemExit("setup.py: openmonetize/__init__.py has no __version__ (run ./generate.sh)")
+VERSION = _VERSION.group(1)
+
+# Documentation the wheel ships as package data under openmonetize/guides/ (`openmonetize docs [TOPIC]` reads
+# it): source path (glob) in this tree -> folder in the package. The sdist carries the sources (MANIFEST.in).
+SHIPPED_DOCS = {
+    "docs/guides/*.md": "guides",
+    "docs/[A-Z]*.md": "guides/reference",  # the generated reference pages (docs/README.md, their index, is not)
+    "BENCHMARKS.md": "guides",
+}
 
 RUNTIME = [
     "urllib3 >= 2.1.0, < 3.0.0",
@@ -51,6 +71,8 @@ EXTRAS["dev"] = EXTRAS["cli"] + EXTRAS["providers"] + EXTRAS["litellm"] + [
     "types-jsonschema",
     # Celery's prefork pool (a fork of multiprocessing): test/test_process_exit.py checks its children deliver
     "billiard >= 4.2",
+    # test/test_packaging.py builds the wheel offline with setuptools' backend (setuptools < 70.1 needs it)
+    "wheel >= 0.42",
 ] + EXTRAS["langchain"] + [
     # test/test_llm_langchain.py drives real LangChain chat models and a pydantic-ai agent against fake_llm
     "langchain-openai >= 1.0",
@@ -58,18 +80,96 @@ EXTRAS["dev"] = EXTRAS["cli"] + EXTRAS["providers"] + EXTRAS["litellm"] + [
     "pydantic-ai-slim[openai] >= 1.0",
 ]
 
+
+
+def shipped_docs() -> list[tuple[Path, str]]:
+    """(source file, its path inside the package) for every shipped page; BENCHMARKS.md as benchmarks.md."""
+    pages = []
+    for pattern, folder in SHIPPED_DOCS.items():
+        for source in sorted(HERE.glob(pattern)):
+            if source.name == "README.md":
+                continue
+            name = "benchmarks.md" if source.name == "BENCHMARKS.md" else source.name
+            pages.append((source, f"openmonetize/{folder}/{name}"))
+    return pages
+
+
+class BuildPyWithDocs(build_py):
+    """build_py, plus the shipped documentation copied into the built package."""
+
+    def run(self) -> None:
+        super().run()
+        for source, target in shipped_docs():
+            destination = Path(self.build_lib) / target
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, destination)
+
+
+# A link of the README to a file of this tree, as text naming where the installed package has it: the package
+# index shows the README without the tree, so a relative link there is broken.
+_LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
+_ELSEWHERE = {
+    "BENCHMARKS.md": "`openmonetize docs benchmarks`",
+    "docs/README.md": "`openmonetize docs`",
+    "openapi.yaml": "the package's `openmonetize/openapi.yaml`",
+}
+
+
+def _where_shipped(target: str) -> str | None:
+    guide = re.fullmatch(r"docs/guides/([a-z_-]+)\.md", target)
+    if guide and (HERE / target).exists():
+        return f"`openmonetize docs {guide.group(1)}`"
+    return _ELSEWHERE.get(target)
+
+
+def readme_for_the_index(text: str) -> str:
+    """The README with every relative link rewritten as text (absolute links and URLs stay); a relative link
+    to something not shipped fails the build instead of rendering broken."""
+
+    def rewrite(match: re.Match[str]) -> str:
+        image, label, target = match.groups()
+        if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:", target):
+            return match.group(0)  # https:, mailto:
+        where = _where_shipped(target.split("#", 1)[0])
+        if image or where is None:
+            raise SystemExit(f"setup.py: README.md links to {target!r}, which the package index cannot show: "
+                             "ship it (SHIPPED_DOCS, _ELSEWHERE) or link it absolutely")
+        return where if label.strip("`") == target else f"{label} ({where})"
+
+    return _LINK.sub(rewrite, text)
+
+
 setup(
     name="openmonetize",
-    version="0.1.0",
+    version=VERSION,
     description="Meter AI usage and send it, as typed events, to the OpenMonetize ingest API.",
-    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
+    long_description=readme_for_the_index((HERE / "README.md").read_text(encoding="utf-8")),
     long_description_content_type="text/markdown",
     license="MIT",
+    license_files=["LICENSE"],
+    # No project_urls: this SDK has no public repository or documentation site yet (the docs ship in the
+    # wheel: `openmonetize docs`). Add "Source", "Documentation" and "Issues" here once they exist.
+    classifiers=[
+        "Development Status :: 4 - Beta",
+        "Intended Audience :: Developers",
+        "License :: OSI Approved :: MIT License",
+        "Operating System :: OS Independent",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Topic :: Office/Business :: Financial :: Accounting",
+        "Topic :: Software Development :: Libraries :: Python Modules",
+        "Typing :: Typed",
+    ],
     python_requires=">= 3.10",
     packages=find_packages(include=["openmonetize", "openmonetize.*"]),
     package_data={"openmonetize": ["py.typed", "openapi.yaml"]},
     install_requires=RUNTIME,
     extras_require=EXTRAS,
+    cmdclass={"build_py": BuildPyWithDocs},
     entry_points={
         "console_scripts": ["openmonetize = openmonetize.cli:main"],
         "pytest11": ["openmonetize = openmonetize.testing.pytest_plugin"],

@@ -1,4 +1,4 @@
-"""The `openmonetize` command line: serve, demo, send, usage, spool (hand-written, like lib/).
+"""The `openmonetize` command line: serve, demo, send, usage, spool, docs (hand-written, like lib/).
 
 Its libraries (click, rich) come with the `cli` extra, so `import openmonetize` and a plain
 `pip install openmonetize` stay as small as they were. The console script is installed either way:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from openmonetize.cli.docs import docs
 from openmonetize.cli.send import send
 from openmonetize.cli.serve import serve
 from openmonetize.cli.spool import spool
@@ -17,7 +18,8 @@ def cli() -> None:
 
     The API key is read from OPENMONETIZE_API_KEY (or --api-key) and never printed (serve prints the dev
     key it generated or was given on its command line). Exit status: 0 ok, 1 partial failure (some events
-    invalid, refused or not delivered), 2 usage error; docs/guides/cli.md has the details.
+    invalid, refused or not delivered), 2 usage error. The guides ship with the package: `openmonetize docs`
+    lists them, `openmonetize docs cli` has this command's details.
     """
 
 
@@ -38,3 +40,4 @@ cli.add_command(serve)
 cli.add_command(send)
 cli.add_command(usage)
 cli.add_command(spool)
+cli.add_command(docs)
