@@ -4,6 +4,7 @@ exceptions and answer checks as `EventsApi.ingest`, the whole-request deadline, 
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -210,3 +211,12 @@ def test_importing_the_package_or_the_async_api_does_not_import_httpx():
     script = "import sys; import openmonetize; from openmonetize import AsyncEventsApi; print('httpx' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_readme_async_block_runs_verbatim(capsys):
+    from conftest import ROOT
+
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+               if "AsyncEventsApi" in b]
+    exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    assert capsys.readouterr().out.split() == ["1", "8"]
