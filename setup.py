@@ -54,9 +54,12 @@ EXTRAS["litellm"] = ["litellm >= 1.110"]
 # the `openmonetize` command: click and rich, plus the local server (`serve`, `demo`), so that every
 # command works after `pip install 'openmonetize[cli]'`; kept out of the runtime set, which services embed
 EXTRAS["cli"] = ["click >= 8.1", "rich >= 13"] + EXTRAS["testing"]
+# AsyncEventsApi / AsyncApiClient (openmonetize/lib/async_http.py): httpx, the HTTP stack of the openai and
+# anthropic SDKs, imported only when an AsyncApiClient is made
+EXTRAS["async"] = ["httpx >= 0.27"]
 # benchmarks only: the peer SDK bench/track.py compares against
 EXTRAS["bench"] = ["segment-analytics-python == 2.4.0"]
-EXTRAS["dev"] = EXTRAS["cli"] + EXTRAS["providers"] + EXTRAS["litellm"] + [
+EXTRAS["dev"] = EXTRAS["cli"] + EXTRAS["async"] + EXTRAS["providers"] + EXTRAS["litellm"] + [
     "pytest >= 8",
     "hypothesis >= 6.100",
     "schemathesis >= 4, < 5",

@@ -1,25 +1,38 @@
-"""events/s of `EventsApi.ingest` (1000-event batches of prebuilt events) against a floor, in one run.
+"""events/s of `EventsApi.ingest` and `AsyncEventsApi.ingest` (1000-event batches of prebuilt events) against
+floors, in one run.
 
-The floor posts the same events as `json.dumps` bytes with a bare urllib3 pool: what any client must at
-least pay. Both send to the same loopback sink (bench/sink.py, another process), alternating rounds.
+The sync floor posts the same events as `json.dumps` bytes with a bare urllib3 pool, the async floor with a
+bare `httpx.AsyncClient` (the library `AsyncEventsApi` runs on): what any client must at least pay. The
+concurrent row runs `--concurrency` async calls at once on one loop, against one sync caller. All send to
+the same loopback sink (bench/sink.py, another process), alternating rounds.
 
-    .venv/bin/python bench/ingest.py [--batches 200] [--rounds 5]
+    .venv/bin/python bench/ingest.py [--batches 200] [--rounds 5] [--concurrency 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import httpx
 import urllib3
 
-from openmonetize import ApiClient, CustomEvent, EventsApi, ImageGenerationEvent, TokenUsageEvent
+from openmonetize import (
+    ApiClient,
+    AsyncApiClient,
+    AsyncEventsApi,
+    CustomEvent,
+    EventsApi,
+    ImageGenerationEvent,
+    TokenUsageEvent,
+)
 from openmonetize.configuration import Configuration
 from openmonetize.models.event import Event
 from openmonetize.models.ingest_request import IngestRequest
@@ -50,10 +63,37 @@ def events_per_second(send: Callable[[], object], batches: int) -> float:
     return batches * BATCH / (time.perf_counter() - started)
 
 
+def async_events_per_second(
+    open_call: Callable[[], Awaitable[tuple[Callable[[], Awaitable[object]], Callable[[], Awaitable[None]]]]],
+    batches: int, concurrency: int = 1,
+) -> float:
+    """events/s of `batches` awaited calls, `concurrency` at a time on one fresh loop (client opened and warmed
+    outside the timing)."""
+
+    async def run() -> float:
+        call, close = await open_call()
+        try:
+            await call()
+            per_worker = max(1, batches // concurrency)
+
+            async def worker() -> None:
+                for _ in range(per_worker):
+                    await call()
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return per_worker * concurrency * BATCH / (time.perf_counter() - started)
+        finally:
+            await close()
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
 
     sink = subprocess.Popen([sys.executable, str(Path(__file__).with_name("sink.py"))], stdout=subprocess.PIPE,
@@ -89,19 +129,45 @@ def main() -> None:
             response = pool.request("POST", f"{url}/v1/events/ingest", body=body, headers=headers)
             return json.loads(response.data)
 
+        async def open_async_sdk() -> tuple[Callable[[], Awaitable[object]], Callable[[], Awaitable[None]]]:
+            client = AsyncApiClient(config)
+            async_api = AsyncEventsApi(client)
+
+            async def call() -> object:
+                return await async_api.ingest(events=events)
+
+            return call, client.close
+
+        async def open_async_floor() -> tuple[Callable[[], Awaitable[object]], Callable[[], Awaitable[None]]]:
+            client = httpx.AsyncClient(timeout=None, trust_env=False)
+
+            async def call() -> object:
+                body = json.dumps({"events": dicts}).encode()
+                response = await client.post(f"{url}/v1/events/ingest", content=body, headers=headers)
+                return json.loads(response.content)
+
+            return call, client.aclose
+
         assert sdk().accepted == 1000  # type: ignore[attr-defined]
         floor()
-        sdk_rates, floor_rates, walk_rates = [], [], []
+        rates: dict[str, list[float]] = {k: [] for k in ("floor", "sdk", "walk", "afloor", "async", "concurrent")}
         for _ in range(args.rounds):
-            floor_rates.append(events_per_second(floor, args.batches))
-            sdk_rates.append(events_per_second(sdk, args.batches))
-            walk_rates.append(events_per_second(generic_walk, max(1, args.batches // 5)))
-        sdk_rate, floor_rate = statistics.median(sdk_rates), statistics.median(floor_rates)
-        walk_rate = statistics.median(walk_rates)
+            rates["floor"].append(events_per_second(floor, args.batches))
+            rates["sdk"].append(events_per_second(sdk, args.batches))
+            rates["walk"].append(events_per_second(generic_walk, max(1, args.batches // 5)))
+            rates["afloor"].append(async_events_per_second(open_async_floor, args.batches))
+            rates["async"].append(async_events_per_second(open_async_sdk, args.batches))
+            rates["concurrent"].append(async_events_per_second(open_async_sdk, args.batches, args.concurrency))
+        m = {k: statistics.median(v) for k, v in rates.items()}
         print(f"batches of {BATCH}, {args.batches} batches x {args.rounds} rounds, median of rounds")
-        print(f"floor (json.dumps + urllib3)  : {floor_rate:>10,.0f} events/s")
-        print(f"EventsApi.ingest              : {sdk_rate:>10,.0f} events/s   ratio {sdk_rate / floor_rate:.2f}")
-        print(f"generic walk (stock client)   : {walk_rate:>10,.0f} events/s   ratio {walk_rate / floor_rate:.2f}")
+        print(f"floor (json.dumps + urllib3)  : {m['floor']:>10,.0f} events/s")
+        print(f"EventsApi.ingest              : {m['sdk']:>10,.0f} events/s   ratio {m['sdk'] / m['floor']:.2f}")
+        print(f"generic walk (stock client)   : {m['walk']:>10,.0f} events/s   ratio {m['walk'] / m['floor']:.2f}")
+        print(f"async floor (json.dumps+httpx): {m['afloor']:>10,.0f} events/s")
+        print(f"AsyncEventsApi.ingest         : {m['async']:>10,.0f} events/s   ratio {m['async'] / m['afloor']:.2f}"
+              f" of the async floor, {m['async'] / m['sdk']:.2f} of EventsApi.ingest")
+        print(f"AsyncEventsApi.ingest x{args.concurrency:<2} on one loop: {m['concurrent']:>6,.0f} events/s   "
+              f"{m['concurrent'] / m['sdk']:.2f} x one sync caller")
     finally:
         sink.terminate()
         sink.wait()

@@ -43,6 +43,8 @@ __all__ = [
     "SpoolError",
     "create_llm_tracker",
     "LLMTracker",
+    "AsyncEventsApi",
+    "AsyncApiClient",
 ]
 
 import typing as _typing
@@ -81,6 +83,8 @@ if _typing.TYPE_CHECKING:
     from openmonetize.lib.buffers import SpoolError as SpoolError
     from openmonetize.lib.llm import create_llm_tracker as create_llm_tracker
     from openmonetize.lib.llm import LLMTracker as LLMTracker
+    from openmonetize.api.events_api_async import AsyncEventsApi as AsyncEventsApi
+    from openmonetize.lib.async_http import AsyncApiClient as AsyncApiClient
 else:
     from importlib import import_module
 
@@ -110,6 +114,8 @@ else:
         "SpoolError": ".lib.buffers",
         "create_llm_tracker": ".lib.llm",
         "LLMTracker": ".lib.llm",
+        "AsyncEventsApi": ".api.events_api_async",
+        "AsyncApiClient": ".lib.async_http",
     }
 
     def __getattr__(name: str) -> object:

@@ -34,6 +34,7 @@ from openmonetize.api_response import ApiResponse, T as ApiResponseT
 import openmonetize.models
 from openmonetize import rest
 from openmonetize.lib import answers as _answers
+from openmonetize.lib import direct_retry as _direct_retry
 from openmonetize.exceptions import (
     ApiValueError,
     ApiException,
@@ -76,6 +77,8 @@ class ApiClient:
         'object': object,
     }
     _pool = None
+    # openmonetize: how direct calls resend (a client's own instance can replace it: tests inject its sleep)
+    retry = _direct_retry.DEFAULT
 
     def __init__(
         self,
@@ -276,19 +279,18 @@ class ApiClient:
         :return: RESTResponse
         """
 
-        try:
-            # perform request and return response
-            response_data = self.rest_client.request(
+        # openmonetize: transient failures are resent (Configuration.max_retries, openmonetize/lib/direct_retry.py);
+        # `body` was serialized once, so every attempt carries the same event ids
+        return self.retry.call(
+            lambda: self.rest_client.request(
                 method, url,
                 headers=header_params,
                 body=body, post_params=post_params,
                 _request_timeout=_request_timeout
-            )
-
-        except ApiException as e:
-            raise e
-
-        return response_data
+            ),
+            self.configuration.max_retries,
+            discard=rest.RESTResponse.read,
+        )
 
     def response_deserialize(
         self,

@@ -346,6 +346,12 @@ class Configuration:
         self.retries = retries
         """Retry configuration
         """
+        # openmonetize: direct calls resend transient failures themselves (openmonetize/lib/direct_retry.py)
+        self.max_retries = 2
+        """How many times a direct call (`EventsApi.ingest`, `AsyncEventsApi.ingest`) is resent after a
+        connection failure, a timeout, or a 408, 429 or 5xx answer, with backoff and `Retry-After`; 0: never.
+        Safe because event ids deduplicate. The background `OpenMonetize` client sets 0 (it retries itself).
+        """
         # Enable client side validation
         self.client_side_validation = client_side_validation
 

@@ -155,6 +155,9 @@ class RESTClientObject:
 
         if configuration.retries is not None:
             pool_args['retries'] = configuration.retries
+        else:
+            # openmonetize: no transport-level resends (Configuration.max_retries owns them); redirects as before
+            pool_args['retries'] = urllib3.util.Retry(total=3, connect=0, read=0, status=0, other=0)
 
         if configuration.tls_server_name:
             pool_args['server_hostname'] = configuration.tls_server_name

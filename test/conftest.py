@@ -25,5 +25,6 @@ def server() -> Iterator[LocalIngestServer]:
 def events_api(server: LocalIngestServer) -> Iterator[EventsApi]:
     config = Configuration(host=server.url)
     config.api_key["bearerAuth"] = API_KEY
+    config.max_retries = 0  # one attempt per call: tests of faults look at a single answer (test_direct_retry.py)
     with ApiClient(config) as client:
         yield EventsApi(client)

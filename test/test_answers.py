@@ -32,6 +32,7 @@ def api(server: LocalIngestServer) -> Iterator[EventsApi]:
     """The client as background delivery configures it: urllib3 retries nothing."""
     config = Configuration(host=server.url, access_token=API_KEY)
     config.retries = False
+    config.max_retries = 0
     with ApiClient(config) as client:
         yield EventsApi(client)
 

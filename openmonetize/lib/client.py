@@ -117,10 +117,11 @@ class OpenMonetize:
         self._flush_floor = 0  # failures of events before this seq were answered by an earlier flush()
 
     def _send(self) -> Send:
-        """One HTTP attempt per call: the worker alone decides retries (`retries=False`)."""
+        """One HTTP attempt per call: the worker alone decides retries (`retries=False`, `max_retries = 0`)."""
         config = Configuration(host=self.base_url, access_token=self._api_key)
         config.connection_pool_maxsize = self._settings.max_concurrent_requests
         config.retries = False
+        config.max_retries = 0
         api = EventsApi(ApiClient(config))
         timeout = self._settings.request_timeout
         headers = {"Content-Encoding": "gzip"} if self._settings.gzip else None

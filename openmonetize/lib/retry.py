@@ -1,6 +1,7 @@
-"""The one retry policy of background delivery: what an answer means for the events in it, and when to
-try again. The HTTP layer sends once per attempt; every pause and resend is decided here and applied by
-the dispatcher (`delivery.py`).
+"""The one retry policy of the SDK: what an answer means for the events in it, and when to try again.
+The HTTP layer sends once per attempt; every pause and resend is decided here and applied by the
+background dispatcher (`delivery.py`) or, for a direct `EventsApi.ingest` / `AsyncEventsApi.ingest`
+call, by `direct_retry.py` (`Configuration.max_retries`).
 
 Resending is safe because a resend carries the same event ids and the service deduplicates on them.
 """
@@ -40,6 +41,11 @@ def verdict(status: int) -> Verdict:
     return "pause"
 
 
+def transient(status: int) -> bool:
+    """Whether an answer (or `0`: none) is worth resending as it is: `verdict(status) == "retry"`."""
+    return verdict(status) == "retry"
+
+
 @dataclass
 class RetryPolicy:
     """Backoff for transient failures, pauses for key/account trouble, and the bound on answers that
@@ -57,6 +63,9 @@ class RetryPolicy:
     pause_cap: float = 300.0
     max_unconfirmed: int = 3  # 2xx answers that fail to account for an event before it is reported unconfirmed
     retry_after_max: float = 3600.0
+    # a direct call resends after a `Retry-After` up to this long; a longer one raises at once (the caller
+    # is waiting on the call: it decides what to do with the 429 / 503 and its `headers`)
+    direct_retry_after_max: float = 60.0
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def backoff(self, attempt: int) -> float:
@@ -85,3 +94,15 @@ class RetryPolicy:
                 return None
             seconds = when.timestamp() - (time.time() if now is None else now)
         return min(max(seconds, 0.0), self.retry_after_max)
+
+    def before_resend(self, attempt: int, headers: Mapping[str, Any] | None = None,
+                      now: float | None = None) -> float | None:
+        """Seconds a direct call waits before resending after its `attempt`-th transient failure (1-based).
+
+        The answer's `Retry-After` when it has one, else `backoff(attempt)`; None (do not resend) when
+        `Retry-After` asks for longer than `direct_retry_after_max`.
+        """
+        asked = self.retry_after(headers, now)
+        if asked is None:
+            return self.backoff(attempt)
+        return asked if asked <= self.direct_retry_after_max else None
