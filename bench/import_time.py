@@ -28,8 +28,8 @@ CASES = {
     "+ the seed's imports": f"{DEPENDENCIES}; {SEED_IMPORTS}",
     # schemas are built at first use: what the first event costs on top of the imports
     "+ imports, first event": f"{DEPENDENCIES}; {SEED_IMPORTS}; "
-                              "TokenUsageEvent(customer_id='c', feature_id='f', provider='OPENAI', model='m', input_tokens=1, "
-                              "output_tokens=1).model_dump_json()",
+                              "TokenUsageEvent(customer_id='c', feature_id='f', provider='OPENAI', model='m', "
+                              "input_tokens=1, output_tokens=1).model_dump_json()",
 }
 
 
