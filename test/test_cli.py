@@ -508,11 +508,17 @@ def test_send_bar_and_plain_line_show_the_acknowledged_share():
     assert "25% of the input acknowledged" in plain and "9,000 lines read" in plain
 
 
-def test_demo_runs_the_readme_tour():
-    result = run("demo")
+def test_demo_runs_the_readme_tour_its_counts_add_up_and_it_fits_100_columns():
+    result = run("demo", environ=env(COLUMNS="100", LINES="40"))
     assert result.returncode == 0, result.stderr
     assert "local ingest server listening on http://127.0.0.1:" in result.stdout
-    assert "3000/3000 arrived once each" in result.stdout
+    assert "3000/3000 arrived once each (flush ok: True)" in result.stdout
+    counts = re.search(r"(\d+) requests: (\d+) failed on purpose \(faults injected\), (\d+) retried", result.stdout)
+    assert counts, result.stdout
+    requests, faults, retries = map(int, counts.groups())
+    assert faults == retries > 0 and requests >= 30 + retries  # 3000 events in batches of at most 100
+    too_wide = [line for line in (result.stdout + result.stderr).splitlines() if len(line) > 100]
+    assert not too_wide, too_wide
 
 
 # -- spool --------------------------------------------------------------------------------------------------
