@@ -3,6 +3,7 @@ against `openmonetize serve` running as a subprocess too. No mocks, no timing th
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -15,7 +16,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +32,7 @@ from openmonetize.cli.jsonl import (
     parse_line,
     read_lines,
 )
+from openmonetize.cli.progress import Counts
 from openmonetize.lib.buffers import inspect_spool, read_spool
 from openmonetize.testing.store import SqliteStore, read_totals
 
@@ -344,6 +346,47 @@ def test_serve_prints_its_url_and_a_generated_or_given_key_but_masks_one_from_th
     assert f"********{KEY[-4:]} (from OPENMONETIZE_API_KEY)" in from_env.banner
     assert KEY not in stop_serve(from_env)
 
+
+def try_line(banner: str) -> str:
+    match = re.search(r"^  try:\s+(.+)$", banner, flags=re.M)
+    assert match, banner
+    return match.group(1)
+
+
+def run_as_typed(command: str, cwd: Path, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A shell line as a user pastes it, with the `openmonetize` of this venv first on PATH."""
+    path = f"{Path(OM).parent}{os.pathsep}{environ.get('PATH', '')}"
+    return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True,
+                          env={**environ, "PATH": path}, timeout=120)
+
+
+@pytest.mark.parametrize("key_args", [(), ("--api-key", "dev key; with $pace")], ids=["generated", "given"])
+def test_serve_try_line_runs_as_printed_with_the_key_it_needs(tmp_path, key_args):
+    (tmp_path / "events.jsonl").write_text(json.dumps(custom(1, "c")) + "\n")
+    served = start_serve(tmp_path / "u.db", *key_args, environ=env(OPENMONETIZE_API_KEY=""))
+    try:
+        command = try_line(served.banner)
+        assert "OPENMONETIZE_API_KEY=" in command and "openmonetize send events.jsonl" in command
+        no_key = {k: v for k, v in env().items() if k != "OPENMONETIZE_API_KEY"}  # nothing but the line's own
+        result = run_as_typed(command, tmp_path, no_key)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert summary(result.stdout)["sent"] == 1 and db_count(served.db) == 1
+    finally:
+        stop_serve(served)
+
+
+def test_serve_try_line_never_prints_a_key_from_the_environment(tmp_path):
+    (tmp_path / "events.jsonl").write_text(json.dumps(custom(1, "c")) + "\n")
+    served = start_serve(tmp_path / "u.db")  # OPENMONETIZE_API_KEY=KEY, the user's own
+    try:
+        command = try_line(served.banner)
+        assert KEY not in command and "OPENMONETIZE_API_KEY" not in command
+        result = run_as_typed(command, tmp_path, env())  # send reads the key from the environment, as serve did
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert db_count(served.db) == 1
+    finally:
+        assert KEY not in stop_serve(served)
+
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -382,11 +425,100 @@ def test_read_totals_groups_and_filters_by_instant(tmp_path):
         ("chat", 2), ("images", 1), ("pdf", 1), ("pdf", 1)]
 
 
-def test_demo_runs_the_readme_tour():
-    result = run("demo")
+def final_progress_line(stderr: str) -> str:
+    [line] = [line for line in stderr.splitlines() if line.startswith("sending: ")][-1:]
+    return line
+
+
+def test_send_progress_counts_new_and_duplicates_and_a_rerun_says_0_new(serve: Served, tmp_path):
+    source = tmp_path / "events.jsonl"
+    source.write_text("".join(json.dumps(custom(i, "c", metadata={"n": i})) + "\n" for i in range(2500)))
+    first = run("send", str(source), "--base-url", serve.url)
+    assert first.returncode == 0, first.stderr
+    assert final_progress_line(first.stderr).startswith("sending: 2,500 new, 0 duplicates")
+    assert "100% of the input acknowledged" in first.stderr
+    again = run("send", str(source), "--base-url", serve.url)
+    assert again.returncode == 0, again.stderr
+    line = final_progress_line(again.stderr)
+    assert line.startswith("sending: 0 new, 2,500 duplicates") and "100% of the input acknowledged" in line
+    assert "2,500 delivered" not in again.stderr
+    assert (summary(again.stdout)["sent"], summary(again.stdout)["duplicates"]) == (0, 2500)
+    dry = run("send", str(source), "--dry-run")
+    assert "reading: 2,500 lines checked" in dry.stderr and " new, " not in dry.stderr
+
+
+class Recorder:
+    """A progress reporter that keeps every snapshot it is shown (the command's own bar draws the same counts)."""
+
+    def __init__(self, on_update: Callable[[Counts], None]) -> None:
+        self.snapshots: list[Counts] = []
+        self.on_update = on_update
+
+    def update(self, counts: Counts) -> None:
+        self.snapshots.append(dataclasses.replace(counts))
+        self.on_update(counts)
+
+    def close(self, counts: Counts) -> None:
+        self.snapshots.append(dataclasses.replace(counts))
+
+
+def test_send_progress_is_what_the_service_acknowledged_not_what_was_read(tmp_path, monkeypatch, capsys):
+    # In process: the server refuses every request (503) until the reader, a window of events ahead, has to
+    # wait for room; only then is it let through. The progress shown must stay at 0 until then.
+    from openmonetize.cli import backfill
+    from openmonetize.cli.common import stderr_console
+    from openmonetize.testing import LocalIngestServer
+
+    lines = 15_000
+    source = tmp_path / "events.jsonl"
+    source.write_text("".join(json.dumps(custom(i, "c", metadata={"n": f"{i:06d}"})) + "\n" for i in range(lines)))
+    width = len(source.read_bytes()) // lines  # every line has the same length
+    with LocalIngestServer(api_key=KEY) as server:
+        server.fail_next(10**6, 503, retry_after=0.01)
+
+        def release_when_held(counts: Counts) -> None:
+            if counts.lines >= backfill.WINDOW - backfill.CHUNK and server.faults_injected and not server.events:
+                server.reset()  # drops the pending 503s: delivery goes through from now on
+
+        recorder = Recorder(release_when_held)
+        monkeypatch.setattr(backfill, "reporter", lambda *args, **kwargs: recorder)
+        code = backfill.run(str(source), server.url, KEY, tmp_path / "rejects.jsonl", "", 60.0, stderr_console())
+        assert code == 0 and len(server.events) == lines
+    held = [c for c in recorder.snapshots if c.lines >= backfill.WINDOW - backfill.CHUNK and c.delivered == 0]
+    assert held and all(c.acknowledged_bytes == 0 < c.bytes_read for c in held)
+    for counts in recorder.snapshots:  # never ahead of what the service answered for
+        assert counts.acknowledged_bytes <= width * (counts.delivered + counts.failed) <= counts.bytes_read
+    assert recorder.snapshots[-1].acknowledged_bytes == source.stat().st_size
+    assert (recorder.snapshots[-1].new, recorder.snapshots[-1].duplicates) == (lines, 0)
+
+
+def test_send_bar_and_plain_line_show_the_acknowledged_share():
+    from rich.console import Console
+
+    from openmonetize.cli.progress import LiveBar, PlainLines
+
+    counts = Counts(lines=9_000, bytes_read=900_000, acknowledged_bytes=300_000, new=1_000, duplicates=2_000)
+    out = io.StringIO()
+    bar = LiveBar(Console(file=out, force_terminal=True, width=80), 1_200_000, "sending", sending=True)
+    bar.close(counts)
+    drawn = out.getvalue()
+    assert " 25%" in drawn and "1,000 new, 2,000 duplicates" in drawn and "9,000" not in drawn
+    plain = PlainLines(Console(file=io.StringIO()), 1_200_000, "sending", sending=True).line(counts)
+    assert plain.startswith("sending: 1,000 new, 2,000 duplicates (")
+    assert "25% of the input acknowledged" in plain and "9,000 lines read" in plain
+
+
+def test_demo_runs_the_readme_tour_its_counts_add_up_and_it_fits_100_columns():
+    result = run("demo", environ=env(COLUMNS="100", LINES="40"))
     assert result.returncode == 0, result.stderr
     assert "local ingest server listening on http://127.0.0.1:" in result.stdout
-    assert "3000/3000 arrived once each" in result.stdout
+    assert "3000/3000 arrived once each (flush ok: True)" in result.stdout
+    counts = re.search(r"(\d+) requests: (\d+) failed on purpose \(faults injected\), (\d+) retried", result.stdout)
+    assert counts, result.stdout
+    requests, faults, retries = map(int, counts.groups())
+    assert faults == retries > 0 and requests >= 30 + retries  # 3000 events in batches of at most 100
+    too_wide = [line for line in (result.stdout + result.stderr).splitlines() if len(line) > 100]
+    assert not too_wide, too_wide
 
 
 # -- spool --------------------------------------------------------------------------------------------------

@@ -10,8 +10,10 @@
 """  # noqa: E501
 
 
+from __future__ import annotations
+
 import warnings
-from pydantic import validate_call, Field, StrictFloat, StrictStr, StrictInt
+from pydantic import ConfigDict, validate_call as _pydantic_validate_call, Field, StrictFloat, StrictStr, StrictInt
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from typing_extensions import Annotated
 
@@ -28,6 +30,8 @@ from openmonetize.lib.answers import check_ingest_response
 from openmonetize.api_client import ApiClient, RequestSerialized
 from openmonetize.api_response import ApiResponse
 from openmonetize.rest import RESTResponseType
+
+validate_call = _pydantic_validate_call(config=ConfigDict(defer_build=True))
 
 
 class EventsApi:

@@ -10,7 +10,9 @@
 """  # noqa: E501
 
 
-from pydantic import validate_call, Field, StrictFloat, StrictStr, StrictInt
+from __future__ import annotations
+
+from pydantic import ConfigDict, validate_call as _pydantic_validate_call, Field, StrictFloat, StrictStr, StrictInt
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from typing_extensions import Annotated
 
@@ -23,6 +25,9 @@ from openmonetize.lib.answers import check_ingest_response
 from openmonetize.api.events_api import EventsApi
 from openmonetize.api_response import ApiResponse
 from openmonetize.lib.async_http import AsyncApiClient
+
+
+validate_call = _pydantic_validate_call(config=ConfigDict(defer_build=True))
 
 
 class AsyncEventsApi:

@@ -10,6 +10,7 @@ queue is where the client would drop events).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import math
@@ -81,6 +82,9 @@ class Sender:
         self._lines_of: dict[str, int] = {}  # event id -> line number, of the events tracked last
         self._resolved = 0
         self._progress_at = time.monotonic()
+        # (valid lines tracked, input offset) every CHUNK valid lines: the service has answered for the input
+        # up to the offset of the last mark it has answered for (batches go out in order)
+        self._marks: collections.deque[tuple[int, int]] = collections.deque()
 
     def on_error(self, failure: DeliveryFailure) -> None:
         """The delivery client's report (on its thread): handled on the main thread, in `_absorb`."""
@@ -101,12 +105,15 @@ class Sender:
                 continue
             self.valid += 1
             if om is None:
+                counts.acknowledged_bytes = position  # checked is all a dry run does
                 if self.valid % CHUNK == 0:
                     report.update(counts)
                 continue
             if self.valid % CHUNK == 1:
                 self._wait_for_room(report)
             lines_of[om.track(event)] = number  # type: ignore[arg-type]
+            if self.valid % CHUNK == 0:
+                self._marks.append((self.valid, position))
             if len(lines_of) > 2 * WINDOW:  # keep the newest half: the unconfirmed events are among them
                 recent = list(lines_of.items())[-WINDOW:]
                 lines_of.clear()
@@ -162,8 +169,10 @@ class Sender:
         if resolved != self._resolved:
             self._resolved = resolved
             self._progress_at = now
-        self.counts.delivered = stats["sent"] + stats["duplicates"]
+        self.counts.new = stats["sent"]
+        self.counts.duplicates = stats["duplicates"]
         self.counts.failed = stats["rejected"]
+        self._acknowledge(resolved)
         if self.key_refused:
             raise _GiveUp("the service refused the API key (401): check OPENMONETIZE_API_KEY")
         if self.paused:
@@ -171,6 +180,16 @@ class Sender:
         if stats["queued"] and now - self._progress_at > self.timeout:
             raise _GiveUp(f"the service confirmed nothing for {self.timeout:g} s")
         return stats["queued"]
+
+    def _acknowledge(self, resolved: int) -> None:
+        """Moves `acknowledged_bytes` up to the input the service has answered for (`resolved` events)."""
+        counts, marks = self.counts, self._marks
+        if resolved >= self.valid:  # every line read so far, invalid ones included, is settled
+            counts.acknowledged_bytes = counts.bytes_read
+            marks.clear()
+            return
+        while marks and marks[0][0] <= resolved:
+            counts.acknowledged_bytes = marks.popleft()[1]
 
     def _refused(self, failure: DeliveryFailure) -> None:
         for event in failure.events:
@@ -198,7 +217,7 @@ def run(source: str, base_url: str, key: str | None, rejects_path: Path, namespa
     gave_up: str | None = None
     with contextlib.ExitStack() as stack, interruptible():
         stream = sys.stdin.buffer if source == "-" else stack.enter_context(open(source, "rb"))
-        report = reporter(console, _size(stream), "reading" if om is None else "sending")
+        report = reporter(console, _size(stream), "reading" if om is None else "sending", sending=om is not None)
         try:
             try:
                 sender.read(stream, report)

@@ -26,13 +26,26 @@ PLAIN_INTERVAL = 5.0
 
 @dataclass
 class Counts:
-    """Where a `send` stands; `bytes_read` drives the ETA (a file's size is known, its line count is not)."""
+    """Where a `send` stands.
+
+    The bar and the ETA follow `acknowledged_bytes`: the share of the input the service has answered for
+    (a file's size is known, its line count is not), not what was read, which runs ahead by up to a
+    window of unconfirmed events. `new` and `duplicates` are kept apart so that a re-run of a delivered
+    file reads "0 new, N duplicates".
+    """
 
     lines: int = 0
     bytes_read: int = 0
-    delivered: int = 0
+    acknowledged_bytes: int = 0
+    new: int = 0
+    duplicates: int = 0
     invalid: int = 0
     failed: int = 0
+
+    @property
+    def delivered(self) -> int:
+        """Events the service confirmed (new or already known)."""
+        return self.new + self.duplicates
 
 
 class Reporter(Protocol):
@@ -40,37 +53,47 @@ class Reporter(Protocol):
     def close(self, counts: Counts) -> None: ...
 
 
-def reporter(console: Console, total_bytes: int | None, label: str) -> Reporter:
-    return LiveBar(console, total_bytes, label) if console.is_terminal else PlainLines(console, total_bytes, label)
+def reporter(console: Console, total_bytes: int | None, label: str, sending: bool = True) -> Reporter:
+    """`sending=False` (--dry-run): progress is what was validated, and nothing is new or a duplicate."""
+    kind = LiveBar if console.is_terminal else PlainLines
+    return kind(console, total_bytes, label, sending)
 
 
-def _rate(lines: int, started: float) -> float:
+def _rate(count: int, started: float) -> float:
     elapsed = time.monotonic() - started
-    return lines / elapsed if elapsed > 0 else 0.0
+    return count / elapsed if elapsed > 0 else 0.0
+
+
+def outcome(counts: Counts, sending: bool, rate: float) -> str:
+    """What the service answered so far ("0 new, 3,000 duplicates" for a re-run), or what was validated."""
+    if not sending:
+        return f"{counts.lines:,} lines checked ({rate:,.0f}/s)"
+    return f"{counts.new:,} new, {counts.duplicates:,} duplicates ({rate:,.0f}/s)"
 
 
 class LiveBar:
-    """One line that fits 80 columns: bar, share of the input read, lines, delivery rate, ETA."""
+    """One line that fits 80 columns: the share of the input acknowledged, new and duplicates, rate, ETA."""
 
-    def __init__(self, console: Console, total_bytes: int | None, label: str) -> None:
+    def __init__(self, console: Console, total_bytes: int | None, label: str, sending: bool) -> None:
         self.started = time.monotonic()
+        self.sending = sending
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(bar_width=16),
+            BarColumn(bar_width=12),
             TaskProgressColumn(),
-            TextColumn("{task.fields[lines]:,} lines, {task.fields[delivered]:,} delivered"
-                       " ({task.fields[rate]:,.0f}/s)"),
+            TextColumn("{task.fields[outcome]}"),
             TextColumn("ETA"),
             TimeRemainingColumn(compact=True),
             console=console,
             transient=False,
         )
-        self.task: TaskID = self.progress.add_task(label, total=total_bytes, lines=0, rate=0.0, delivered=0)
+        self.task: TaskID = self.progress.add_task(label, total=total_bytes, outcome=outcome(Counts(), sending, 0.0))
         self.progress.start()
 
     def update(self, counts: Counts) -> None:
-        self.progress.update(self.task, completed=counts.bytes_read, lines=counts.lines, delivered=counts.delivered,
-                             rate=_rate(counts.delivered or counts.lines, self.started))
+        done = counts.delivered if self.sending else counts.lines
+        self.progress.update(self.task, completed=counts.acknowledged_bytes,
+                             outcome=outcome(counts, self.sending, _rate(done, self.started)))
 
     def close(self, counts: Counts) -> None:
         self.update(counts)
@@ -78,10 +101,11 @@ class LiveBar:
 
 
 class PlainLines:
-    def __init__(self, console: Console, total_bytes: int | None, label: str) -> None:
+    def __init__(self, console: Console, total_bytes: int | None, label: str, sending: bool) -> None:
         self.console = console
         self.total = total_bytes
         self.label = label
+        self.sending = sending
         self.started = self.last = time.monotonic()
 
     def update(self, counts: Counts) -> None:
@@ -97,10 +121,13 @@ class PlainLines:
         elapsed = time.monotonic() - self.started
         share = eta = ""
         if self.total:
-            share = f" ({min(counts.bytes_read / self.total, 1.0):.0%})"
-            if counts.bytes_read and counts.bytes_read < self.total:
-                left = elapsed * (self.total - counts.bytes_read) / counts.bytes_read
+            done = counts.acknowledged_bytes
+            share = f", {min(done / self.total, 1.0):.0%} of the input {'acknowledged' if self.sending else 'checked'}"
+            if done and done < self.total:
+                left = elapsed * (self.total - done) / done
                 eta = f", ETA {timedelta(seconds=round(left))}"
-        rate = _rate(counts.delivered or counts.lines, self.started)
-        return (f"{self.label}: {counts.lines:,} lines read{share}, {counts.delivered:,} delivered ({rate:,.0f}/s),"
-                f" {counts.invalid:,} invalid{eta}")
+        rate = _rate(counts.delivered if self.sending else counts.lines, self.started)
+        refused = f", {counts.failed:,} refused" if counts.failed else ""
+        read = f", {counts.lines:,} lines read" if self.sending else ""
+        invalid = f", {counts.invalid:,} invalid"
+        return f"{self.label}: {outcome(counts, self.sending, rate)}{share}{refused}{invalid}{read}{eta}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import secrets
+import shlex
 import signal
 import threading
 import types
@@ -47,6 +48,7 @@ def serve(db_path: Path, port: int, host: str, api_key: str | None) -> None:
         from_env = click.get_current_context().get_parameter_source("api_key") == click.core.ParameterSource.ENVIRONMENT
         shown, origin = (mask(api_key), "from OPENMONETIZE_API_KEY") if from_env else (api_key, "from --api-key")
     else:
+        from_env = False
         api_key = "om_dev_" + secrets.token_urlsafe(18)
         shown, origin = api_key, "generated"
 
@@ -70,10 +72,17 @@ def serve(db_path: Path, port: int, host: str, api_key: str | None) -> None:
         click.echo(f"openmonetize local ingest server listening on {server.url}")
         click.echo(f"  API key:  {shown} ({origin})")
         click.echo(f"  database: {db_path.resolve()}")
-        click.echo(f"  try:      OPENMONETIZE_BASE_URL={server.url} openmonetize send events.jsonl")
+        click.echo(f"  try:      {try_command(server.url, None if from_env else api_key)}")
         click.echo("Ctrl-C to stop.")
         while not stop.wait(0.5):
             pass
     finally:
         server.stop()
     click.echo(f"stopped after {server.request_count:,} requests; events are kept in {db_path}")
+
+
+def try_command(url: str, key: str | None) -> str:
+    """A command that works as printed: with this server's key, unless the key is the caller's own secret
+    from OPENMONETIZE_API_KEY (then `send` reads it from there, and it is never printed)."""
+    key_part = "" if key is None else f"OPENMONETIZE_API_KEY={shlex.quote(key)} "
+    return f"{key_part}OPENMONETIZE_BASE_URL={shlex.quote(url)} openmonetize send events.jsonl"

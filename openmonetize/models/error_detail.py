@@ -36,6 +36,7 @@ class ErrorDetail(BaseModel):
     __properties: ClassVar[List[str]] = ["path", "message"]
 
     model_config = ConfigDict(
+        defer_build=True,
         validate_by_name=True,
         validate_by_alias=True,
         validate_assignment=True,

@@ -38,6 +38,7 @@ class ErrorResponse(BaseModel):
     __properties: ClassVar[List[str]] = ["error", "message", "details"]
 
     model_config = ConfigDict(
+        defer_build=True,
         validate_by_name=True,
         validate_by_alias=True,
         validate_assignment=True,

@@ -39,6 +39,7 @@ class IngestEventError(BaseModel):
     __properties: ClassVar[List[str]] = ["index", "event_id", "code", "message"]
 
     model_config = ConfigDict(
+        defer_build=True,
         validate_by_name=True,
         validate_by_alias=True,
         validate_assignment=True,

@@ -50,6 +50,7 @@ class IngestRequest(BaseModel):
         return data
 
     model_config = ConfigDict(
+        defer_build=True,
         validate_by_name=True,
         validate_by_alias=True,
         validate_assignment=True,

@@ -41,6 +41,7 @@ class IngestResponse(BaseModel):
     __properties: ClassVar[List[str]] = ["accepted", "duplicates", "rejected", "batch_id", "errors"]
 
     model_config = ConfigDict(
+        defer_build=True,
         validate_by_name=True,
         validate_by_alias=True,
         validate_assignment=True,
