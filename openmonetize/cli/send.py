@@ -42,7 +42,7 @@ def send(source: str, base_url: str, api_key: str | None, rejects_path: Path | N
          timeout: float, dry_run: bool) -> None:
     """Send usage events from a JSON lines file (or - for stdin).
 
-    One event per line, in the ingest API's wire format (see docs/guides/cli.md); event_id may be
+    One event per line, in the ingest API's wire format (see `openmonetize docs cli`); event_id may be
     omitted: a stable one is derived from the line's number and content, so running the same file again
     (after an interruption, say) sends only what did not arrive and never bills a line twice. Invalid
     lines are reported with their number and reason, written to the rejects file, and not sent.
