@@ -54,11 +54,11 @@ EXTRAS["litellm"] = ["litellm >= 1.110"]
 # the `openmonetize` command: click and rich, plus the local server (`serve`, `demo`), so that every
 # command works after `pip install 'openmonetize[cli]'`; kept out of the runtime set, which services embed
 EXTRAS["cli"] = ["click >= 8.1", "rich >= 13"] + EXTRAS["testing"]
-# AsyncEventsApi / AsyncApiClient (openmonetize/lib/async_http.py): httpx, the HTTP stack of the openai and
-# anthropic SDKs, imported only when an AsyncApiClient is made
-EXTRAS["async"] = ["httpx >= 0.27"]
+# AsyncEventsApi / AsyncApiClient (openmonetize/lib/async_http.py): aiohttp (measured faster than httpx over
+# loopback, see that module), imported only when an AsyncApiClient is made
+EXTRAS["async"] = ["aiohttp >= 3.9"]
 # benchmarks only: the peer SDK bench/track.py compares against
-EXTRAS["bench"] = ["segment-analytics-python == 2.4.0"]
+EXTRAS["bench"] = ["segment-analytics-python == 2.4.0", "httpx >= 0.27"]  # httpx: the floor row of the old stack
 EXTRAS["dev"] = EXTRAS["cli"] + EXTRAS["async"] + EXTRAS["providers"] + EXTRAS["litellm"] + [
     "pytest >= 8",
     "hypothesis >= 6.100",

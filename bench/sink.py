@@ -52,9 +52,15 @@ class Sink(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: when more clients connect at once (the concurrent rows open 8), the
+    # kernel drops the extra SYNs and the client resends them after 1 s, a stall that swamped whole rounds
+    request_queue_size = 128
+
+
 def main() -> None:
     port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 0
-    server = ThreadingHTTPServer(("127.0.0.1", port), Sink)
+    server = Server(("127.0.0.1", port), Sink)
     print(server.server_address[1], flush=True)
     server.serve_forever()
 

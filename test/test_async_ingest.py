@@ -202,13 +202,22 @@ def test_the_default_client_and_the_api_as_context_manager(server):
     assert asyncio.run(main()) == 1
 
 
+def test_a_client_belongs_to_the_loop_it_first_sends_on(server):
+    config = Configuration(host=server.url, access_token=API_KEY)
+    client = AsyncApiClient(config)
+    assert asyncio.run(AsyncEventsApi(client).ingest(events=[event()])).accepted == 1
+    with pytest.raises(RuntimeError, match="another event loop"):
+        asyncio.run(AsyncEventsApi(client).ingest(events=[event(1)]))
+    assert server.request_count == 1
+
+
 def test_async_client_refuses_a_plain_with():
     with pytest.raises(TypeError, match="async with"), AsyncApiClient(Configuration()):
         pass
 
 
-def test_importing_the_package_or_the_async_api_does_not_import_httpx():
-    script = "import sys; import openmonetize; from openmonetize import AsyncEventsApi; print('httpx' in sys.modules)"
+def test_importing_the_package_or_the_async_api_does_not_import_aiohttp():
+    script = "import sys; import openmonetize; from openmonetize import AsyncEventsApi; print('aiohttp' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -3,6 +3,7 @@ every `ApiException`, in its text, in the debug log and on `DeliveryFailure`, ov
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import platform
 import re
@@ -12,7 +13,8 @@ import pytest
 from conftest import API_KEY
 
 import openmonetize
-from openmonetize import OpenMonetize, TokenUsageEvent
+from openmonetize import AsyncApiClient, AsyncEventsApi, OpenMonetize, TokenUsageEvent
+from openmonetize.configuration import Configuration
 from openmonetize.exceptions import (
     ApiConnectionError,
     ApiException,
@@ -51,6 +53,19 @@ def test_the_background_client_sends_the_same_user_agent(server):
         om.shutdown(10)
     assert server.received_requests
     assert {r.headers["User-Agent"] for r in server.received_requests} == {USER_AGENT}
+
+
+def test_the_async_api_sends_the_same_user_agent_not_aiohttps(server):
+    """aiohttp adds its own User-Agent unless the request has one: ours must be the one the server sees."""
+
+    async def main() -> None:
+        async with AsyncApiClient(Configuration(host=server.url, access_token=API_KEY)) as client:
+            await AsyncEventsApi(client).ingest(events=[event()])
+
+    asyncio.run(main())
+    [request] = server.received_requests
+    assert request.headers["User-Agent"] == USER_AGENT
+    assert request.headers["Authorization"] == "<redacted>"
 
 
 def test_every_answer_of_the_local_server_carries_a_sequential_request_id(events_api, server):

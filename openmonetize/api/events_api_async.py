@@ -32,7 +32,7 @@ validate_call = _pydantic_validate_call(config=ConfigDict(defer_build=True))
 
 class AsyncEventsApi:
     """The asyncio twin of :class:`EventsApi`: every method is awaited, with the same arguments,
-    validation, request body, exceptions and answer checks. Needs the `async` extra (httpx).
+    validation, request body, exceptions and answer checks. Needs the `async` extra (aiohttp).
 
     Generated from templates/api_async.mustache. Do not edit the class manually.
     """

@@ -28,6 +28,9 @@ class LoopbackHTTPServer(ThreadingHTTPServer, Generic[AppT]):
     """Threaded HTTP server that knows its open connections; `app` is what the handlers serve."""
 
     daemon_threads = True  # a forgotten server never blocks interpreter exit
+    # socketserver listens with a backlog of 5: more clients connecting at once (concurrent async calls, the
+    # background client's senders) had connection attempts dropped by the kernel and retried a second later
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], app: AppT) -> None:
         self.app = app
