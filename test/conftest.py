@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import pytest
 from openmonetize import ApiClient, EventsApi
 from openmonetize.configuration import Configuration
 from openmonetize.testing import LocalIngestServer
+
+# whichever test imports litellm first (test_llm_litellm.py, the LLM guide's example), it never downloads its
+# price list: nothing in the tests may reach the network
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk_test_0123456789abcdef"
