@@ -113,13 +113,13 @@ def tokens(event: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def chat_openai(fake: FakeLLMServer, provider: str = "openai", **kwargs: Any) -> ChatOpenAI:
-    return ChatOpenAI(model="gpt-4o", base_url=fake.base_url(provider), api_key="sk-fake",  # type: ignore[arg-type]
+    return ChatOpenAI(model="gpt-4o", base_url=fake.base_url(provider), api_key="sk-fake",
                       max_retries=0, **kwargs)
 
 
 def chat_anthropic(fake: FakeLLMServer) -> ChatAnthropic:
-    return ChatAnthropic(model="claude-haiku-4-5", base_url=fake.base_url("anthropic"),  # type: ignore[call-arg]
-                         api_key="sk-ant-fake", max_retries=0)  # type: ignore[arg-type]
+    return ChatAnthropic(model="claude-haiku-4-5", base_url=fake.base_url("anthropic"),
+                         api_key="sk-ant-fake", max_retries=0)
 
 
 def text(chunks: list[Any]) -> str:
