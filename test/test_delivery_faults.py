@@ -73,7 +73,9 @@ def test_a_refused_key_pauses_delivery_and_loses_nothing(server, failures, tmp_p
     # a key being rotated: every request refused for a while (a 403 also while the batch is split), then
     # accepted again
     server.fail_next(30, status=status)
-    om = client(server, failures, spool_dir=tmp_path if spool else None, flush_interval=10)
+    # pauses of at most 0.1 s: 30 refusals are an episode of many pauses without seconds of waiting
+    short_pauses = RetryPolicy(base=0.02, cap=0.2, pause_base=0.05, pause_cap=0.1)
+    om = client(server, failures, spool_dir=tmp_path if spool else None, flush_interval=10, retry_policy=short_pauses)
     ids = {track(om, i=i) for i in range(300)}
     assert om.flush(60) is True
     assert server.event_ids == ids and server.duplicates_received == 0
