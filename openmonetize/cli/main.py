@@ -28,7 +28,7 @@ def demo() -> None:
     """A tour with no account and no network: a local server, events sent, retried, deduplicated, summed."""
     try:
         import openmonetize.testing.server  # noqa: F401  (the demo's server: its dependencies come with the extra)
-        from openmonetize.lib.demo import main
+        from openmonetize.cli.demo import main
     except ImportError as exc:
         raise click.ClickException(
             f"demo needs the local server's dependencies ({exc.name} is missing): pip install 'openmonetize[cli]'"

@@ -19,7 +19,6 @@ Everything outside `openmonetize/lib/`, `openmonetize/cli/` and `openmonetize/te
 - `exit_hooks`: delivery when a process ends without atexit: multiprocessing and billiard children, SIGTERM.
 - `llm/`: automatic LLM usage tracking (`create_llm_tracker`): proxies around provider clients.
 - `strict_json`: JSON decoding that refuses NaN and Infinity (the local server, `openmonetize send`).
-- `demo`: `openmonetize demo` (or `python -m openmonetize.lib.demo`).
 
 The command line (`openmonetize/cli/`, hand-written too) builds on these.
 """

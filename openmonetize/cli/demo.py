@@ -1,4 +1,4 @@
-"""A tour of the SDK with no account and no network: `openmonetize demo` (or `python -m openmonetize.lib.demo`).
+"""A tour of the SDK with no account and no network: `openmonetize demo` (or `python -m openmonetize.cli.demo`).
 
 Starts the embedded LocalIngestServer on loopback, sends the SDK guide's three events with
 `EventsApi.ingest`, then a mixed batch, and prints what the server accepted, per customer.
