@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the client (openmonetize/ minus lib/ and testing/, docs/*.md) from openapi.yaml.
+# Regenerates the client (openmonetize/ minus the hand-written packages .openapi-generator-ignore lists,
+# docs/*.md) from openapi.yaml.
 # This is the only way generated files change; CI runs it and fails on any difference.
 set -euo pipefail
 cd "$(dirname "$0")"

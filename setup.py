@@ -76,6 +76,8 @@ EXTRAS["dev"] = EXTRAS["cli"] + EXTRAS["async"] + EXTRAS["providers"] + EXTRAS["
     "billiard >= 4.2",
     # test/test_packaging.py builds the wheel offline with setuptools' backend (setuptools < 70.1 needs it)
     "wheel >= 0.42",
+    # test/test_layout.py reads pyproject.toml on Python 3.10 (tomllib from 3.11); mypy checks that branch too
+    "tomli >= 2",
 ] + EXTRAS["langchain"] + [
     # test/test_llm_langchain.py drives real LangChain chat models and a pydantic-ai agent against fake_llm
     "langchain-openai >= 1.0",
