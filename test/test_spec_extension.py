@@ -152,6 +152,10 @@ DRIVER = textwrap.dedent('''
         assert set(got) == {"v-model", "v-union", "v-send", "v-track", "v-track-dict"}, sorted(got)
         assert all(event["event_type"] == "VIDEO_GENERATION" for event in got.values())
         assert got["v-send"]["resolution"] == "1920x1080" and got["v-model"]["duration_seconds"] == 8.5
+        # summaries group it like any event (counted per customer, feature, model); they total only the
+        # token, image and quantity columns they know, so duration_seconds is stored but not totalled
+        [row] = server.summary()
+        assert (row["customer_id"], row["model"], row["events"]) == ("cust_v", "sora-2", 5), row
     print("ok")
 ''')
 
