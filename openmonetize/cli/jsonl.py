@@ -19,11 +19,10 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from openmonetize.lib import strict_json
-from openmonetize.models.custom_event import CustomEvent
-from openmonetize.models.image_generation_event import ImageGenerationEvent
-from openmonetize.models.token_usage_event import TokenUsageEvent
+from openmonetize.lib.event_types import MODELS_BY_TYPE
+from openmonetize.models.event import Event
 
-EventModel = TokenUsageEvent | ImageGenerationEvent | CustomEvent
+EventModel = Event  # any member of the generated union: a type added to openapi.yaml is accepted as is
 
 #: Namespace of the ids `send` derives. Never change it, nor the rule in `derive_event_id`: ids of lines
 #: sent by earlier versions would change, and re-sending their files would bill them again.
@@ -33,11 +32,7 @@ SEND_ID_NAMESPACE = uuid.UUID("5b0a33f4-3c1e-5d7a-9a43-8f2c1d6e0b71")
 #: limited to 4096 bytes), so a longer line is not an event.
 MAX_LINE_BYTES = 1024 * 1024
 
-_MODELS: dict[str, type[EventModel]] = {
-    "TOKEN_USAGE": TokenUsageEvent,
-    "IMAGE_GENERATION": ImageGenerationEvent,
-    "CUSTOM": CustomEvent,
-}
+_MODELS = MODELS_BY_TYPE
 _FIELDS = {name: frozenset(model.model_fields) for name, model in _MODELS.items()}
 _TAGS = ", ".join(_MODELS)
 

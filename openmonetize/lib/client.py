@@ -28,6 +28,7 @@ from openmonetize.configuration import Configuration
 from openmonetize.lib import exit_hooks
 from openmonetize.lib.buffers import MemoryBuffer, SpoolBuffer
 from openmonetize.lib.delivery import DeliverySettings, DeliveryWorker, Dispatcher, Send, Stats
+from openmonetize.lib.event_types import EVENT_MODELS
 from openmonetize.lib.failures import DeliveryFailure
 from openmonetize.lib.retry import RetryPolicy
 from openmonetize.models.custom_event import CustomEvent
@@ -39,7 +40,7 @@ from openmonetize.models.token_usage_event import TokenUsageEvent
 logger = logging.getLogger("openmonetize")
 
 DEFAULT_BASE_URL = "https://api.openmonetize.io"
-_EVENT_TYPES = (TokenUsageEvent, ImageGenerationEvent, CustomEvent)
+_EVENT_TYPES = EVENT_MODELS  # track() takes these as they are: built (and validated) by their constructors
 _event_adapter: TypeAdapter[Event] | None = None
 
 
@@ -230,7 +231,7 @@ class OpenMonetize:
             event = _event_adapter.validate_python(event)
         return self._enqueue(event)  # type: ignore[arg-type]
 
-    def _enqueue(self, event: TokenUsageEvent | ImageGenerationEvent | CustomEvent, *, wait: bool = True) -> str:
+    def _enqueue(self, event: Event, *, wait: bool = True) -> str:
         """Queue the event's JSON. `wait=False` never waits for room (the LLM tracker, after a paid call)."""
         worker = self._worker or self._start()
         body = event.__pydantic_serializer__.to_json(event, exclude_none=True)  # once, as it will be sent
