@@ -34,7 +34,7 @@ class AsyncEventsApi:
     """The asyncio twin of :class:`EventsApi`: every method is awaited, with the same arguments,
     validation, request body, exceptions and answer checks. Needs the `async` extra (aiohttp).
 
-    Generated from templates/api_async.mustache. Do not edit the class manually.
+    Generated from templates/files/api_async.mustache. Do not edit the class manually.
     """
 
     def __init__(self, api_client: Optional[AsyncApiClient] = None) -> None:

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from openmonetize.models import event as _event
 
 #: The members of `Event`, in the spec's `oneOf` order (the order error messages list them in).
-# `_EventMembers` is written by our own templates/model_oneof.mustache (the one whole-file template kept).
+# `_EventMembers` is written by our own templates/files/model_oneof.mustache (the one whole-file template kept).
 EVENT_MODELS: tuple[type[BaseModel], ...] = tuple(_event._EventMembers)
 
 
