@@ -357,3 +357,14 @@ def test_batch_halves_and_subsets_keep_each_events_seq_and_key():
     sub = batch.subset([2, 0])
     assert (sub.bodies, sub.seqs, sub.keys) == ([b"c", b"a"], [6, 4], [60, 40])
     assert batch.request_body() == b'{"events":[a,b,c]}'
+
+
+@pytest.mark.parametrize("n", [1, 2, 1000])
+def test_a_batch_body_is_the_events_in_their_envelope_and_leaves_the_batch_as_it_was(n):
+    bodies = [json.dumps({"event_id": f"e{i}", "quantity": i + 1}, separators=(",", ":")).encode() for i in range(n)]
+    batch = Batch(list(bodies), list(range(n)), list(range(n)))
+    body = batch.request_body()
+    assert json.loads(body) == {"events": [json.loads(b) for b in bodies]}
+    assert body == b'{"events":[' + b",".join(bodies) + b"]}"
+    assert batch.bodies == bodies  # a resend of the same batch builds the same bytes
+    assert batch.request_body() == body
