@@ -58,7 +58,7 @@ class Batch:
 
     def request_body(self) -> bytes:
         """`{"events":[...]}` in one join: the envelope rides on the first and last event, so the ~240 KB of a
-        full batch is copied once (prefix + join + suffix copied it three times: 222 us against 12 us here)."""
+        full batch is copied once (prefix + join + suffix copied it three times, each a fresh large allocation)."""
         parts = self.bodies.copy()
         parts[0] = b'{"events":[' + parts[0]
         parts[-1] = parts[-1] + b"]}"
