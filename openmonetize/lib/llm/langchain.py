@@ -35,7 +35,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
 
 from openmonetize.lib.llm.proxies import CLOSED, COMPLETED, ERROR
-from openmonetize.lib.llm.routes import _provider_from_url
+from openmonetize.lib.llm.routes import provider_from_url
 from openmonetize.lib.llm.usage import Metadata, Observation, Usage, _int, _opt_int
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ def provider_of(serialized: Mapping[str, Any] | None, metadata: Mapping[str, Any
 @functools.lru_cache(maxsize=256)
 def _compatible_provider(base_url: str) -> str:
     """Parsing the URL on every call costs microseconds; a process talks to a handful of base URLs."""
-    return _provider_from_url(base_url) or "openai"
+    return provider_from_url(base_url) or "openai"
 
 
 def _first_generation(response: LLMResult) -> Any:

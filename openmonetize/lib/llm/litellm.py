@@ -50,15 +50,6 @@ def _hidden(obj: Any) -> Mapping[str, Any]:
     return hidden if isinstance(hidden, Mapping) else {}
 
 
-def _field(model: Any, name: str) -> Any:
-    """A field LiteLLM's pydantic models may or may not have (a missing one costs ~3 us through getattr)."""
-    value = getattr(model, "__dict__", {}).get(name)
-    if value is None:
-        extra = getattr(model, "__pydantic_extra__", None)
-        value = extra.get(name) if isinstance(extra, dict) else None
-    return value
-
-
 def _name(provider: Any) -> str | None:
     if not isinstance(provider, str) or not provider:
         return None
@@ -91,14 +82,14 @@ def _resolve(model: str, custom: str | None, api_base: str | None) -> str | None
 def _cost(hidden: Mapping[str, Any], usage: Any = None) -> float | None:
     cost = hidden.get("response_cost")
     if cost is None and usage is not None:
-        cost = _field(usage, "cost")  # the usage chunk of a stream carries it there
+        cost = u.field_of(usage, "cost")  # the usage chunk of a stream carries it there
     return cost if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
 
 
 def _tokens(usage: Any, hidden: Mapping[str, Any]) -> u.Usage:
     """OpenAI's chat fields (LiteLLM already folds Anthropic's cache reads and writes into `prompt_tokens`)."""
     tokens = u.openai_chat_usage(usage)
-    written = _field(usage, "cache_creation_input_tokens")
+    written = u.field_of(usage, "cache_creation_input_tokens")
     if type(written) is int and written:
         tokens.extra["cache_creation_input_tokens"] = written
     cost = _cost(hidden, usage)

@@ -157,13 +157,13 @@ def detect_provider(client: Any) -> str | None:
     if package == "openai":
         if cls.__name__ in ("AzureOpenAI", "AsyncAzureOpenAI"):
             return "azure"
-        return _provider_from_url(str(getattr(client, "base_url", ""))) or "openai"
+        return provider_from_url(str(getattr(client, "base_url", ""))) or "openai"
     if package == "google" and cls.__module__.startswith("google.genai"):
         return "google"
     return package if package in ("anthropic", "groq") else None
 
 
-def _provider_from_url(url: str) -> str | None:
+def provider_from_url(url: str) -> str | None:
     host = urlsplit(url).hostname or ""
     host = host.lower().rstrip(".")
     if host in OPENAI_COMPATIBLE_HOSTS:

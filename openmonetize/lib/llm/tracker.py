@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from openmonetize.lib.client import OpenMonetize
 from openmonetize.lib.event_ids import new_event_id
 from openmonetize.lib.event_rules import MAX_METADATA_JSON_BYTES, MAX_METADATA_KEYS
+from openmonetize.lib.event_types import MODELS_BY_TYPE
 from openmonetize.lib.failures import DeliveryFailure
 from openmonetize.lib.llm.proxies import COMPLETED, TrackedClient
 from openmonetize.lib.llm.routes import SUPPORTED, describe, detect_provider, routes_for
 from openmonetize.lib.llm.usage import Observation, Usage
-from openmonetize.models.custom_event import CustomEvent
-from openmonetize.models.image_generation_event import ImageGenerationEvent
+from openmonetize.models.event import Event
 from openmonetize.models.token_usage_event import TokenUsageEvent
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ class Call:
             return
         try:
             event_type = fields.pop("event_type")
-            event = _EVENT_TYPES[event_type](**fields)
+            event = cast(Event, MODELS_BY_TYPE[event_type](**fields))  # one of the spec's event models
         except Exception as exc:
             fields["event_type"] = event_type
             logger.exception("openmonetize: could not record LLM usage for customer_id=%r (provider %s, model %r)",
@@ -303,11 +303,6 @@ class Call:
         metadata.update(own)
         fields["metadata"] = metadata or None
         return fields, adjusted
-
-
-_EVENT_TYPES: dict[str, type[TokenUsageEvent] | type[ImageGenerationEvent] | type[CustomEvent]] = {
-    "TOKEN_USAGE": TokenUsageEvent, "IMAGE_GENERATION": ImageGenerationEvent, "CUSTOM": CustomEvent,
-}
 
 
 def _as_sent(fields: dict[str, Any]) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def _opt_int(value: Any) -> int | None:
 _ABSENT = object()
 
 
-def _get(obj: Any, name: str) -> Any:
+def field_of(obj: Any, name: str) -> Any:
     """A field of an SDK model (declared, or kept in `__pydantic_extra__`), a dict's key, or an attribute.
 
     Read from the model's storage: `getattr` of a field the SDK's model does not declare goes through
@@ -145,24 +145,24 @@ def _str(value: Any) -> str | None:
 
 def openai_chat_usage(usage: Any) -> Usage:
     """Chat Completions (also Groq, OpenRouter, any OpenAI-compatible server)."""
-    prompt_details = _get(usage, "prompt_tokens_details")
-    completion_details = _get(usage, "completion_tokens_details")
+    prompt_details = field_of(usage, "prompt_tokens_details")
+    completion_details = field_of(usage, "completion_tokens_details")
     extra: Metadata = {}
-    cost = _get(usage, "cost")  # OpenRouter's
+    cost = field_of(usage, "cost")  # OpenRouter's
     if isinstance(cost, (int, float)) and not isinstance(cost, bool):
         extra["cost"] = cost
     # parts of prompt_tokens / completion_tokens priced differently (audio, predicted outputs, cache writes)
-    _keep(extra, "input_audio_tokens", _get(prompt_details, "audio_tokens"))
-    _keep(extra, "input_image_tokens", _get(prompt_details, "image_tokens"))
-    _keep(extra, "cache_creation_input_tokens", _get(prompt_details, "cache_write_tokens"))
-    _keep(extra, "output_audio_tokens", _get(completion_details, "audio_tokens"))
-    _keep(extra, "accepted_prediction_tokens", _get(completion_details, "accepted_prediction_tokens"))
-    _keep(extra, "rejected_prediction_tokens", _get(completion_details, "rejected_prediction_tokens"))
+    _keep(extra, "input_audio_tokens", field_of(prompt_details, "audio_tokens"))
+    _keep(extra, "input_image_tokens", field_of(prompt_details, "image_tokens"))
+    _keep(extra, "cache_creation_input_tokens", field_of(prompt_details, "cache_write_tokens"))
+    _keep(extra, "output_audio_tokens", field_of(completion_details, "audio_tokens"))
+    _keep(extra, "accepted_prediction_tokens", field_of(completion_details, "accepted_prediction_tokens"))
+    _keep(extra, "rejected_prediction_tokens", field_of(completion_details, "rejected_prediction_tokens"))
     return Usage(
-        input_tokens=_int(_get(usage, "prompt_tokens")),
-        output_tokens=_int(_get(usage, "completion_tokens")),
-        cached_input_tokens=_opt_int(_get(prompt_details, "cached_tokens")),
-        reasoning_tokens=_opt_int(_get(completion_details, "reasoning_tokens")),
+        input_tokens=_int(field_of(usage, "prompt_tokens")),
+        output_tokens=_int(field_of(usage, "completion_tokens")),
+        cached_input_tokens=_opt_int(field_of(prompt_details, "cached_tokens")),
+        reasoning_tokens=_opt_int(field_of(completion_details, "reasoning_tokens")),
         extra=extra,
     )
 
@@ -170,11 +170,11 @@ def openai_chat_usage(usage: Any) -> Usage:
 def openai_responses_usage(usage: Any) -> Usage:
     input_details = getattr(usage, "input_tokens_details", None)
     extra: Metadata = {}
-    _keep(extra, "cache_creation_input_tokens", _get(input_details, "cache_write_tokens"))  # part of input_tokens
+    _keep(extra, "cache_creation_input_tokens", field_of(input_details, "cache_write_tokens"))  # part of input_tokens
     return Usage(
         input_tokens=_int(getattr(usage, "input_tokens", 0)),
         output_tokens=_int(getattr(usage, "output_tokens", 0)),
-        cached_input_tokens=_opt_int(_get(input_details, "cached_tokens")),
+        cached_input_tokens=_opt_int(field_of(input_details, "cached_tokens")),
         reasoning_tokens=_opt_int(
             getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", None)),
         extra=extra,
@@ -194,7 +194,7 @@ def responses_tool_calls(response: Any) -> Metadata:
     """How many times each per-call-billed built-in tool ran, from the response's `output` items."""
     counts: Metadata = {}
     for item in getattr(response, "output", None) or ():
-        key = RESPONSES_TOOL_CALLS.get(_get(item, "type"))
+        key = RESPONSES_TOOL_CALLS.get(field_of(item, "type"))
         if key is not None:
             counts[key] = counts.get(key, 0) + 1
     return counts
@@ -207,14 +207,14 @@ def anthropic_usage(usage: Any) -> Usage:
     read = _int(getattr(usage, "cache_read_input_tokens", None))
     extra: Metadata = {"cache_creation_input_tokens": written} if written else {}
     by_ttl = getattr(usage, "cache_creation", None)  # the writes split by cache lifetime, priced apart
-    _keep(extra, "cache_creation_5m_input_tokens", _get(by_ttl, "ephemeral_5m_input_tokens"))
-    _keep(extra, "cache_creation_1h_input_tokens", _get(by_ttl, "ephemeral_1h_input_tokens"))
-    _keep(extra, "web_search_calls", _get(getattr(usage, "server_tool_use", None), "web_search_requests"))
+    _keep(extra, "cache_creation_5m_input_tokens", field_of(by_ttl, "ephemeral_5m_input_tokens"))
+    _keep(extra, "cache_creation_1h_input_tokens", field_of(by_ttl, "ephemeral_1h_input_tokens"))
+    _keep(extra, "web_search_calls", field_of(getattr(usage, "server_tool_use", None), "web_search_requests"))
     return Usage(
         input_tokens=base + written + read,
         output_tokens=_int(getattr(usage, "output_tokens", 0)),
         cached_input_tokens=read if read else None,
-        reasoning_tokens=_opt_int(_get(getattr(usage, "output_tokens_details", None), "thinking_tokens")),
+        reasoning_tokens=_opt_int(field_of(getattr(usage, "output_tokens_details", None), "thinking_tokens")),
         extra=extra,
     )
 
@@ -225,9 +225,9 @@ def gemini_usage(meta: Any) -> Usage:
     extra: Metadata = {}
     for details, side in (("prompt_tokens_details", "input"), ("candidates_tokens_details", "output")):
         for detail in getattr(meta, details, None) or ():
-            modality = _GEMINI_MODALITIES.get(_enum_name(_get(detail, "modality")))
+            modality = _GEMINI_MODALITIES.get(_enum_name(field_of(detail, "modality")))
             if modality is not None:
-                _keep(extra, f"{side}_{modality}_tokens", _get(detail, "token_count"))
+                _keep(extra, f"{side}_{modality}_tokens", field_of(detail, "token_count"))
     return Usage(
         input_tokens=_int(getattr(meta, "prompt_token_count", 0))
         + _int(getattr(meta, "tool_use_prompt_token_count", None)),
@@ -288,14 +288,15 @@ def read_gemini(response: Any, request: Request = NO_REQUEST) -> Observation:
 def openai_image_usage(usage: Any) -> Usage:
     """gpt-image models' token usage (an image event keeps it as metadata); DALL-E reports none."""
     extra: Metadata = {}
-    input_details = _get(usage, "input_tokens_details")
-    output_details = _get(usage, "output_tokens_details")
-    _keep(extra, "input_text_tokens", _get(input_details, "text_tokens"))
-    _keep(extra, "input_image_tokens", _get(input_details, "image_tokens"))
-    _keep(extra, "output_text_tokens", _get(output_details, "text_tokens"))
-    _keep(extra, "output_image_tokens", _get(output_details, "image_tokens"))
-    return Usage(input_tokens=_int(_get(usage, "input_tokens")), output_tokens=_int(_get(usage, "output_tokens")),
-                 cached_input_tokens=_opt_int(_get(input_details, "cached_tokens")), extra=extra)
+    input_details = field_of(usage, "input_tokens_details")
+    output_details = field_of(usage, "output_tokens_details")
+    _keep(extra, "input_text_tokens", field_of(input_details, "text_tokens"))
+    _keep(extra, "input_image_tokens", field_of(input_details, "image_tokens"))
+    _keep(extra, "output_text_tokens", field_of(output_details, "text_tokens"))
+    _keep(extra, "output_image_tokens", field_of(output_details, "image_tokens"))
+    return Usage(input_tokens=_int(field_of(usage, "input_tokens")),
+                 output_tokens=_int(field_of(usage, "output_tokens")),
+                 cached_input_tokens=_opt_int(field_of(input_details, "cached_tokens")), extra=extra)
 
 
 def _image_option(answered: Any, requested: Any) -> str | None:
@@ -331,14 +332,15 @@ def read_openai_transcription(response: Any, request: Request = NO_REQUEST) -> O
     if isinstance(response, str):
         return Observation()
     usage = getattr(response, "usage", None)
-    kind = _get(usage, "type")
+    kind = field_of(usage, "type")
     if kind == "tokens":
         extra: Metadata = {}
-        details = _get(usage, "input_token_details")
-        _keep(extra, "input_audio_tokens", _get(details, "audio_tokens"))
-        _keep(extra, "input_text_tokens", _get(details, "text_tokens"))
-        return Observation(Usage(_int(_get(usage, "input_tokens")), _int(_get(usage, "output_tokens")), extra=extra))
-    seconds = _get(usage, "seconds") if kind == "duration" else getattr(response, "duration", None)
+        details = field_of(usage, "input_token_details")
+        _keep(extra, "input_audio_tokens", field_of(details, "audio_tokens"))
+        _keep(extra, "input_text_tokens", field_of(details, "text_tokens"))
+        return Observation(Usage(_int(field_of(usage, "input_tokens")), _int(field_of(usage, "output_tokens")),
+                                 extra=extra))
+    seconds = field_of(usage, "seconds") if kind == "duration" else getattr(response, "duration", None)
     if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
         return Observation(units=Units("audio_seconds", seconds))
     return Observation()
@@ -357,7 +359,7 @@ def read_imagen(response: Any, request: Request = NO_REQUEST) -> Observation:
     """
     count = sum(1 for generated in getattr(response, "generated_images", None) or ()
                 if getattr(generated, "image", None) is not None)
-    size = _str(_get(request.get("config"), "image_size"))
+    size = _str(field_of(request.get("config"), "image_size"))
     return Observation(images=Images(count, size)) if count else Observation()
 
 
