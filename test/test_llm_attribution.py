@@ -16,6 +16,7 @@ import anthropic
 import groq
 import openai
 import pytest
+import test_llm
 from conftest import API_KEY
 from google import genai
 from test_llm import CHAT, CHAT_TOKENS, MESSAGES, openai_client, tokens
@@ -26,17 +27,8 @@ from openmonetize.lib.llm.tracker import LLMTracker
 from openmonetize.testing import LocalIngestServer
 from openmonetize.testing.fake_llm import USAGE, FakeLLMServer
 
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ingest() -> Iterator[LocalIngestServer]:
-    with LocalIngestServer(api_key=API_KEY) as server:
-        yield server
+# test_llm's fixtures: a fake provider server and an ingest server per module, a customer per test
+fake, ingest, customer = test_llm.fake, test_llm.ingest, test_llm.customer
 
 
 class Reports:
@@ -62,12 +54,6 @@ def tracker(ingest: LocalIngestServer, reports: Reports) -> Iterator[LLMTracker]
     tracker = create_llm_tracker(api_key=API_KEY, base_url=ingest.url, flush_interval=0.02, on_error=reports)
     yield tracker
     tracker.shutdown(5)
-
-
-@pytest.fixture
-def customer(request: pytest.FixtureRequest) -> str:
-    name: str = request.node.name
-    return "cust_" + name.replace("[", "_").replace("]", "").replace("-", "_")[:200]
 
 
 def recorded(tracker: LLMTracker, ingest: LocalIngestServer, *customers: str) -> list[dict[str, Any]]:

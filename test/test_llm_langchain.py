@@ -16,6 +16,7 @@ import anthropic
 import groq
 import openai
 import pytest
+import test_llm
 from conftest import API_KEY
 from google import genai
 from google.genai import types as genai_types
@@ -37,11 +38,11 @@ from pydantic_ai.providers.anthropic import AnthropicProvider
 from pydantic_ai.providers.google import GoogleProvider
 from pydantic_ai.providers.groq import GroqProvider
 from pydantic_ai.providers.openai import OpenAIProvider
+from test_llm import only, recorded, tokens
 
 from openmonetize import DeliveryFailure, OpenMonetize, create_llm_tracker
 from openmonetize.lib.llm import langchain as lc
 from openmonetize.lib.llm.tracker import LLMTracker
-from openmonetize.testing import LocalIngestServer
 from openmonetize.testing.fake_llm import REPLY_CHUNKS, REPLY_TEXT, USAGE, FakeLLMServer, reported_model
 
 T = TypeVar("T")
@@ -53,23 +54,8 @@ CLAUDE_INPUT = CLAUDE["input_tokens"] + CLAUDE["cache_creation_input_tokens"] + 
 CLAUDE_TOKENS = (CLAUDE_INPUT, CLAUDE["output_tokens"], CLAUDE["cache_read_input_tokens"], None)
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ingest() -> Iterator[LocalIngestServer]:
-    with LocalIngestServer(api_key=API_KEY) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def tracker(ingest: LocalIngestServer) -> Iterator[LLMTracker]:
-    tracker = create_llm_tracker(api_key=API_KEY, base_url=ingest.url, flush_interval=0.02)
-    yield tracker
-    tracker.shutdown(5)
+# test_llm's fixtures: a fake provider server, an ingest server and a tracker per module, a customer per test
+fake, ingest, tracker, customer = test_llm.fake, test_llm.ingest, test_llm.tracker, test_llm.customer
 
 
 @pytest.fixture(scope="module")
@@ -88,28 +74,6 @@ class Loop:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
-
-
-@pytest.fixture
-def customer(request: pytest.FixtureRequest) -> str:
-    """One customer per test, so each test reads only its own events from the shared server."""
-    name: str = request.node.name
-    return "cust_" + name.replace("[", "_").replace("]", "").replace("-", "_")[:200]
-
-
-def recorded(tracker: LLMTracker, ingest: LocalIngestServer, customer: str) -> list[dict[str, Any]]:
-    assert tracker.flush(10)
-    return [event for event in ingest.events if event["customer_id"] == customer]
-
-
-def only(tracker: LLMTracker, ingest: LocalIngestServer, customer: str) -> dict[str, Any]:
-    [event] = recorded(tracker, ingest, customer)
-    return event
-
-
-def tokens(event: dict[str, Any]) -> tuple[Any, ...]:
-    return (event["input_tokens"], event["output_tokens"], event.get("cached_input_tokens"),
-            event.get("reasoning_tokens"))
 
 
 def chat_openai(fake: FakeLLMServer, provider: str = "openai", **kwargs: Any) -> ChatOpenAI:

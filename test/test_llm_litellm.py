@@ -24,12 +24,13 @@ from typing import Any
 
 import litellm
 import pytest
+import test_llm
 from conftest import API_KEY, ROOT
 from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+from test_llm import only, recorded, tokens
 
 from openmonetize import create_llm_tracker
 from openmonetize.lib.llm.tracker import LLMTracker
-from openmonetize.testing import LocalIngestServer
 from openmonetize.testing.fake_llm import REPLY_CHUNKS, SPEECH_AUDIO, USAGE, FakeLLMServer, reported_model
 
 litellm.telemetry = False
@@ -86,50 +87,13 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
 
 # -- servers and the tracker ----------------------------------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ingest() -> Iterator[LocalIngestServer]:
-    with LocalIngestServer(api_key=API_KEY) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def tracker(ingest: LocalIngestServer) -> Iterator[LLMTracker]:
-    tracker = create_llm_tracker(api_key=API_KEY, base_url=ingest.url, flush_interval=0.02)
-    yield tracker
-    tracker.shutdown(5)
-
-
-@pytest.fixture
-def customer(request: pytest.FixtureRequest) -> str:
-    name: str = request.node.name
-    return "cust_" + name.replace("[", "_").replace("]", "").replace("-", "_")[:200]
+# test_llm's fixtures: a fake provider server, an ingest server and a tracker per module, a customer per test
+fake, ingest, tracker, customer = test_llm.fake, test_llm.ingest, test_llm.tracker, test_llm.customer
 
 
 @pytest.fixture
 def llm(tracker: LLMTracker, customer: str) -> Any:
     return tracker.wrap(client=litellm, customer_id=customer)
-
-
-def recorded(tracker: LLMTracker, ingest: LocalIngestServer, customer: str) -> list[dict[str, Any]]:
-    assert tracker.flush(10)
-    return [event for event in ingest.events if event["customer_id"] == customer]
-
-
-def only(tracker: LLMTracker, ingest: LocalIngestServer, customer: str) -> dict[str, Any]:
-    [event] = recorded(tracker, ingest, customer)
-    return event
-
-
-def tokens(event: dict[str, Any]) -> tuple[Any, ...]:
-    return (event["input_tokens"], event["output_tokens"], event.get("cached_input_tokens"),
-            event.get("reasoning_tokens"))
 
 
 def run(value: Any) -> Any:
