@@ -135,8 +135,11 @@ def test_no_server_is_a_connection_error_without_the_key():
     assert API_KEY not in str(exc.value) and API_KEY not in repr(exc.value)
 
 
-async def _until(condition: Callable[[], bool]) -> None:
+async def _until(condition: Callable[[], bool], bound: float = 30.0) -> None:
+    """Wait for the condition, polling, within a generous bound (a hung server fails the test, never hangs it)."""
+    deadline = asyncio.get_running_loop().time() + bound
     while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"condition not met within {bound} s"
         await asyncio.sleep(0.005)
 
 
