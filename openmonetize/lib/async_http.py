@@ -5,11 +5,11 @@ auth headers from the `Configuration`, the body serialized once by pydantic), an
 (`response_deserialize`: the same `ApiException` subclasses and `InvalidResponseError`) and direct retries
 (`Configuration.max_retries`, `direct_retry.py`) are the sync client's own; only the HTTP exchange differs.
 
-Why aiohttp: it was measured (bench/ingest.py, 1000-event batches over loopback, both stacks side by side).
-Its HTTP parser and writer are compiled, so a call spends less of the loop's time in the transport: on httpx
-(pure Python: h11, httpcore, anyio) `AsyncEventsApi.ingest` made 0.80-0.83x the events/s of the sync
-`EventsApi.ingest`, and 8 concurrent calls on one loop 0.78-0.80x one sync caller; on aiohttp 1.03-1.08x and
-1.12-1.16x (the bare aiohttp floor is 1.25-1.30x the bare httpx one). The cost is compiled dependencies
+Why aiohttp: it was measured. Its HTTP parser and writer are compiled, so a call spends less of the loop's
+time in the transport: bench/ingest.py posts the same bodies over both libraries side by side, and the bare
+httpx floor (pure Python: h11, httpcore, anyio) makes 0.80-0.84x the events/s of the bare aiohttp one; over
+aiohttp, `AsyncEventsApi.ingest` makes 1.04-1.05x the events/s of the sync `EventsApi.ingest` (BENCHMARKS.md).
+The cost is compiled dependencies
 (multidict, yarl, frozenlist, ...), with wheels for the usual platforms.
 
 - The `aiohttp.ClientSession` is made on the first request, inside the running loop: an `AsyncApiClient`

@@ -67,7 +67,8 @@ def provider_of_request(request: u.Request) -> str | None:
 
 @functools.lru_cache(maxsize=512)
 def _resolve(model: str, custom: str | None, api_base: str | None) -> str | None:
-    """`get_llm_provider` costs ~9 us a call and answers the same for the same arguments: kept per process."""
+    """`get_llm_provider` parses the model name on every call and answers the same for the same arguments:
+    kept per process."""
     module = sys.modules.get(MODULE)
     if module is None:
         return None
