@@ -9,8 +9,7 @@ Why aiohttp: it was measured. Its HTTP parser and writer are compiled, so a call
 time in the transport: bench/ingest.py posts the same bodies over both libraries side by side, and the bare
 httpx floor (pure Python: h11, httpcore, anyio) makes 0.80-0.84x the events/s of the bare aiohttp one; over
 aiohttp, `AsyncEventsApi.ingest` makes 1.04-1.05x the events/s of the sync `EventsApi.ingest` (BENCHMARKS.md).
-The cost is compiled dependencies
-(multidict, yarl, frozenlist, ...), with wheels for the usual platforms.
+The cost is compiled dependencies (multidict, yarl, frozenlist, ...), with wheels for the usual platforms.
 
 - The `aiohttp.ClientSession` is made on the first request, inside the running loop: an `AsyncApiClient`
   belongs to the event loop it first sends on (another loop gets a `RuntimeError`; make one client per loop).
