@@ -146,9 +146,7 @@ def _observe(result: Any, method: Method, kwargs: dict[str, Any], hide: bool, ca
             return TrackedStreamManager(result, method, hide, call)
         assert method.tally is not None
         tally = method.tally(hide)
-        begin = getattr(tally, "begin", None)
-        if begin is not None:  # a tally that needs the stream object or the request (LiteLLM's provider)
-            begin(result, kwargs)
+        tally.begin(result, kwargs)
         return _stream_proxy(result)(result, tally, call.record)
     except Exception:
         logger.exception("openmonetize: could not track this LLM call; the response is returned untouched")

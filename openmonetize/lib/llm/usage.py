@@ -374,6 +374,9 @@ class Tally:
         self.complete = False  # the provider's final usage arrived
         self.items = 0  # how many stream items arrived
 
+    def begin(self, stream: Any, request: Request) -> None:
+        """Called once with the stream and the call's arguments before any item (LiteLLM reads its provider)."""
+
     def observe(self, item: Any) -> bool:
         raise NotImplementedError
 
