@@ -368,3 +368,17 @@ def test_a_batch_body_is_the_events_in_their_envelope_and_leaves_the_batch_as_it
     assert body == b'{"events":[' + b",".join(bodies) + b"]}"
     assert batch.bodies == bodies  # a resend of the same batch builds the same bytes
     assert batch.request_body() == body
+
+
+@pytest.mark.parametrize("max_bytes", [1, 10, 11, 12, 35, 36, 1000])
+def test_memory_take_cuts_a_batch_at_max_bytes_and_keeps_the_rest_in_order(max_bytes: int) -> None:
+    buffer = MemoryBuffer()
+    bodies = [b"%d" % (10**8 + i) for i in range(10)]  # 9 bytes each, 10 with the comma
+    buffer.intake.extend(enumerate(bodies))
+    taken: list[bytes] = []
+    while (batch := buffer.take(4, max_bytes)) is not None:
+        assert 1 <= len(batch) <= 4
+        assert len(batch) == 1 or sum(len(body) + 1 for body in batch.bodies) <= max_bytes
+        assert batch.seqs == batch.keys == [bodies.index(body) for body in batch.bodies]
+        taken += batch.bodies
+    assert taken == bodies

@@ -124,10 +124,13 @@ def test_unknown_or_missing_event_type_is_refused_by_name():
 # --- timestamps ---------------------------------------------------------------------------------------
 
 def test_omitted_timestamp_is_now_with_an_offset():
+    """To the millisecond: the same instant as the id made with it (one clock reading)."""
     before = datetime.now(timezone.utc)
     event = CustomEvent(**CUSTOM)
     assert event.timestamp.tzinfo is not None
-    assert before <= event.timestamp <= datetime.now(timezone.utc)
+    millisecond = before.replace(microsecond=before.microsecond // 1000 * 1000)
+    assert millisecond <= event.timestamp <= datetime.now(timezone.utc)
+    assert event.timestamp.microsecond % 1000 == 0
 
 
 def test_aware_datetime_and_iso_string_keep_their_offset():

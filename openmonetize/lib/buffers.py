@@ -107,21 +107,25 @@ class MemoryBuffer:
 
     def take(self, limit: int, max_bytes: int) -> Batch | None:
         """Up to `limit` events whose JSON adds up to at most `max_bytes` (always at least one)."""
-        entries: list[Entry] = []
-        size = 0
-        pop = self.intake.popleft
-        with contextlib.suppress(IndexError):
-            for _ in range(limit):
-                entry = pop()
-                size += len(entry[1]) + 1
-                if entries and size > max_bytes:
-                    self.intake.appendleft(entry)
-                    break
-                entries.append(entry)
+        intake = self.intake
+        pop = intake.popleft
+        # only this thread takes, so `len` events are there; sizes are summed once, in C: a batch nearly never
+        # reaches `max_bytes` (1000 token events are ~240 KB), and when it does the tail goes back
+        entries = [pop() for _ in range(min(limit, len(intake)))]
         if not entries:
             return None
         seqs = [seq for seq, _ in entries]
-        return Batch([body for _, body in entries], seqs, seqs)
+        bodies = [body for _, body in entries]
+        if sum(map(len, bodies)) + len(bodies) > max_bytes:
+            size, keep = 0, 0
+            for body in bodies:
+                size += len(body) + 1
+                if keep and size > max_bytes:
+                    break
+                keep += 1
+            intake.extendleft(reversed(entries[keep:]))
+            seqs, bodies = seqs[:keep], bodies[:keep]
+        return Batch(bodies, seqs, seqs)
 
     def give_back(self, batch: Batch) -> None:
         self.intake.extendleft(reversed(list(zip(batch.seqs, batch.bodies, strict=True))))

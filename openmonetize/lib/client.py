@@ -25,7 +25,7 @@ from pydantic import ConfigDict, TypeAdapter
 from openmonetize.api.events_api import EventsApi
 from openmonetize.api_client import ApiClient
 from openmonetize.configuration import Configuration
-from openmonetize.lib import exit_hooks
+from openmonetize.lib import event_json, exit_hooks
 from openmonetize.lib.buffers import MemoryBuffer, SpoolBuffer
 from openmonetize.lib.delivery import DeliverySettings, DeliveryWorker, Dispatcher, Send, Stats
 from openmonetize.lib.event_types import EVENT_MODELS
@@ -41,6 +41,10 @@ logger = logging.getLogger("openmonetize")
 
 DEFAULT_BASE_URL = "https://api.openmonetize.io"
 _EVENT_TYPES = EVENT_MODELS  # track() takes these as they are: built (and validated) by their constructors
+# the fast path of track_*: the JSON written directly by the models' own rules, else the model is built
+_TOKEN_USAGE = event_json.PLANS[TokenUsageEvent]
+_IMAGE_GENERATION = event_json.PLANS[ImageGenerationEvent]
+_CUSTOM = event_json.PLANS[CustomEvent]
 _event_adapter: TypeAdapter[Event] | None = None
 
 
@@ -171,12 +175,16 @@ class OpenMonetize:
         metadata: Mapping[str, Any] | None = None,
     ) -> str:
         """Record LLM tokens; returns the event id. Bad input raises `pydantic.ValidationError` here."""
-        return self._enqueue(TokenUsageEvent(
-            customer_id=customer_id, feature_id=feature_id, provider=provider, model=model,
-            input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached_input_tokens,
-            reasoning_tokens=reasoning_tokens, user_id=user_id, team_id=team_id, event_id=event_id,
-            timestamp=timestamp, metadata=dict(metadata) if metadata is not None else None,
-        ))
+        values: dict[str, Any] = {
+            "customer_id": customer_id, "feature_id": feature_id, "provider": provider, "model": model,
+            "input_tokens": input_tokens, "output_tokens": output_tokens, "cached_input_tokens": cached_input_tokens,
+            "reasoning_tokens": reasoning_tokens, "user_id": user_id, "team_id": team_id, "event_id": event_id,
+            "timestamp": timestamp, "metadata": dict(metadata) if metadata is not None else None,
+        }
+        written = event_json.encode(_TOKEN_USAGE, values) if _TOKEN_USAGE else None
+        if written is None:  # the model decides: it accepts, or raises naming the field, value and rule
+            return self._enqueue(TokenUsageEvent(**values))
+        return self._enqueue_json(*written)
 
     def track_image_generation(
         self,
@@ -195,11 +203,16 @@ class OpenMonetize:
         metadata: Mapping[str, Any] | None = None,
     ) -> str:
         """Record generated images; returns the event id."""
-        return self._enqueue(ImageGenerationEvent(
-            customer_id=customer_id, feature_id=feature_id, provider=provider, model=model,
-            image_count=image_count, image_size=image_size, quality=quality, user_id=user_id, team_id=team_id,
-            event_id=event_id, timestamp=timestamp, metadata=dict(metadata) if metadata is not None else None,
-        ))
+        values: dict[str, Any] = {
+            "customer_id": customer_id, "feature_id": feature_id, "provider": provider, "model": model,
+            "image_count": image_count, "image_size": image_size, "quality": quality, "user_id": user_id,
+            "team_id": team_id, "event_id": event_id, "timestamp": timestamp,
+            "metadata": dict(metadata) if metadata is not None else None,
+        }
+        written = event_json.encode(_IMAGE_GENERATION, values) if _IMAGE_GENERATION else None
+        if written is None:
+            return self._enqueue(ImageGenerationEvent(**values))
+        return self._enqueue_json(*written)
 
     def track_custom_event(
         self,
@@ -215,11 +228,15 @@ class OpenMonetize:
         metadata: Mapping[str, Any] | None = None,
     ) -> str:
         """Record any other unit (pages, API calls, seconds...); returns the event id."""
-        return self._enqueue(CustomEvent(
-            customer_id=customer_id, feature_id=feature_id, unit_type=unit_type, quantity=quantity,
-            user_id=user_id, team_id=team_id, event_id=event_id, timestamp=timestamp,
-            metadata=dict(metadata) if metadata is not None else None,
-        ))
+        values: dict[str, Any] = {
+            "customer_id": customer_id, "feature_id": feature_id, "unit_type": unit_type, "quantity": quantity,
+            "user_id": user_id, "team_id": team_id, "event_id": event_id, "timestamp": timestamp,
+            "metadata": dict(metadata) if metadata is not None else None,
+        }
+        written = event_json.encode(_CUSTOM, values) if _CUSTOM else None
+        if written is None:
+            return self._enqueue(CustomEvent(**values))
+        return self._enqueue_json(*written)
 
     def track(self, event: Event | Mapping[str, Any]) -> str:
         """Record a prebuilt event (or a dict with an `event_type`); returns its id."""
@@ -232,42 +249,73 @@ class OpenMonetize:
         return self._enqueue(event)  # type: ignore[arg-type]
 
     def _enqueue(self, event: Event, *, wait: bool = True) -> str:
-        """Queue the event's JSON. `wait=False` never waits for room (the LLM tracker, after a paid call)."""
+        """Queue a built event's JSON (serialized once, as it will be sent)."""
+        return self._enqueue_json(event.event_id, event.__pydantic_serializer__.to_json(event, exclude_none=True),
+                                  wait=wait)
+
+    def _enqueue_json(self, event_id: str, body: bytes, *, wait: bool = True) -> str:
+        """Queue an event's JSON. `wait=False` never waits for room (the LLM tracker, after a paid call)."""
         worker = self._worker or self._start()
-        body = event.__pydantic_serializer__.to_json(event, exclude_none=True)  # once, as it will be sent
         intake = self._buffer.intake
-        if len(intake) >= worker.queue_limit and not self._wait_for_room(worker, body, wait):
-            return event.event_id
+        if (worker.room_waiters or len(intake) >= worker.queue_limit) and not self._wait_for_room(worker, body, wait):
+            return event_id
         intake.append((next(self._seq), body))
         if len(intake) % self._settings.batch_size == 0:
             worker.wakeup.set()
-        return event.event_id
+        return event_id
 
     def _wait_for_room(self, worker: DeliveryWorker, body: bytes, wait: bool) -> bool:
-        """The back-pressure policy; False when the event was dropped (and reported)."""
-        worker.wakeup.set()
+        """The back-pressure policy; False when the event was dropped (and reported).
+
+        Callers that may wait take turns: while one waits, a later one queues behind it instead of taking
+        the room the delivery thread frees, and a waiter goes when there is room for it and all ahead of it.
+        Without turns a waiting thread starves: another producer fills a freed batch's 1000 places within
+        one GIL switch interval (5 ms), again and again, until the waiter's `block_timeout` passes and its
+        event is dropped although delivery never stopped.
+        """
         try:
             asyncio.get_running_loop()
             on_event_loop = True
         except RuntimeError:
             on_event_loop = False
-        deadline = time.monotonic() + (self.block_timeout if wait and not on_event_loop else 0.0)
-        while len(self._buffer.intake) >= worker.queue_limit:
-            if time.monotonic() >= deadline:
-                self._stats.add(dropped=1)
-                with worker.resolved:
-                    worker.failed_seqs.append(next(self._seq))
-                self._report(DeliveryFailure(
-                    "dropped", [json.loads(body)],
-                    f"the queue held {len(self._buffer.intake)} events (max_queue_bytes={self.max_queue_bytes}"
-                    + (f", max_queue_size={self.max_queue_size}" if self.max_queue_size else "")
-                    + f") for {self.block_timeout}s"
-                    + (" (not waiting on an asyncio event loop)" if on_event_loop else "")
-                    + ("" if wait else " (not waiting after an LLM call)")
-                    + "; configure spool_dir= to keep events on disk instead"))
-                return False
-            time.sleep(0.001)
-        return True
+        intake = self._buffer.intake
+        if not wait or on_event_loop:  # may not wait: room now, or never
+            if len(intake) < worker.queue_limit:
+                return True
+            return self._drop(body, wait, on_event_loop)
+        worker.wakeup.set()
+        deadline = time.monotonic() + self.block_timeout
+        turn = object()
+        with worker.resolved:  # notified by the delivery thread after each round (when it took a batch)
+            worker.room_waiters.append(turn)
+            try:
+                while worker.room_waiters.index(turn) >= worker.queue_limit - len(intake):  # room for those ahead
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    worker.resolved.wait(min(remaining, 0.05))
+                else:
+                    return True
+            finally:
+                worker.room_waiters.remove(turn)
+                worker.resolved.notify_all()  # those behind move up
+        return self._drop(body, wait, on_event_loop)
+
+    def _drop(self, body: bytes, wait: bool, on_event_loop: bool) -> bool:
+        worker = self._worker
+        self._stats.add(dropped=1)
+        if worker is not None:
+            with worker.resolved:
+                worker.failed_seqs.append(next(self._seq))
+        self._report(DeliveryFailure(
+            "dropped", [json.loads(body)],
+            f"the queue held {len(self._buffer.intake)} events (max_queue_bytes={self.max_queue_bytes}"
+            + (f", max_queue_size={self.max_queue_size}" if self.max_queue_size else "")
+            + f") for {self.block_timeout}s"
+            + (" (not waiting on an asyncio event loop)" if on_event_loop else "")
+            + ("" if wait else " (not waiting after an LLM call)")
+            + "; configure spool_dir= to keep events on disk instead"))
+        return False
 
     # -- flushing and lifecycle ------------------------------------------------------------------------
 

@@ -163,7 +163,7 @@ class Dispatcher:
         return job
 
     def _measure(self, batch: Batch) -> None:
-        size = sum(len(body) for body in batch.bodies) / len(batch) + _ENTRY_OVERHEAD
+        size = sum(map(len, batch.bodies)) / len(batch) + _ENTRY_OVERHEAD
         self.entry_bytes = 0.8 * self.entry_bytes + 0.2 * size
 
     def next_wakeup(self) -> float:
@@ -357,6 +357,7 @@ class DeliveryWorker:
         self.flush_waiters = 0
         self.stopping = False
         self.failed_seqs: list[int] = []  # published copy of the dispatcher's, read under `resolved`
+        self.room_waiters: list[object] = []  # callers waiting for room in the queue, in turn (under `resolved`)
         self.queue_limit = self._queue_limit()  # events the intake may hold, from the byte bound
         self._attempts: queue.SimpleQueue[Attempt] = queue.SimpleQueue()
         self._work: queue.SimpleQueue[Job | None] = queue.SimpleQueue()

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import math
 import sys
-from datetime import datetime, timezone
+import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from openmonetize.lib.event_ids import new_event_id
+from openmonetize.lib.event_ids import new_event_id, utc_datetime
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -42,10 +42,13 @@ def prepare_event(cls: type[BaseModel], data: Any) -> Any:
         quantity = data.get("quantity")
         if quantity is not None:
             _check_quantity_type(quantity)
-        if data.get("event_id") is None:
-            data["event_id"] = new_event_id()
-        if data.get("timestamp") is None:
-            data["timestamp"] = datetime.now(timezone.utc)
+        no_id, no_time = data.get("event_id") is None, data.get("timestamp") is None
+        if no_id or no_time:
+            now = time.time_ns()  # one reading: an event made without both has the same instant in each
+            if no_id:
+                data["event_id"] = new_event_id(now)
+            if no_time:
+                data["timestamp"] = utc_datetime(now)
     return data
 
 
@@ -73,7 +76,12 @@ def check_event(event: EventT) -> EventT:
     """Cross-field and size rules; each error names the field, its value and the rule."""
     # Fields are read from __dict__: getattr() of a field another event type lacks goes through
     # pydantic's __getattr__ and costs microseconds, and this runs for every event built.
-    fields = event.__dict__
+    check_fields(event.__dict__)
+    return event
+
+
+def check_fields(fields: dict[str, Any]) -> None:
+    """`check_event`'s rules on an event's field values (also what `event_json` checks before it writes one)."""
     reasoning = fields.get("reasoning_tokens")
     if reasoning is not None and reasoning > fields["output_tokens"]:
         raise _exceeds(fields, "reasoning_tokens", "output_tokens", "reasoning is counted inside output_tokens")
@@ -86,7 +94,6 @@ def check_event(event: EventT) -> EventT:
     metadata = fields.get("metadata")
     if metadata is not None:
         _check_metadata(metadata)
-    return event
 
 
 def _exceeds(fields: dict[str, Any], part: str, whole: str, why: str) -> ValueError:

@@ -12,15 +12,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from openmonetize.lib import event_json
 from openmonetize.lib.client import OpenMonetize
-from openmonetize.lib.event_ids import new_event_id
+from openmonetize.lib.event_ids import new_event_id, utc_datetime
 from openmonetize.lib.event_rules import MAX_METADATA_JSON_BYTES, MAX_METADATA_KEYS
 from openmonetize.lib.event_types import MODELS_BY_TYPE
 from openmonetize.lib.failures import DeliveryFailure
@@ -203,7 +204,7 @@ class Billing:
 class Call:
     """One billed call. `record` turns what it produced into one event, once; later calls do nothing."""
 
-    __slots__ = ("attribution", "billing", "event_id", "recorded", "request", "timestamp")
+    __slots__ = ("attribution", "billing", "event_id", "now_ns", "recorded", "request")
 
     def __init__(self, billing: Billing, attribution: Attribution | None, request: Mapping[str, Any]) -> None:
         self.billing = billing
@@ -211,8 +212,8 @@ class Call:
         self.request = request
         # minted per call, never derived from the provider's response id: gateways repeat those, and the
         # service wants UUIDs; the response id is kept in metadata instead
-        self.event_id = new_event_id()
-        self.timestamp = datetime.now(timezone.utc)
+        self.now_ns = time.time_ns()  # one reading: the id's millisecond is the event's timestamp
+        self.event_id = new_event_id(self.now_ns)
         self.recorded = False
 
     def record(self, observation: Observation, end: str = COMPLETED) -> None:
@@ -227,27 +228,39 @@ class Call:
             return
         client = self.billing.client
         if self.attribution is None:
-            client._report(DeliveryFailure("untracked", [_as_sent(fields)], (
+            client._report(DeliveryFailure("untracked", [self._as_sent(fields)], (
                 "a billable LLM call had no customer: wrap the client with customer_id=, or make the call "
                 "inside `with tracker.customer(...)`")))
             return
+        event_type = fields.pop("event_type")
+        model = MODELS_BY_TYPE[event_type]  # one of the spec's event models
+        plan = event_json.PLANS[model]
+        written = event_json.encode(plan, fields, self.now_ns) if plan else None
+        if written is None:  # the model decides, and names what breaks a rule
+            try:
+                event = cast(Event, model(**fields, timestamp=utc_datetime(self.now_ns)))
+                written = event.event_id, event.__pydantic_serializer__.to_json(event, exclude_none=True)
+            except Exception as exc:
+                fields["event_type"] = event_type
+                logger.exception("openmonetize: could not record LLM usage for customer_id=%r (provider %s, "
+                                 "model %r)", self.attribution.customer_id, self.billing.provider, observation.model)
+                client._report(DeliveryFailure("untracked", [self._as_sent(fields)],
+                                               f"the event breaks a rule: {exc}"))
+                return
         try:
-            event_type = fields.pop("event_type")
-            event = cast(Event, MODELS_BY_TYPE[event_type](**fields))  # one of the spec's event models
-        except Exception as exc:
-            fields["event_type"] = event_type
-            logger.exception("openmonetize: could not record LLM usage for customer_id=%r (provider %s, model %r)",
-                             self.attribution.customer_id, self.billing.provider, observation.model)
-            client._report(DeliveryFailure("untracked", [_as_sent(fields)], f"the event breaks a rule: {exc}"))
-            return
-        try:
-            client._enqueue(event, wait=False)
+            client._enqueue_json(*written, wait=False)
         except Exception:
             logger.exception("openmonetize: could not record LLM usage for customer_id=%r (provider %s, model %r)",
                              self.attribution.customer_id, self.billing.provider, observation.model)
             return
         if adjusted:
-            client._report(DeliveryFailure("adjusted", [json.loads(event.to_json())], adjusted))
+            client._report(DeliveryFailure("adjusted", [json.loads(written[1])], adjusted))
+
+    def _as_sent(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """The fields of an event that could not be built, as they would have been sent (for `on_error`)."""
+        out = {key: value for key, value in fields.items() if value is not None}
+        out["timestamp"] = utc_datetime(self.now_ns).isoformat()
+        return out
 
     def _fields(self, observation: Observation, end: str) -> tuple[dict[str, Any], str]:
         """The event's fields, and a description of what was adjusted to make them consistent ('' if nothing)."""
@@ -268,7 +281,7 @@ class Call:
         requested = self.request.get("model")
         model = observation.model or (requested if isinstance(requested, str) and requested else None) or "unknown"
         fields: dict[str, Any] = {
-            "event_id": self.event_id, "timestamp": self.timestamp,
+            "event_id": self.event_id,
             "customer_id": attribution.customer_id if attribution else None,
             "user_id": attribution.user_id if attribution else None,
             "team_id": billing.team_id, "feature_id": billing.feature_id,
@@ -303,14 +316,6 @@ class Call:
         metadata.update(own)
         fields["metadata"] = metadata or None
         return fields, adjusted
-
-
-def _as_sent(fields: dict[str, Any]) -> dict[str, Any]:
-    """The fields of an event that could not be built, as they would have been sent (for `on_error`)."""
-    out = {key: value for key, value in fields.items() if value is not None}
-    if isinstance(out.get("timestamp"), datetime):
-        out["timestamp"] = out["timestamp"].isoformat()
-    return out
 
 
 def _check_identity(attribution: Attribution, *, provider: str, feature_id: str, team_id: str | None) -> None:

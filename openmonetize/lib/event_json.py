@@ -1,0 +1,244 @@
+"""An event's JSON written straight from plain field values, by the rules the generated model states.
+
+Building a pydantic model and serializing it costs the caller several microseconds per event; for the
+common case (exact `str`s and `int`s within their bounds, plain metadata, the id and timestamp left to
+the SDK) writing the JSON directly costs a fraction of that. The rules are not a second copy of the
+spec's: they are read at import from the generated models' fields (types, `strict`, length and number
+bounds, defaults), and the cross-field rules are `event_rules.check_fields` itself.
+
+`encode` never refuses anything. Whatever it does not fully understand (another type, a timestamp given
+by the caller, an unknown constraint, a broken rule) returns None, and the caller builds the model, which
+accepts or refuses it with its usual errors (field, value, rule). test_event_json's property test pins
+that whenever `encode` answers, the model accepts the same values and serializes them byte for byte the
+same.
+"""
+
+from __future__ import annotations
+
+import datetime as _datetime
+import time
+import types
+import typing
+from collections.abc import Callable
+from json.encoder import encode_basestring  # JSON string escaping, in C (as the models' serializer escapes)
+from typing import Any, Literal, NamedTuple, Union
+
+import annotated_types
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic.types import Strict
+from pydantic_core import to_json
+
+from openmonetize.lib import event_rules
+from openmonetize.lib.event_ids import id_and_timestamp
+from openmonetize.lib.event_types import EVENT_MODELS
+
+# What a field holds, as far as this module writes it.
+_TEXT, _COUNT, _NUMBER, _CONSTANT, _ID, _NOW, _METADATA = range(7)
+
+# The model validators every event model has (openapi.yaml's `x-sdk-validators` and the unknown-field
+# guard): `encode` does what they do. A model with any other validator has no plan.
+_KNOWN_MODEL_VALIDATORS = {"_sdk_before", "_sdk_after", "_refuse_unknown_fields"}
+_MAX_FINITE_QUANTITY = event_rules._MAX_FINITE_QUANTITY
+
+
+class _Field(NamedTuple):
+    name: str
+    key: str  # '"name":', as written before the value
+    kind: int
+    required: bool
+    low: float  # bounds: of the length for text, of the value for counts (inclusive), of a number (exclusive)
+    high: float
+    constant: str | None  # the value of a `_CONSTANT` field
+
+
+class Plan(NamedTuple):
+    model: type[BaseModel]
+    fields: tuple[_Field, ...]
+    names: frozenset[str]
+    write: Callable[[dict[str, Any], int], tuple[str, bytes] | None]  # compiled from `fields` by `source`
+
+
+def plan_for(model: type[BaseModel]) -> Plan | None:
+    """The model's fields as `encode` writes them, or None when a field or validator is beyond it."""
+    decorators = model.__pydantic_decorators__
+    if set(decorators.model_validators) != _KNOWN_MODEL_VALIDATORS or decorators.field_serializers \
+            or decorators.model_serializers or model.model_config.get("extra") != "forbid":
+        return None
+    validated = {name for dec in decorators.field_validators.values() for name in dec.info.fields}
+    fields = [_field(name, info, name in validated) for name, info in model.model_fields.items()]
+    if None in fields:
+        return None
+    return _compile(model, tuple(fields))  # type: ignore[arg-type]
+
+
+def _field(name: str, info: FieldInfo, validated: bool) -> _Field | None:
+    """How `encode` writes one field, or None if it cannot: then the model has no plan."""
+    if info.alias not in (None, name) or info.serialization_alias not in (None, name):
+        return None
+    annotation, constraints, optional = _unwrap(info)
+    key = f'"{name}":'
+    if validated:  # a field with its own validators: only the timestamp, and only as the SDK fills it in
+        ok = name == "timestamp" and annotation is _datetime.datetime and info.is_required() and not constraints
+        return _Field(name, key, _NOW, False, 0, 0, None) if ok else None
+    if typing.get_origin(annotation) is Literal:
+        values = typing.get_args(annotation)
+        ok = len(values) == 1 and type(values[0]) is str and info.default == values[0] and not constraints
+        return _Field(name, key, _CONSTANT, False, 0, 0, values[0]) if ok else None
+    if not optional and not info.is_required():
+        return None  # a default other than None: not one this module knows how to write
+    if annotation in (str, int):
+        bounds = _bounds(constraints)
+        if bounds is None:
+            return None
+        if name == "event_id" and annotation is str and not optional:
+            return _Field(name, key, _ID, False, *bounds, None)
+        return _Field(name, key, _TEXT if annotation is str else _COUNT, not optional, *bounds, None)
+    if name == "metadata" and optional and not constraints and annotation == typing.Dict[str, Any]:  # noqa: UP006
+        return _Field(name, key, _METADATA, False, 0, 0, None)
+    if _is_union(annotation) and not optional and not constraints:  # float or int, strict, > the same bound
+        members = {_number_member(arg) for arg in typing.get_args(annotation)}
+        if len(members) == 2 and {member[0] for member in members if member} == {float, int} \
+                and len({member[1] for member in members if member}) == 1:
+            low = next(member[1] for member in members if member)
+            return _Field(name, key, _NUMBER, True, low, float("inf"), None)
+    return None
+
+
+def _unwrap(info: FieldInfo) -> tuple[Any, list[Any], bool]:
+    """(the type, every constraint on it, whether None is allowed) through `Optional[Annotated[...]]`."""
+    annotation: Any = info.annotation
+    constraints, optional = list(info.metadata), False
+    if _is_union(annotation) and type(None) in typing.get_args(annotation):
+        rest = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        annotation, optional = (rest[0] if len(rest) == 1 else Union[tuple(rest)]), True  # noqa: UP007
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation, *extra = typing.get_args(annotation)
+        for item in extra:
+            constraints += item.metadata if isinstance(item, FieldInfo) else [item]
+    return annotation, constraints, optional
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (Union, types.UnionType)
+
+
+def _number_member(annotation: Any) -> tuple[type, float] | None:
+    """(float or int, the exclusive lower bound) of `Annotated[float | int, Field(strict=True, gt=...)]`."""
+    if typing.get_origin(annotation) is not typing.Annotated:
+        return None
+    base, *extra = typing.get_args(annotation)
+    constraints = [item for info in extra if isinstance(info, FieldInfo) for item in info.metadata]
+    strict = [item for item in constraints if isinstance(item, Strict) and item.strict]
+    gt = [item.gt for item in constraints if isinstance(item, annotated_types.Gt)]
+    if base not in (float, int) or len(constraints) != 2 or len(strict) != 1 or len(gt) != 1:
+        return None
+    return base, gt[0]  # type: ignore[return-value]
+
+
+def _bounds(constraints: list[Any]) -> tuple[float, float] | None:
+    """(low, high), inclusive, from strict=True and min/max length or ge/le; None if anything else constrains
+    the value, or if it is not strict (lax validation would convert values this module writes as they are)."""
+    low, high, strict = 0.0, float("inf"), False
+    for item in constraints:
+        if isinstance(item, Strict):
+            strict = item.strict
+        elif isinstance(item, annotated_types.MinLen):
+            low = item.min_length
+        elif isinstance(item, annotated_types.MaxLen):
+            high = item.max_length
+        elif isinstance(item, annotated_types.Ge):
+            low = item.ge  # type: ignore[assignment]
+        elif isinstance(item, annotated_types.Le):
+            high = item.le  # type: ignore[assignment]
+        else:
+            return None
+    return (low, high) if strict else None
+
+
+def encode(plan: Plan, values: dict[str, Any], now_ns: int | None = None) -> tuple[str, bytes] | None:
+    """(event id, the event's JSON) for `values` (field name -> value, None for absent), or None: then build
+    the model (`plan.model(**values)`) instead, which decides. `now_ns` is the clock reading an absent id
+    and timestamp are made from (now if None)."""
+    return plan.write(values, time.time_ns() if now_ns is None else now_ns)
+
+
+def source(plan: Plan) -> str:
+    """The Python source of `plan.write`: the plan's fields unrolled into straight-line checks, then one
+    f-string per run of required fields (a loop over the fields costs the caller more than all the checks;
+    see bench/track.py)."""
+    checks, pieces = [], []  # pieces: (the variable that must not be None, or "", an f-string template)
+    event_id = ""
+    for name, key, kind, required, low, high, constant in plan.fields:
+        var = f"v_{name}"
+        if kind == _CONSTANT:  # present (even as None) it must be the constant itself
+            checks.append(f"if {name!r} in values and (type(values[{name!r}]) is not str or "
+                          f"values[{name!r}] != {constant!r}): return None")
+            pieces.append(("", _braces(key + encode_basestring(str(constant)))))
+            continue
+        checks.append(f"{var} = values[{name!r}]" if required else f"{var} = get({name!r})")  # missing: KeyError
+        if kind == _ID:
+            checks.append(f"if {var} is None: {var} = new_id")
+            checks.append(f"elif type({var}) is not str or not {low!r} <= len({var}) <= {high!r}: return None")
+            pieces.append(("", key + f"{{enc({var})}}"))
+            event_id = var
+        elif kind == _NOW:
+            checks.append(f"if {var} is not None: return None")
+            pieces.append(("", key + '"{now_text}"'))
+        elif kind == _METADATA:
+            checks.append(f"if {var} is not None and (type({var}) is not dict or "
+                          f"any(type(item) is not str for item in {var})): return None")
+            pieces.append((var, key + f"{{to_json({var}).decode()}}"))
+        elif kind == _NUMBER:  # an int within the float range, or a float, which the models' serializer writes
+            checks.append(f"if not ((type({var}) is int and {low!r} < {var} <= MAX_FINITE) or "
+                          f"(type({var}) is float and {low!r} < {var} < INF)): return None")
+            pieces.append(("", key + f"{{{var} if type({var}) is int else to_json({var}).decode()}}"))
+        else:
+            measure = f"len({var})" if kind == _TEXT else var
+            test = f"type({var}) is not {'str' if kind == _TEXT else 'int'} or not {low!r} <= {measure} <= {high!r}"
+            checks.append(f"if {test}: return None" if required else
+                          f"if {var} is not None and ({test}): return None")
+            pieces.append(("" if required else var, key + (f"{{enc({var})}}" if kind == _TEXT else f"{{{var}}}")))
+    if not event_id or pieces[0][0]:
+        raise ValueError("a plan needs an event_id and a first field that is always written")
+    runs = [["", "{{" + pieces[0][1]]]  # consecutive unconditional pieces joined into one f-string
+    for condition, template in pieces[1:]:
+        if condition or runs[-1][0]:
+            runs.append([condition, "," + template])
+        else:
+            runs[-1][1] += "," + template
+    writes = [f"text = f{runs[0][1]!r}"]
+    writes += [f"if {condition} is not None: text += f{template!r}" if condition else f"text += f{template!r}"
+               for condition, template in runs[1:]]
+    body = "\n        ".join([*checks, *writes, "check_fields(values)", f"return {event_id}, (text + '}}').encode()"])
+    body = "\n    ".join([
+        "if not values.keys() <= names: return None",
+        "get = values.get",
+        "new_id, now_text = id_and_timestamp(now_ns)  # one reading, one lookup (unused if given: harmless)",
+        "try:",
+        "    " + body,
+        "except Exception: return None  # a missing field, a broken rule, text that is not UTF-8...: the model decides",
+    ])
+    return f"def write(values, now_ns):\n    {body}\n"
+
+
+def _braces(text: str) -> str:
+    """Literal text for an f-string template."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _compile(model: type[BaseModel], fields: tuple[_Field, ...]) -> Plan:
+    plan = Plan(model, fields, frozenset(field.name for field in fields), _no_write)
+    namespace = {"names": plan.names, "id_and_timestamp": id_and_timestamp, "enc": encode_basestring,
+                 "to_json": to_json, "check_fields": event_rules.check_fields,
+                 "MAX_FINITE": _MAX_FINITE_QUANTITY, "INF": float("inf")}
+    exec(compile(source(plan), f"<event_json for {model.__name__}>", "exec"), namespace)
+    return plan._replace(write=namespace["write"])  # type: ignore[arg-type]
+
+
+def _no_write(values: dict[str, Any], now_ns: int) -> None:
+    return None
+
+
+#: every event model's plan (None: that model is always built)
+PLANS: dict[type[BaseModel], Plan | None] = {model: plan_for(model) for model in EVENT_MODELS}

@@ -1,0 +1,228 @@
+"""The fast path (`lib/event_json.py`) against the generated models it reads its rules from (issue 14).
+
+`encode` never refuses: it writes the JSON or answers None, and then the model decides (and names the field,
+value and rule as always). So "both refuse with the same field named" holds by construction, and what the
+property test pins is the other half: whenever `encode` answers, the model accepts the same values and
+serializes them to the same bytes. A second test shows the common case does take the fast path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
+
+from openmonetize.lib import event_json
+from openmonetize.lib.event_ids import new_event_id, utc_datetime, utc_text
+from openmonetize.lib.event_types import EVENT_MODELS
+from openmonetize.models import CustomEvent, ImageGenerationEvent, TokenUsageEvent
+
+PLANS = {model: event_json.plan_for(model) for model in EVENT_MODELS}
+INT64_MAX = 2**63 - 1
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+class StrSubclass(str):
+    pass
+
+
+def model_json(model: type[BaseModel], values: dict[str, Any]) -> bytes:
+    event = model(**values)
+    return event.__pydantic_serializer__.to_json(event, exclude_none=True)
+
+
+# --- what a caller might pass, valid or not -----------------------------------------------------------
+
+def texts(high: int) -> st.SearchStrategy[Any]:
+    edge = st.sampled_from(["", "a" * high, "a" * (high + 1), "é" * high, "\ud800", "x\x00\x1f\x7f\"\\/\u2028"])
+    return st.one_of(
+        st.text(st.characters(codec="utf-8"), min_size=1, max_size=12), edge,
+        st.text(st.characters(), max_size=6),  # surrogates and every other code point
+        st.builds(StrSubclass, st.just("cust")), st.integers(0, 9), st.just(b"bytes"), st.none(),
+    )
+
+
+counts = st.one_of(st.integers(0, 10**6), st.sampled_from([-1, 0, 1, INT64_MAX, INT64_MAX + 1, 2**64]),
+                   st.booleans(), st.just(1.0), st.just("5"), st.none())
+plain = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.text(max_size=8),
+                  st.floats(), st.just(Decimal("1.5")), st.just(datetime(2026, 1, 1)), st.just((1, 2)))
+metadata_values = st.one_of(
+    st.none(), st.dictionaries(st.text(max_size=6), plain, max_size=6),
+    st.dictionaries(st.text(max_size=4), st.lists(plain, max_size=3) | st.dictionaries(st.text(max_size=3), plain),
+                    max_size=3),
+    st.dictionaries(st.integers(0, 3), st.integers(), min_size=1, max_size=2),  # keys that are not str
+    st.just({f"k{i}": i for i in range(51)}), st.just({"big": "x" * 4100}), st.just({"big": "é" * 2047}),
+    st.just([("a", 1)]),
+)
+quantities = st.one_of(st.integers(-2, 10**6), st.floats(), st.sampled_from([10**400, 0.0, -0.0, 5e-324, 1e16]),
+                       st.just(Decimal("2")), st.booleans(), st.just("3"), st.none())
+FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "customer_id": texts(256), "user_id": texts(256), "team_id": texts(256), "feature_id": texts(256),
+    "provider": texts(128), "model": texts(256), "image_size": texts(64), "quality": texts(64),
+    "unit_type": texts(128), "input_tokens": counts, "output_tokens": counts, "cached_input_tokens": counts,
+    "reasoning_tokens": counts, "image_count": counts, "quantity": quantities, "metadata": metadata_values,
+    "event_id": st.one_of(st.none(), st.none(), texts(128)),
+    "timestamp": st.one_of(st.none(), st.none(), st.just(datetime(2026, 1, 1, tzinfo=timezone.utc)),
+                           st.just("2026-01-01T00:00:00Z")),
+}
+
+
+plain_text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)
+plain_counts = st.integers(0, INT64_MAX)
+
+
+@st.composite
+def common_values(draw: st.DrawFn) -> tuple[type[BaseModel], dict[str, Any]]:
+    """What `track_*` and the LLM tracker pass nearly always: exact str and int, flat metadata, no id or time."""
+    model = draw(st.sampled_from(EVENT_MODELS))
+    values: dict[str, Any] = {"customer_id": draw(plain_text), "feature_id": draw(plain_text),
+                              "user_id": draw(st.none() | plain_text), "team_id": draw(st.none() | plain_text),
+                              "metadata": draw(st.none() | st.dictionaries(plain_text, st.none() | st.booleans()
+                                                                           | plain_counts | plain_text,
+                                                                           max_size=10))}
+    if model is TokenUsageEvent:
+        values.update(provider=draw(plain_text), model=draw(plain_text), input_tokens=draw(plain_counts),
+                      output_tokens=draw(plain_counts))
+        values["cached_input_tokens"] = draw(st.none() | st.integers(0, values["input_tokens"]))
+        values["reasoning_tokens"] = draw(st.none() | st.integers(0, values["output_tokens"]))
+    elif model is ImageGenerationEvent:
+        values.update(provider=draw(plain_text), model=draw(plain_text), image_count=draw(st.integers(1, 10)),
+                      image_size=draw(st.none() | st.text(min_size=1, max_size=20)))
+    else:
+        values.update(unit_type=draw(plain_text), quantity=draw(
+            st.integers(1, 10**9) | st.floats(min_value=0, exclude_min=True, allow_infinity=False)))
+    return model, values
+
+
+@st.composite
+def values_for(draw: st.DrawFn) -> tuple[type[BaseModel], dict[str, Any]]:
+    """A common event with one to three fields replaced by anything (or removed), and sometimes an unknown key
+    or another event_type: the values next to the fast path's edge are the ones worth trying."""
+    model, values = draw(common_values())
+    names = [name for name in model.model_fields if name != "event_type"]
+    for name in draw(st.lists(st.sampled_from(names), min_size=1, max_size=3)):
+        if draw(st.integers(0, 9)) == 0:
+            values.pop(name, None)
+        else:
+            values[name] = draw(FIELDS[name])
+    event_type = draw(st.sampled_from([None, "absent", model.model_fields["event_type"].default, "CUSTOM", 7]))
+    if event_type != "absent":
+        values["event_type"] = event_type
+    if draw(st.integers(0, 19)) == 0:
+        values["unknown"] = 1
+    return model, values
+
+
+instants = st.integers(0, 4102444800 * 10**9)  # nanoseconds from 1970 to 2100
+
+
+@SETTINGS
+@given(case=values_for(), now_ns=instants)
+@example(case=(TokenUsageEvent, {"customer_id": "c", "feature_id": "f", "provider": "p", "model": "m",
+                                 "input_tokens": 1, "output_tokens": 2, "reasoning_tokens": 3}), now_ns=0)
+@example(case=(CustomEvent, {"customer_id": "c", "feature_id": "f", "unit_type": "u", "quantity": 1e16}),
+         now_ns=1_000_000_000_000_001_000)
+def test_whenever_the_fast_path_answers_the_model_agrees_byte_for_byte(
+        case: tuple[type[BaseModel], dict[str, Any]], now_ns: int) -> None:
+    model, values = case
+    plan = PLANS[model]
+    assert plan is not None
+    answer = event_json.encode(plan, dict(values), now_ns)
+    if answer is None:
+        return  # the model decides (and the callers build it); nothing to compare
+    event_id, body = answer
+    given = dict(values, event_id=event_id, timestamp=values.get("timestamp") or utc_datetime(now_ns))
+    try:
+        expected = model_json(model, given)
+    except ValidationError as exc:
+        pytest.fail(f"the fast path wrote {body!r} for values the model refuses: {exc}")
+    assert body == expected
+    if values.get("event_id") is None:
+        parsed = uuid.UUID(event_id)
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert parsed.int >> 80 == now_ns // 1_000_000  # the id's milliseconds are the timestamp's
+
+
+@SETTINGS
+@given(case=common_values(), now_ns=instants)
+def test_the_common_case_takes_the_fast_path_and_matches_the_model(
+        case: tuple[type[BaseModel], dict[str, Any]], now_ns: int) -> None:
+    model, values = case
+    plan = PLANS[model]
+    assert plan is not None
+    answer = event_json.encode(plan, dict(values), now_ns)
+    assert answer is not None, values
+    assert answer[1] == model_json(model, dict(values, event_id=answer[0], timestamp=utc_datetime(now_ns)))
+
+
+def test_every_event_model_has_a_plan() -> None:
+    """A spec change the plan does not understand must be seen here, not only as a slower track()."""
+    assert all(PLANS.values()), PLANS
+
+
+def test_a_model_with_a_rule_the_plan_cannot_read_gets_no_plan() -> None:
+    """An unknown constraint (a pattern here) turns the fast path off for that model instead of ignoring it."""
+    from typing import Annotated, Literal
+
+    from pydantic import ConfigDict, Field
+
+    class Patterned(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        event_type: Literal["X"] = "X"
+        customer_id: Annotated[str, Field(strict=True, pattern="^c")]
+
+    assert event_json.plan_for(Patterned) is None
+
+
+@pytest.mark.parametrize("now_ns", [0, 1, 999, 1_000, 1_764_604_800_123_456_789, 1_764_604_800_000_000_999])
+def test_the_timestamp_text_is_the_models(now_ns: int) -> None:
+    event = TokenUsageEvent(customer_id="c", feature_id="f", provider="p", model="m", input_tokens=0,
+                            output_tokens=0, timestamp=utc_datetime(now_ns))
+    assert f'"timestamp":"{utc_text(now_ns)}"'.encode() in event.__pydantic_serializer__.to_json(event)
+
+
+def test_an_id_and_timestamp_made_together_share_one_clock_reading() -> None:
+    event = TokenUsageEvent(customer_id="c", feature_id="f", provider="p", model="m", input_tokens=0, output_tokens=0)
+    millis = uuid.UUID(event.event_id).int >> 80
+    assert event.timestamp == datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=millis)
+
+
+def test_ids_sort_by_time_and_keep_their_layout() -> None:
+    base = 1_764_604_800_000_000_000
+    ids = [new_event_id(base + step * 1_000_000) for step in range(2000)]
+    assert ids == sorted(ids)
+    assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+    assert len(set(new_event_id(base) for _ in range(10_000))) == 10_000
+    # the default timestamp is the id's millisecond
+    assert utc_datetime(base + 123_456_789) == datetime(2025, 12, 1, 16, 0, 0, 123000, tzinfo=timezone.utc)
+    assert utc_text(base + 123_456_789) == "2025-12-01T16:00:00.123000Z" and utc_text(base) == "2025-12-01T16:00:00Z"
+
+
+def test_a_child_forked_within_a_millisecond_does_not_continue_its_parents_ids() -> None:
+    """Ids count up within a millisecond from a random start: a child that kept the parent's state would make
+    the very ids the parent makes next, in the same millisecond."""
+    import json
+    import os
+
+    moment = 1_764_604_800_123_456_789
+    first = new_event_id(moment)  # the parent is inside this millisecond when it forks
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_fd)
+        os.write(write_fd, json.dumps([new_event_id(moment) for _ in range(100)]).encode())
+        os._exit(0)
+    os.close(write_fd)
+    parent_ids = {new_event_id(moment) for _ in range(100)}
+    with os.fdopen(read_fd) as pipe:
+        child_ids = set(json.loads(pipe.read()))
+    os.waitpid(pid, 0)
+    assert len(child_ids) == 100 and first not in child_ids
+    assert not parent_ids & child_ids
+    assert all(uuid.UUID(i).int >> 80 == moment // 1_000_000 for i in parent_ids | child_ids)
