@@ -9,8 +9,9 @@ not be edited by hand. The generated models call into
 `x-sdk-check-answer`, and the generated HTTP layer into `http_deadline`; the package exports `OpenMonetize`,
 `DeliveryFailure`, `RetryPolicy`, `SpoolError`, `create_llm_tracker` and `LLMTracker` through its template.
 
-- `event_ids`: UUIDv7 event ids.
+- `event_ids`: UUIDv7 event ids and default timestamps, from one clock reading.
 - `event_rules`: rules a JSON schema cannot express (defaults filled in, cross-field checks, metadata size).
+- `event_json`: the hot path's event JSON, written by rules read from the generated models (else the model).
 - `client`: `OpenMonetize`, tracking on the caller's thread and the client's lifecycle.
 - `delivery`: every delivery decision (`Dispatcher`: clock and transport injected) and the threads that run it.
 - `buffers`: where queued events wait: memory, or the SQLite spool (with its dead letters).
