@@ -9,6 +9,8 @@ would write: `json.loads` each line, `ingest(events=batch)` every 1000 lines (th
 only child is the `send` run. Last, the server CPU it takes to store the file with time-ordered against
 random event ids.
 
+Then, in this process, what `send` spends per line before tracking it, part by part (`--sink null` too).
+
 With `--sink null` both post to bench/sink.py instead (another process that answers every batch at once and
 stores nothing), so the figures are the clients' own cost; only the throughput rows are measured then.
 
@@ -170,6 +172,36 @@ def id_order(work: Path, source: Path, env: dict[str, str], rounds: int) -> None
           f"{scattered:.2f} s; random / ordered {scattered / ordered:.2f}", flush=True)
 
 
+def per_line_costs(source: Path, lines: int = 20_000) -> None:
+    """µs per line, in this process, best of 3: what the loop pays to read a line (`json.loads`), what `send`
+    pays (`parse_line`: decode, shape checks, derived id, model validation), and two of its parts alone."""
+    from openmonetize.cli.jsonl import derive_event_id, id_namespace, parse_line
+    from openmonetize.lib.event_types import MODELS_BY_TYPE
+
+    with source.open("rb") as f:
+        raw = [line for _, line in zip(range(lines), f, strict=False)]
+    namespace = id_namespace()
+    dicts = [json.loads(line) for line in raw]
+    with_ids = [{**d, "event_id": derive_event_id(namespace, i, d)} for i, d in enumerate(dicts, 1)]
+
+    def best(work: Callable[[], object]) -> float:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - started)
+        return min(times) / len(raw) * 1e6
+
+    loads = best(lambda: [json.loads(line) for line in raw])
+    parse = best(lambda: [parse_line(line, i, namespace) for i, line in enumerate(raw, 1)])
+    derive = best(lambda: [derive_event_id(namespace, i, d) for i, d in enumerate(dicts, 1)])
+    validate = best(lambda: [MODELS_BY_TYPE[d["event_type"]].__pydantic_validator__.validate_python(dict(d))
+                             for d in with_ids])
+    print(f"per line, {len(raw):,} lines in this process: json.loads {loads:.1f} µs; send's parse_line {parse:.1f} µs,"
+          f" of which the derived id {derive:.1f} µs ({derive / parse:.0%}) and the model's validation"
+          f" {validate:.1f} µs ({validate / parse:.0%})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lines", type=int, default=100_000)
@@ -216,6 +248,7 @@ def main() -> None:
         print(f"openmonetize send          : {send_rate:>9,.0f} lines/s")
         print(f"plain EventsApi.ingest loop: {loop_rate:>9,.0f} lines/s")
         print(f"ratio send / loop          : {send_rate / loop_rate:.2f}   (goal >= 0.9)")
+        per_line_costs(source)
         if null:
             return
 
