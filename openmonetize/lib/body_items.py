@@ -6,9 +6,11 @@ The generated API annotates such an argument `Annotated[Sequence[<Model>Input], 
 model. A model instance was validated when it was built (and on every assignment: the models validate
 assignments), so `validate_call` would only confirm, item by item, what is already known. A list whose
 elements are all of exactly the item model's types (a oneOf's members, or the model itself) is passed on
-as a copy: no per-item work. Anything else, a single dict, a subclass, a tuple, goes through the same
-validation as before, whole, so a dict still gets its `event_id` in place and a bad one is refused with
-the same errors. The `Field`'s length limits come after this hook in the annotation and hold either way.
+as a copy: no per-item work (an instance made with `model_construct`, which skips validation, was taken as
+it is before too: the service validates every event on its own). Anything else, a single dict, a subclass,
+a tuple, goes through the same validation as before, whole, so a dict still gets its `event_id` in place and
+a bad one is refused with the same errors. The `Field`'s length limits come after this hook in the
+annotation and hold either way (pydantic checks them after the items, as it did).
 """
 
 from __future__ import annotations
