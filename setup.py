@@ -58,7 +58,8 @@ EXTRAS["cli"] = ["click >= 8.1", "rich >= 13"] + EXTRAS["testing"]
 # loopback, see that module), imported only when an AsyncApiClient is made
 EXTRAS["async"] = ["aiohttp >= 3.9"]
 # benchmarks only: the peer SDK bench/track.py compares against
-EXTRAS["bench"] = ["segment-analytics-python == 2.4.0", "httpx >= 0.27"]  # httpx: the floor row of the old stack
+# httpx: the floor row of the old stack; orjson: the fastest JSON floor of bench/ingest.py (never used by the SDK)
+EXTRAS["bench"] = ["segment-analytics-python == 2.4.0", "httpx >= 0.27", "orjson >= 3.9"]
 EXTRAS["dev"] = EXTRAS["cli"] + EXTRAS["async"] + EXTRAS["providers"] + EXTRAS["litellm"] + [
     "pytest >= 8",
     "hypothesis >= 6.100",

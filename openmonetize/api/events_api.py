@@ -20,11 +20,14 @@ from typing_extensions import Annotated
 from openmonetize.models.ingest_request import IngestRequest
 from openmonetize.models.ingest_response import IngestResponse
 from openmonetize.models.event import Event
+from openmonetize.lib.body_items import as_they_are as _as_they_are
 # openmonetize: a dict is accepted too, and validated into a model at the call; type checkers must know that
 if TYPE_CHECKING:
     EventInput = Union[Event, Mapping[str, Any]]
 else:
     EventInput = Event
+# openmonetize: a list of nothing but Event instances is taken as it is, not validated again (lib/body_items.py)
+EventItems = _as_they_are(Event)
 from openmonetize.lib.answers import check_ingest_response
 
 from openmonetize.api_client import ApiClient, RequestSerialized
@@ -50,7 +53,7 @@ class EventsApi:
     @validate_call
     def ingest(
         self,
-        events: Annotated[Sequence[EventInput], Field(min_length=1, max_length=1000)],
+        events: Annotated[Sequence[EventInput], EventItems, Field(min_length=1, max_length=1000)],
         _request_timeout: Union[
             None,
             Annotated[StrictFloat, Field(gt=0)],
@@ -130,7 +133,7 @@ class EventsApi:
     @validate_call
     def ingest_with_http_info(
         self,
-        events: Annotated[Sequence[EventInput], Field(min_length=1, max_length=1000)],
+        events: Annotated[Sequence[EventInput], EventItems, Field(min_length=1, max_length=1000)],
         _request_timeout: Union[
             None,
             Annotated[StrictFloat, Field(gt=0)],
@@ -210,7 +213,7 @@ class EventsApi:
     @validate_call
     def ingest_without_preload_content(
         self,
-        events: Annotated[Sequence[EventInput], Field(min_length=1, max_length=1000)],
+        events: Annotated[Sequence[EventInput], EventItems, Field(min_length=1, max_length=1000)],
         _request_timeout: Union[
             None,
             Annotated[StrictFloat, Field(gt=0)],

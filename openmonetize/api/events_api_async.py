@@ -19,7 +19,7 @@ from typing_extensions import Annotated
 from openmonetize.models.ingest_request import IngestRequest
 from openmonetize.models.ingest_response import IngestResponse
 from openmonetize.models.event import Event
-from openmonetize.api.events_api import EventInput
+from openmonetize.api.events_api import EventInput, EventItems
 from openmonetize.lib.answers import check_ingest_response
 
 from openmonetize.api.events_api import EventsApi
@@ -58,7 +58,7 @@ class AsyncEventsApi:
     @validate_call
     async def ingest(
         self,
-        events: Annotated[Sequence[EventInput], Field(min_length=1, max_length=1000)],
+        events: Annotated[Sequence[EventInput], EventItems, Field(min_length=1, max_length=1000)],
         _request_timeout: Union[
             None,
             Annotated[StrictFloat, Field(gt=0)],
@@ -136,7 +136,7 @@ class AsyncEventsApi:
     @validate_call
     async def ingest_with_http_info(
         self,
-        events: Annotated[Sequence[EventInput], Field(min_length=1, max_length=1000)],
+        events: Annotated[Sequence[EventInput], EventItems, Field(min_length=1, max_length=1000)],
         _request_timeout: Union[
             None,
             Annotated[StrictFloat, Field(gt=0)],

@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.markdown import Markdown
-from rich.table import Table
 
 from openmonetize.cli.common import stdout_console
 
@@ -53,6 +51,8 @@ def docs(topic: str | None, raw: bool) -> None:
         raise click.ClickException("no documentation found in this installation of openmonetize")
     console = stdout_console()
     if topic is None:
+        from rich.table import Table  # here, not at import: every command imports this module
+
         table = Table("topic", "page", box=None, header_style="bold")
         for name, page in pages.items():
             reference = page.parent.name in ("reference", "docs")  # the wheel's folder, or the checkout's
@@ -68,4 +68,6 @@ def docs(topic: str | None, raw: bool) -> None:
     if raw:
         click.echo(text, nl=False)
     else:
+        from rich.markdown import Markdown  # markdown-it and rich's renderer: ~65 ms no other command needs
+
         console.print(Markdown(text))

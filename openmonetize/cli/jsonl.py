@@ -70,17 +70,21 @@ def derive_event_id(namespace: uuid.UUID, line: int, event: dict[str, Any]) -> s
     lines distinct: two identical usage records are two charges. Neither the file's name nor the machine
     (time zone, Python version) plays a part, so `send FILE` and `send - < FILE` give the same ids.
     """
-    canonical = _canonical(event)
-    digest = hashlib.sha1(namespace.bytes + f"{line}:{canonical}".encode()).digest()
-    bits = int.from_bytes(digest[:10], "big")  # 80 bits: 12 for rand_a, 62 (the low ones) for rand_b
-    value = (event_time_ms(event.get("timestamp")) << 80 | 0x8 << 76 | (bits >> 68) << 64 | 0b10 << 62
-             | bits & _LOW_62)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    prefix = _namespace_bytes.get(namespace)
+    if prefix is None:
+        prefix = _namespace_bytes[namespace] = namespace.bytes
+    # The hash's first 80 bits, as 20 hex digits: 12 bits (3 digits) for rand_a, then the low 62 of the
+    # remaining 68 for rand_b, under the variant bits 0b10 (digit 4 keeps its low two bits, digit 3 is dropped).
+    # The same text as formatting the 128-bit value (the rule above) would give, without building the int.
+    h = hashlib.sha1(prefix + f"{line}:{_canonical(event)}".encode()).hexdigest()
+    t = f"{event_time_ms(event.get('timestamp')):012x}"
+    return f"{t[:8]}-{t[8:]}-8{h[:3]}-{_VARIANT[h[4]]}{h[5:8]}-{h[8:20]}"
 
 
-_LOW_62 = (1 << 62) - 1
 _MAX_48 = (1 << 48) - 1
+#: a hex digit with its top two bits replaced by the RFC 9562 variant, 0b10
+_VARIANT = {f"{n:x}": f"{0b1000 | n & 0b11:x}" for n in range(16)}
+_namespace_bytes: dict[uuid.UUID, bytes] = {}  # uuid.UUID.bytes builds them anew on every read
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d\d):(\d\d))?")
 _days_of: dict[str, int] = {}  # "YYYY-MM-DD" -> days since 1970-01-01; a log repeats its dates
 
