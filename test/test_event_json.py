@@ -226,3 +226,39 @@ def test_a_child_forked_within_a_millisecond_does_not_continue_its_parents_ids()
     assert len(child_ids) == 100 and first not in child_ids
     assert not parent_ids & child_ids
     assert all(uuid.UUID(i).int >> 80 == moment // 1_000_000 for i in parent_ids | child_ids)
+
+
+def test_track_calls_on_the_fast_path_reach_a_server_as_the_models_would_send_them() -> None:
+    """End to end over loopback: what `track_*` wrote directly is what the model of the same values sends."""
+    import json
+
+    from openmonetize import OpenMonetize
+    from openmonetize.testing import LocalIngestServer
+
+    text = 'q"\\\n\t\x01 é 雪 \U0001f600 \u2028'
+    calls = [
+        ("track_token_usage", TokenUsageEvent, dict(customer_id=text, feature_id="chat", provider="openai",
+                                                    model="gpt-4o", input_tokens=INT64_MAX, output_tokens=7,
+                                                    cached_input_tokens=3, reasoning_tokens=7, user_id="u",
+                                                    metadata={"response_id": "r", "partial": True, "n": None})),
+        ("track_image_generation", ImageGenerationEvent, dict(customer_id="c", feature_id="img", provider="openai",
+                                                              model="gpt-image-1", image_count=2, quality=text)),
+        ("track_custom_event", CustomEvent, dict(customer_id="c", feature_id="pages", unit_type="pages",
+                                                 quantity=0.1, team_id="t")),
+        ("track_custom_event", CustomEvent, dict(customer_id="c", feature_id="pages", unit_type="pages",
+                                                 quantity=10**300)),
+    ]
+    for _, model, values in calls:
+        assert event_json.encode(PLANS[model] or pytest.fail(), dict(values)) is not None  # the fast path
+    with LocalIngestServer(api_key="k") as server:
+        om = OpenMonetize(api_key="k", base_url=server.url, flush_interval=0.01)
+        ids = [getattr(om, method)(**values) for method, _, values in calls]
+        assert om.flush(30) is True
+        om.shutdown(5)
+        stored = {event["event_id"]: event for event in server.events}
+    for event_id, (_, model, values) in zip(ids, calls, strict=True):
+        sent = stored[event_id]
+        built = model(**values, event_id=event_id, timestamp=sent["timestamp"])
+        assert sent == json.loads(built.__pydantic_serializer__.to_json(built, exclude_none=True))
+        moment = datetime.fromisoformat(sent["timestamp"].replace("Z", "+00:00"))
+        assert uuid.UUID(event_id).int >> 80 == (moment - utc_datetime(0)) // timedelta(milliseconds=1)

@@ -181,7 +181,7 @@ class OpenMonetize:
             "reasoning_tokens": reasoning_tokens, "user_id": user_id, "team_id": team_id, "event_id": event_id,
             "timestamp": timestamp, "metadata": dict(metadata) if metadata is not None else None,
         }
-        written = event_json.encode(_TOKEN_USAGE, values) if _TOKEN_USAGE else None
+        written = _TOKEN_USAGE.write(values, time.time_ns()) if _TOKEN_USAGE else None
         if written is None:  # the model decides: it accepts, or raises naming the field, value and rule
             return self._enqueue(TokenUsageEvent(**values))
         return self._enqueue_json(*written)
@@ -209,7 +209,7 @@ class OpenMonetize:
             "team_id": team_id, "event_id": event_id, "timestamp": timestamp,
             "metadata": dict(metadata) if metadata is not None else None,
         }
-        written = event_json.encode(_IMAGE_GENERATION, values) if _IMAGE_GENERATION else None
+        written = _IMAGE_GENERATION.write(values, time.time_ns()) if _IMAGE_GENERATION else None
         if written is None:
             return self._enqueue(ImageGenerationEvent(**values))
         return self._enqueue_json(*written)
@@ -233,7 +233,7 @@ class OpenMonetize:
             "user_id": user_id, "team_id": team_id, "event_id": event_id, "timestamp": timestamp,
             "metadata": dict(metadata) if metadata is not None else None,
         }
-        written = event_json.encode(_CUSTOM, values) if _CUSTOM else None
+        written = _CUSTOM.write(values, time.time_ns()) if _CUSTOM else None
         if written is None:
             return self._enqueue(CustomEvent(**values))
         return self._enqueue_json(*written)
