@@ -236,7 +236,7 @@ def test_track_calls_on_the_fast_path_reach_a_server_as_the_models_would_send_th
     from openmonetize.testing import LocalIngestServer
 
     text = 'q"\\\n\t\x01 é 雪 \U0001f600 \u2028'
-    calls = [
+    calls: list[tuple[str, type[BaseModel], dict[str, Any]]] = [
         ("track_token_usage", TokenUsageEvent, dict(customer_id=text, feature_id="chat", provider="openai",
                                                     model="gpt-4o", input_tokens=INT64_MAX, output_tokens=7,
                                                     cached_input_tokens=3, reasoning_tokens=7, user_id="u",
