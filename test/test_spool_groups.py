@@ -32,6 +32,7 @@ from openmonetize.lib.buffers import (
     read_spool,
     spool_files,
 )
+from openmonetize.lib.retry import RetryPolicy
 from openmonetize.lib.spool_format import GROUP_BYTES
 from openmonetize.testing import LocalIngestServer
 
@@ -226,7 +227,7 @@ def test_the_file_shrinks_once_a_backlog_is_delivered_while_the_client_runs(tmp_
     spool = tmp_path / "spool"
     server = LocalIngestServer(api_key=KEY).start()
     try:
-        om = OpenMonetize(api_key=KEY, base_url=server.url, spool_dir=spool)
+        om = OpenMonetize(api_key=KEY, base_url=server.url, spool_dir=spool, retry_policy=RetryPolicy(cap=0.5))
         server.stop()  # the service is down: a backlog builds up on disk
         n = 60_000
         ids = {om.track_custom_event(customer_id="c", feature_id="f", unit_type="pages", quantity=i + 1)

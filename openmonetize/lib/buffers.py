@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,11 @@ from openmonetize.lib.spool_format import (
     DONE_INDEX,
     DONE_TABLE,
     EVENTS_TABLE,
-    INSERT_GROUP,
     PAGE_SIZE,
+    RESOLVED_TRIGGER,
     SQLITE_FULL,
-    cut,
     done_ranges,
-    group_row,
+    insert_ranges,
     queued,
     ranges,
     readable_rows,
@@ -51,6 +51,7 @@ from openmonetize.lib.spool_format import code as _code
 from openmonetize.lib.spool_format import has_table as _has_table
 from openmonetize.lib.spool_format import is_corrupt as _is_corrupt
 from openmonetize.lib.spool_queue import DiskKey, Group, GroupQueue
+from openmonetize.lib.spool_writer import RANGES_PER_STATEMENT, RECLAIM_BYTES, WriteJob, Writer, give_space_back, write
 
 logger = logging.getLogger("openmonetize")
 
@@ -64,7 +65,6 @@ LEGACY_SUFFIX = ".om-spool.sqlite3"
 _SUFFIXES = (SPOOL_SUFFIX, LEGACY_SUFFIX)
 _CACHE_BYTES = 8 << 20  # events just committed stay in memory for their batch up to this (else read back)
 _WAL_LIMIT = 4 << 20  # the WAL's size between checkpoints (as SQLite's default: 1000 pages of 4 KB)
-_RECLAIM_BYTES = 4 << 20  # free pages given back to the file system once at least this much (and half the file)
 
 # SQLite connections must never be finalized in a forked child: closing one checkpoints and deletes the
 # WAL that the parent is still writing. A child parks its inherited spool objects here instead.
@@ -130,8 +130,16 @@ class MemoryBuffer:
     def stored(self) -> int:
         return 0
 
-    def commit(self) -> None:
+    def commit(self, due: bool = True) -> None:
         pass
+
+    def pace(self, notify: Callable[[], None]) -> None:
+        """A delivery loop drives this buffer: it says at each `commit` whether one is `due`, and wants
+        `notify` called when something it waits for happened on another thread (see SpoolBuffer)."""
+
+    def ready(self) -> int:
+        """Events `take` can hand out now."""
+        return len(self.intake)
 
     def adopt_orphans(self) -> int:
         return 0
@@ -226,6 +234,14 @@ class SpoolBuffer(MemoryBuffer):
     given back and dead-lettered apart (`spool_queue`); the resolved part of a group that stays is
     recorded in the same transaction, so nothing resolved is queued again after a crash.
 
+    Paced by a delivery loop (`pace`: it says at each `commit` whether one is `due`: every commit interval,
+    at a flush, at shutdown), tracked events are written at due commits only, with the events resolved
+    meanwhile, in one transaction run by a writer thread (`spool_writer`): the delivery thread never waits
+    on SQLite in the steady state. An event is on disk within a commit interval (and that write) of being
+    tracked, and handed out once written; an acknowledged event that a crash leaves unrecorded is sent
+    again (with its id: the service deduplicates it). Driven directly (not paced), every call writes at
+    once, on the caller's thread.
+
     The file gives its space back: it is created with `auto_vacuum=INCREMENTAL`, and once deliveries have
     freed most of it, free pages are returned to the file system and the WAL is truncated.
 
@@ -247,13 +263,20 @@ class SpoolBuffer(MemoryBuffer):
         self._lock_fd: int | None = None
         self._schema_ready = False
         self._queue = GroupQueue(_CACHE_BYTES)  # what is on disk, not resolved
-        self._unsaved: dict[int, set[int]] = {}  # resolved in memory, not yet on disk: row id -> indexes
+        self.paced = False
+        self._notify: Callable[[], None] = lambda: None
+        self._writer: Writer | None = None
+        self._job: WriteJob | None = None  # handed to the writer, not yet collected
+        self._job_resolved: dict[int, set[int]] = {}  # what the job records as resolved
+        self._owed = False  # a commit was due while the writer was busy
+        self._pending: dict[int, set[int]] = {}  # resolved, to record at the next due commit (paced)
+        self._unsaved: dict[int, set[int]] = {}  # resolved in memory, the disk refused to record them
         self._held: dict[int, Entry] = {}  # rows the disk refused, by a counter (their key is its negative)
         self._held_reserved: set[int] = set()
         self._moved: dict[int, DiskKey] = {}  # held rows written back while in flight: held key -> disk key
         self._next_held = itertools.count(1)
         self._dead = 0
-        self._freed = False  # rows were deleted since space was last given back
+        self._freed = 0  # groups deleted (about a page each) since the free space was last looked at
         self._fault: str | None = None  # the current episode's cause, reported once
         self._adopted_once = False
         self._progress: dict[Path, _Progress] = {}  # what was copied from an orphan not yet removed
@@ -316,14 +339,20 @@ class SpoolBuffer(MemoryBuffer):
             db.execute(EVENTS_TABLE)
             db.execute(DONE_TABLE)
             db.execute(DONE_INDEX)
+            db.execute(RESOLVED_TRIGGER)
             db.execute(DEAD_LETTERS_TABLE)
         self._schema_ready = True
 
     def close(self, *, delete_if_empty: bool = True) -> None:
         """Write what is still in memory, then close. Events the disk still refuses are reported as
         `undelivered` (nothing else could keep them). A file holding only dead letters is kept."""
+        self._settle()
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
         if self._db is not None:
             self._commit_intake()  # what was tracked after the last commit (not adopting anything now)
+            self._record_pending()
             lost = [body for _, body in self._held.values()]
             if lost:
                 self._held.clear()
@@ -331,7 +360,7 @@ class SpoolBuffer(MemoryBuffer):
                 self.report(DeliveryFailure(
                     "undelivered", [json.loads(body) for body in lost],
                     f"the spool {self.path} refused them until the client closed ({self._fault})"))
-            empty = self._schema_ready and not (self._queue.queued or self._unsaved or self._dead)
+            empty = self._schema_ready and not (self._queue.queued or self._unsaved or self._pending or self._dead)
             self._db.close()
             self._db = None
             if empty and delete_if_empty:
@@ -346,6 +375,8 @@ class SpoolBuffer(MemoryBuffer):
         self._db = None
         self._held.clear()
         self._queue.clear()
+        self._pending.clear()
+        self._job = self._writer = None  # (the writer thread is the parent's: it does not exist here)
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # the parent keeps its lock: flock belongs to the open file
             self._lock_fd = None
@@ -354,11 +385,14 @@ class SpoolBuffer(MemoryBuffer):
 
     def __len__(self) -> int:
         return (len(self.intake) + self._queue.queued - self._queue.out
-                + len(self._held) - len(self._held_reserved))
+                + len(self._held) - len(self._held_reserved) + (len(self._job.rows) if self._job else 0))
 
     @property
     def stored(self) -> int:
         return self._queue.queued
+
+    def ready(self) -> int:
+        return self._queue.queued - self._queue.out + len(self._held) - len(self._held_reserved)
 
     @property
     def held(self) -> int:
@@ -370,28 +404,98 @@ class SpoolBuffer(MemoryBuffer):
         return self._dead
 
     def low_seq(self) -> float:
-        low = min(super().low_seq(), self._queue.low())
+        low = min(super().low_seq(), self._queue.low(), self._job.low if self._job else math.inf)
         if self._held:
             low = min(low, next(iter(self._held.values()))[0])
         return low
 
     # -- moving events (delivery thread) ------------------------------------------------------------------
 
-    def commit(self) -> None:
-        """Group commit: one transaction for everything tracked since the last one. Never raises for the
-        disk: what it refuses stays in memory, in order, and is retried at every later commit."""
+    def pace(self, notify: Callable[[], None]) -> None:
+        self.paced = True
+        self._notify = notify
+
+    def commit(self, due: bool = True) -> None:
+        """Group commit: everything tracked since the last one, and what was resolved since (paced), in
+        one transaction; nothing when not `due`. Paced, the writer thread runs it (collected at a later
+        call); else it runs here. Never raises for the disk: what it refuses stays in memory, in order,
+        and is retried at every later commit."""
         if not self._adopted_once:  # a dispatcher that never asks still delivers what dead processes left
             self.adopt_orphans()
+        self._owed = self._owed or due
+        if self._job is not None and self._job.done.is_set():
+            self._settle()
+        if not self._owed or self._job is not None:
+            return  # (not due; or the writer still writes the last one: this one follows when it is done)
+        self._owed = False
+        if self.paced and self._db is not None and self._schema_ready and self._fault is None \
+                and not self._held and not self._unsaved:
+            pop = self.intake.popleft
+            rows: list[Entry] = [pop() for _ in range(len(self.intake))]  # (callers only append meanwhile)
+            resolved, self._pending = self._pending, {}
+            if rows or resolved:
+                if self._writer is None:
+                    self._writer = Writer(self._db, self._notify)
+                self._job_resolved = resolved
+                ranges_done = self._resolution_rows(resolved)
+                self._job = self._writer.submit(WriteJob(rows, ranges_done, reclaim=self._reclaim_due()))
+            return
+        self._record_pending()
         self._commit_intake()
-        if self._freed and self._fault is None:
-            self._give_space_back()
+        self._maybe_give_space_back()
+
+    def _settle(self) -> None:
+        """Wait for the job handed to the writer, and take in its result: the groups it wrote join the
+        queue; if the disk refused, its events are held in memory and its resolutions retried."""
+        job = self._job
+        if job is None:
+            return
+        job.done.wait()
+        self._job = None
+        if job.error is not None:
+            self._hold(job.rows)  # (before anything tracked later: those are still in the intake)
+            for row_id, more in self._job_resolved.items():
+                self._unsaved.setdefault(row_id, set()).update(more)
+            self._failed(job.error)
+            return
+        seqs = list(map(itemgetter(0), job.rows))
+        bodies = list(map(itemgetter(1), job.rows))
+        for (a, b), row_id in zip(job.cuts, job.ids, strict=True):
+            self._queue.add(row_id, array("q", seqs[a:b]), bodies[a:b])
+        if job.reclaimed:
+            self._freed = 0
+
+    def _reclaim_due(self) -> bool:
+        """Whether to look at the free space: after enough was deleted, or when everything was delivered."""
+        enough = self._freed * PAGE_SIZE >= RECLAIM_BYTES
+        return self._fault is None and (enough or bool(self._freed and not self.stored))
+
+    def _maybe_give_space_back(self) -> None:
+        if self._reclaim_due():
+            try:
+                if give_space_back(self._require_db()):
+                    self._freed = 0
+            except sqlite3.Error as exc:  # space not given back is no fault of delivery: tried again later
+                self._freed = 0
+                logger.debug("openmonetize: could not give back the spool's free space: %s", exc)
+
+    def _record_pending(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        if self._fault is not None or self._unsaved:
+            for row_id, more in pending.items():
+                self._unsaved.setdefault(row_id, set()).update(more)
+            return  # (the episode's write-back records them)
+        try:
+            self._save_resolved(pending)
+        except sqlite3.Error as exc:
+            self._unsaved = pending
+            self._failed(exc)
 
     def _commit_intake(self) -> None:
-        rows: list[Entry] = []
         pop = self.intake.popleft
-        with contextlib.suppress(IndexError):
-            while True:
-                rows.append(pop())
+        rows: list[Entry] = [pop() for _ in range(len(self.intake))]  # (callers only append meanwhile)
         if self._fault is None and not self._held and not self._unsaved and self._schema_ready:
             if not rows:
                 return
@@ -405,16 +509,13 @@ class SpoolBuffer(MemoryBuffer):
         self._write_back()
 
     def _insert_groups(self, rows: list[Entry], *, cache: bool) -> list[Group]:
-        """Write `rows` as groups in one transaction, then queue them; the groups, in order."""
-        db = self._require_db()
-        seqs = [seq for seq, _ in rows]
-        bodies = [body for _, body in rows]
-        cuts = cut(bodies)
-        with _transaction(db):
-            ids = [int(db.execute(INSERT_GROUP, group_row(seqs[a:b], bodies[a:b])).lastrowid or 0)
-                   for a, b in cuts]
+        """Write `rows` as groups in one transaction (on this thread), then queue them; the groups, in order."""
+        job = WriteJob(rows, [])
+        write(self._require_db(), job)
+        seqs = list(map(itemgetter(0), rows))
+        bodies = list(map(itemgetter(1), rows))
         return [self._queue.add(row_id, array("q", seqs[a:b]), bodies[a:b] if cache else None)
-                for row_id, (a, b) in zip(ids, cuts, strict=True)]
+                for row_id, (a, b) in zip(job.ids, job.cuts, strict=True)]
 
     def _hold(self, rows: Iterable[Entry]) -> None:
         for entry in rows:
@@ -423,6 +524,7 @@ class SpoolBuffer(MemoryBuffer):
     def _write_back(self) -> None:
         """In a fault episode: retry what failed (schema, resolutions, held rows, oldest first, in chunks so
         that a disk with a little room takes what fits); the episode ends when nothing is pending."""
+        self._settle()
         db = self._require_db()
         wrote = False  # the episode ends on evidence: a write that succeeded, with nothing left pending
         try:
@@ -473,10 +575,9 @@ class SpoolBuffer(MemoryBuffer):
         bodies: list[bytes] = []
         size = 0
         if self._queue.queued > self._queue.out:
-            try:
-                size = self._queue.take(limit, max_bytes, size, self._load, keys, seqs, bodies)
-            except (sqlite3.Error, ValueError) as exc:
-                self._failed(exc if isinstance(exc, sqlite3.Error) else sqlite3.DatabaseError(str(exc)))
+            size, error = self._queue.take(limit, max_bytes, size, self._load, keys, seqs, bodies)
+            if error is not None:
+                self._failed(error if isinstance(error, sqlite3.Error) else sqlite3.DatabaseError(str(error)))
         if len(keys) < limit and len(self._held) > len(self._held_reserved) and not (keys and size >= max_bytes):
             taken: list[int] = []
             for held_key, (seq, body) in self._held.items():
@@ -497,6 +598,7 @@ class SpoolBuffer(MemoryBuffer):
         return Batch(bodies, seqs, keys)
 
     def _load(self, row_id: int) -> list[bytes]:
+        self._settle()  # (the connection is the writer's until then)
         row = self._require_db().execute("SELECT body, n, lengths FROM events WHERE id = ?", (row_id,)).fetchone()
         if row is None:
             raise sqlite3.DatabaseError(f"spool row {row_id} is missing (database disk image is malformed)")
@@ -504,6 +606,8 @@ class SpoolBuffer(MemoryBuffer):
 
     def _on_disk(self, keys: list[Any]) -> tuple[list[DiskKey], list[int]]:
         """The batch's keys as (on disk, held in memory): held rows written back while in flight are on disk."""
+        if not self._held and not self._moved:  # (held keys exist only while their events are held)
+            return keys, []
         disk: list[DiskKey] = []
         held: list[int] = []
         for key in keys:
@@ -538,6 +642,14 @@ class SpoolBuffer(MemoryBuffer):
         resolved: dict[int, set[int]] = {row_id: set() for row_id in finished}
         for row_id, indexes in partial.items():
             resolved[row_id] = set(indexes)
+        if self.paced and not dead:
+            for row_id, more in resolved.items():
+                self._pending.setdefault(row_id, set()).update(more)
+            return True
+        if self._pending:
+            for row_id, more in self._pending.items():
+                resolved.setdefault(row_id, set()).update(more)
+            self._pending = {}
         try:
             if not self._schema_ready:
                 raise sqlite3.OperationalError("the spool's tables could not be created")
@@ -559,40 +671,31 @@ class SpoolBuffer(MemoryBuffer):
             return False
         return True
 
-    def _save_resolved(self, resolved: dict[int, set[int]]) -> None:
-        """Record resolved events (in the caller's transaction): a group wholly resolved is deleted, with
-        its ranges; of one that stays, the resolved index ranges."""
-        db = self._require_db()
-        gone = [(row_id,) for row_id in resolved if row_id not in self._queue.groups]
-        if gone:
-            db.executemany("DELETE FROM events WHERE id = ?", gone)
-            db.executemany("DELETE FROM events_done WHERE row_id = ?", gone)
-            self._freed = True
-        db.executemany("INSERT INTO events_done (row_id, first, last) VALUES (?, ?, ?)",
-                       [(row_id, first, last) for row_id, indexes in resolved.items()
-                        if row_id in self._queue.groups for first, last in ranges(sorted(indexes))])
+    def _resolution_rows(self, resolved: dict[int, set[int]]) -> list[tuple[int, int, int]]:
+        """`events_done` rows recording resolved events: of a group that stays, the resolved index ranges;
+        `(id, -1, -1)` for a group wholly resolved, which `RESOLVED_TRIGGER` then deletes with its ranges."""
+        out: list[tuple[int, int, int]] = []
+        for row_id, indexes in resolved.items():
+            if row_id in self._queue.groups:
+                out += [(row_id, first, last) for first, last in ranges(sorted(indexes))]
+            else:
+                out.append((row_id, -1, -1))
+                self._freed += 1
+        return out
 
-    def _give_space_back(self) -> None:
-        """Once at least half the file and `_RECLAIM_BYTES` are free pages: return them to the file system
-        (moving the pages still used towards the start) and truncate the WAL. Rarely: with the queue mostly
-        delivered there is little to move, and waiting for half keeps the moving linear in what is written."""
-        self._freed = False
+    def _save_resolved(self, resolved: dict[int, set[int]]) -> None:
+        """Record resolved events (alone, or in the caller's transaction): see `_resolution_rows`."""
+        values = [v for row in self._resolution_rows(resolved) for v in row]
         db = self._require_db()
-        try:
-            (free,) = db.execute("PRAGMA freelist_count").fetchone()
-            (pages,) = db.execute("PRAGMA page_count").fetchone()
-            (page_size,) = db.execute("PRAGMA page_size").fetchone()
-            if free * page_size < _RECLAIM_BYTES or free * 2 < pages:
-                return
-            db.executescript(f"PRAGMA incremental_vacuum({int(free)});")  # (execute() would free one page)
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        except sqlite3.Error as exc:  # space not given back is no fault of delivery: try after the next delete
-            logger.debug("openmonetize: could not give back the spool's free space: %s", exc)
+        for start in range(0, len(values), 3 * RANGES_PER_STATEMENT):
+            part = values[start:start + 3 * RANGES_PER_STATEMENT]
+            db.execute(insert_ranges(len(part) // 3), part)
 
     def dead_letter(self, batch: Batch, failure: DeliveryFailure) -> bool:
         """Move events refused for good (`rejected`, `unconfirmed`) to the dead-letter table, atomically,
         with the status, the reason, each event's detail and when (UTC). False when the disk refused that:
         the events are then resolved as if acknowledged and the caller reports them."""
+        self._settle()  # (it writes at once, on this thread)
         mapped: list[Any] = [key if isinstance(key, tuple) else self._moved.get(-key, key) for key in batch.keys]
         known = [i for i, key in enumerate(mapped)
                  if (self._queue.holds(key) if isinstance(key, tuple) else -key in self._held)]
@@ -630,6 +733,7 @@ class SpoolBuffer(MemoryBuffer):
         """
         if self._db is None or not self._schema_ready:
             return 0  # (commit() tries again once the tables exist)
+        self._settle()
         self._adopted_once = True
         adopted = 0
         for other in spool_files(self.directory):

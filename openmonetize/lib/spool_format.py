@@ -15,7 +15,7 @@ released:
 
 `events_done (row_id, first, last)` records index ranges of a group already resolved (acknowledged or
 dead-lettered) while the rest of it waits: they are never queued again, by this process or by one that
-adopts the file. A group is deleted, with its ranges, once all of it is resolved.
+adopts the file. A group is deleted, with its ranges, once all of it is resolved (`RESOLVED_TRIGGER`).
 
 Rows of the old layout (`n` NULL) are still written by `spool dead-letters --resend` (one per resent
 event) and read everywhere rows are read.
@@ -29,6 +29,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from itertools import accumulate, pairwise
+from operator import add
 from typing import Any
 
 PAGE_SIZE = 16384  # a new file's pages (SQLite's default is 4096)
@@ -49,6 +50,12 @@ DONE_TABLE = (
     "CREATE TABLE IF NOT EXISTS events_done (row_id INTEGER NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL)"
 )
 DONE_INDEX = "CREATE INDEX IF NOT EXISTS events_done_row ON events_done (row_id)"
+# A range (id, -1, -1) says the whole group is resolved: the group and its ranges go, in the same statement
+# (so that recording what a batch resolved, deletions included, is one statement).
+RESOLVED_TRIGGER = (
+    "CREATE TRIGGER IF NOT EXISTS events_resolved AFTER INSERT ON events_done WHEN NEW.first < 0 BEGIN"
+    " DELETE FROM events WHERE id = NEW.row_id; DELETE FROM events_done WHERE row_id = NEW.row_id; END"
+)
 DEAD_LETTERS_TABLE = (
     "CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT,"
     " body BLOB NOT NULL, kind TEXT NOT NULL, status INTEGER, reason TEXT NOT NULL, details TEXT,"
@@ -75,7 +82,7 @@ def _unpacked(code: str, data: bytes) -> array[int]:
 def cut(bodies: Sequence[bytes]) -> list[tuple[int, int]]:
     """Where to cut `bodies` into groups: (start, stop) pairs, each at most GROUP_EVENTS events taking at
     most GROUP_BYTES (an event larger than that is a group alone, on overflow pages)."""
-    ends = list(accumulate(len(body) + _PER_EVENT for body in bodies))
+    ends = list(map(add, accumulate(map(len, bodies)), range(_PER_EVENT, _PER_EVENT * (len(bodies) + 1), _PER_EVENT)))
     cuts = []
     start = 0
     while start < len(bodies):
@@ -92,7 +99,14 @@ def group_row(seqs: Sequence[int], bodies: Sequence[bytes]) -> tuple[int, bytes,
     return min(seqs), b"".join(bodies), len(bodies), _packed("i", list(map(len, bodies))), _packed("q", seqs)
 
 
-INSERT_GROUP = "INSERT INTO events (seq, body, n, lengths, seqs) VALUES (?, ?, ?, ?, ?)"
+def insert_groups(count: int) -> str:
+    """One INSERT of `count` groups (its parameters: `group_row`'s, one group after another)."""
+    return "INSERT INTO events (seq, body, n, lengths, seqs) VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * count)
+
+
+def insert_ranges(count: int) -> str:
+    """One INSERT of `count` (row_id, first, last) resolved ranges."""
+    return "INSERT INTO events_done (row_id, first, last) VALUES " + ", ".join(["(?, ?, ?)"] * count)
 
 
 def split(body: bytes, n: int | None, lengths: bytes | None) -> list[bytes]:

@@ -13,7 +13,8 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from itertools import accumulate, repeat
+from itertools import accumulate, groupby, repeat
+from operator import add, attrgetter, itemgetter
 
 DiskKey = tuple[int, int]  # (row id, index in its group)
 
@@ -27,7 +28,7 @@ class Group:
     done: set[int] = field(default_factory=set)  # resolved
     lo: int = 0  # every index below it is out or done
     low: float = 0.0  # the lowest seq not resolved
-    ends: list[int] | None = None  # running sum of (length + 1), from 0: the bytes of a range in a batch
+    ends: list[int] | None = None  # running sum of (length + 1), from 0: a range's bytes in a batch body
 
     def __post_init__(self) -> None:
         self.low = self._low()
@@ -43,11 +44,11 @@ class Group:
     def _low(self) -> float:
         if not self.done:
             return min(self.seqs, default=math.inf)
-        return min((s for i, s in enumerate(self.seqs) if i not in self.done), default=math.inf)
+        return min(map(self.seqs.__getitem__, set(range(self.size)) - self.done), default=math.inf)
 
     def cache(self, bodies: list[bytes]) -> None:
         self.bodies = bodies
-        self.ends = list(accumulate((len(b) + 1 for b in bodies), initial=0))
+        self.ends = list(map(add, accumulate(map(len, bodies), initial=0), range(len(bodies) + 1)))
 
 
 class GroupQueue:
@@ -72,20 +73,23 @@ class GroupQueue:
         return group
 
     def low(self) -> float:
-        return min((g.low for g in self.groups.values()), default=math.inf)
+        return min(map(attrgetter("low"), self.groups.values()), default=math.inf)
 
     def take(self, limit: int, max_bytes: int, size: int, load: Callable[[int], list[bytes]],
-             keys: list[object], seqs: list[int], bodies: list[bytes]) -> int:
+             keys: list[object], seqs: list[int], bodies: list[bytes]) -> tuple[int, Exception | None]:
         """Hand out events in order into `keys`, `seqs`, `bodies` (up to `limit` in all, the batch's bytes
-        `size` so far up to `max_bytes`, at least one); returns the new size. `load` reads a group's bodies
-        (its errors propagate, nothing handed out from that group)."""
+        `size` so far up to `max_bytes`, at least one); returns the new size, and the error of `load` (which
+        reads a group's bodies) if it failed: then what was handed out before that group is kept."""
         for group in list(self.groups.values()):
             if len(keys) >= limit:
                 break
             if not group.available:
                 continue
             if group.bodies is None:
-                self._cache(group, load(group.row_id))
+                try:
+                    self._cache(group, load(group.row_id))
+                except Exception as exc:
+                    return size, exc
             assert group.bodies is not None and group.ends is not None
             ends, i = group.ends, group.lo
             edge = max(max(group.out, default=-1), max(group.done, default=-1))  # past it, all are queued
@@ -116,7 +120,7 @@ class GroupQueue:
                 self._uncache(group)
             if full:
                 break
-        return size
+        return size, None
 
     def give_back(self, keys: Iterable[DiskKey]) -> None:
         for row_id, index in keys:
@@ -129,17 +133,15 @@ class GroupQueue:
     def resolve(self, keys: Iterable[DiskKey]) -> tuple[list[int], dict[int, list[int]], int]:
         """Mark handed-out events resolved: (rows now wholly resolved, to delete; indexes newly resolved of
         the groups that stay, by row; how many events that resolved)."""
-        by_row: dict[int, list[int]] = {}
-        for row_id, index in keys:
-            by_row.setdefault(row_id, []).append(index)
         finished: list[int] = []
         partial: dict[int, list[int]] = {}
         count = 0
-        for row_id, indexes in by_row.items():
+        for row_id, run in groupby(keys, itemgetter(0)):  # (a batch's keys come a group after another)
             group = self.groups.get(row_id)
             if group is None:
                 continue
-            mine = [i for i in indexes if i in group.out]
+            indexes = list(map(itemgetter(1), run))
+            mine = indexes if group.out.issuperset(indexes) else [i for i in indexes if i in group.out]
             if not mine:
                 continue
             group.out.difference_update(mine)
@@ -152,7 +154,7 @@ class GroupQueue:
                 self._uncache(group)
                 finished.append(row_id)
             else:
-                partial[row_id] = mine
+                partial.setdefault(row_id, []).extend(mine)
                 group.low = group._low()
         return finished, partial, count
 
