@@ -228,11 +228,11 @@ class SpoolBuffer(MemoryBuffer):
     whose lock can be taken belong to processes that are gone (exited, crashed, killed, or the machine
     rebooted): a live process adopts their events, so the next process delivers what a dead one left.
 
-    Each commit writes the events tracked since the last one as a few rows, groups of ~64 KB (see
-    `spool_format`): SQLite's work then runs per group, in C with the GIL released, not per event in
-    Python, so callers on other threads barely notice it. Events of a group are handed out, acknowledged,
-    given back and dead-lettered apart (`spool_queue`); the resolved part of a group that stays is
-    recorded in the same transaction, so nothing resolved is queued again after a crash.
+    Each commit writes the events tracked since the last one as a few rows, groups of up to 16 KB (one
+    page each, see `spool_format`): SQLite's work then runs per group, in C with the GIL released, not per
+    event in Python. Events of a group are handed out, acknowledged, given back and dead-lettered apart
+    (`spool_queue`); the resolved part of a group that stays is recorded (`events_done`), so that nothing
+    recorded as resolved is queued again after a crash; a dead letter is recorded in its own transaction.
 
     Paced by a delivery loop (`pace`: it says at each `commit` whether one is `due`: every commit interval,
     at a flush, at shutdown), tracked events are written at due commits only, with the events resolved
@@ -242,8 +242,9 @@ class SpoolBuffer(MemoryBuffer):
     again (with its id: the service deduplicates it). Driven directly (not paced), every call writes at
     once, on the caller's thread.
 
-    The file gives its space back: it is created with `auto_vacuum=INCREMENTAL`, and once deliveries have
-    freed most of it, free pages are returned to the file system and the WAL is truncated.
+    The file gives its space back while the client runs: it is created with `auto_vacuum=INCREMENTAL`, and
+    once deliveries have freed half of it, free pages are returned to the file system and the WAL is
+    truncated (`spool_writer.give_space_back`).
 
     Faults never raise out of the delivery thread's methods: when the disk refuses a write (full, I/O
     error), the events stay in memory in order (`held`), are handed out from there, and go back to disk
