@@ -399,8 +399,9 @@ class DeliveryWorker:
                 self.wakeup.clear()
                 now = time.monotonic()
                 try:
+                    # a commit is due every commit interval, and sooner when a full batch waits for it
                     due = (now - last_commit >= self.settings.commit_interval or self.flush_waiters > 0
-                           or self.stopping)
+                           or self.stopping or len(self.buffer.intake) >= d.batch_limit)
                     self.buffer.commit(due)  # (a spool writes only when due: see SpoolBuffer.paced)
                     if due:
                         last_commit = now

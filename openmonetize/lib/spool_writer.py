@@ -25,7 +25,7 @@ logger = logging.getLogger("openmonetize")
 
 Entry = tuple[int, bytes]
 _GROUPS_PER_STATEMENT = 1000  # (5 parameters each: SQLite allows 32766 per statement)
-RECLAIM_BYTES = 1 << 20  # free pages given back to the file system once at least this much (and half the file)
+RECLAIM_BYTES = 1 << 20  # the free space is looked at once groups of about this size were deleted
 VACUUM_STEP = 8 << 20  # given back per commit, at most
 RANGES_PER_STATEMENT = 5000  # (3 each)
 
@@ -92,14 +92,14 @@ def write(db: sqlite3.Connection, job: WriteJob) -> None:
 
 
 def give_space_back(db: sqlite3.Connection) -> bool:
-    """While at least half the file and `RECLAIM_BYTES` are free pages, return them to the file system,
+    """While at least half the file is free pages, return them to the file system,
     `VACUUM_STEP` at a time (moving the pages still in use towards the start), then truncate the WAL; True
     when nothing is left to give back. Waiting for half keeps the moving linear in what is written; once the
     queue is delivered the free pages are at the end of the file, and giving them back moves nothing.
     (Measured against a periodic VACUUM, which copies the whole file each time, and against reusing the
     free pages only, which never shrinks the file: see BENCHMARKS.md, "Spool (issue 14)".)"""
     free, pages = db.execute("SELECT * FROM pragma_freelist_count, pragma_page_count").fetchone()
-    if free * PAGE_SIZE < RECLAIM_BYTES or free * 2 < pages:
+    if not free or free * 2 < pages:
         return True
     step = min(int(free), VACUUM_STEP // PAGE_SIZE)
     db.executescript(f"PRAGMA incremental_vacuum({step});")  # (execute() would free one page only)
