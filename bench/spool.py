@@ -19,11 +19,14 @@ Rounds interleave the two modes so that the machine's load drifts over both alik
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -80,20 +83,39 @@ def caller_cost(runs: dict[str, tuple[Callable[[int], object], Callable[..., boo
     return {name: (statistics.median(cpu[name]), statistics.median(wall[name])) for name in runs}
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of this process, by name (Linux: /proc)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            name = names.get(int(tid), "other")
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def throughput(runs: dict[str, tuple[Callable[[int], object], Callable[..., bool]]], url: str, events: int,
-               rounds: int) -> dict[str, tuple[float, float]]:
+               rounds: int) -> tuple[dict[str, tuple[float, float]], dict[str, dict[str, float]]]:
+    """name -> (events/s, share delivered); and name -> thread -> CPU us per event (all rounds)."""
     rates: dict[str, list[float]] = {name: [] for name in runs}
     delivered: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, dict[str, float]] = {name: {} for name in runs}
     for _ in range(rounds):
         for name, (track, flush) in runs.items():
             before = sink_events(url)
+            cpu_before = thread_cpu()
             started = time.perf_counter()
             for i in range(events):
                 track(i)
             assert flush()
             rates[name].append(events / (time.perf_counter() - started))
+            for thread, seconds in thread_cpu().items():
+                used = (seconds - cpu_before.get(thread, 0.0)) / (events * rounds) * 1e6
+                cpu[name][thread] = cpu[name].get(thread, 0.0) + used
             delivered[name].append((sink_events(url) - before) / events)
-    return {name: (statistics.median(rates[name]), min(delivered[name])) for name in runs}
+    return {name: (statistics.median(rates[name]), min(delivered[name])) for name in runs}, cpu
 
 
 def file_size(track: Callable[[int], object], flush: Callable[..., bool], spool: Path, events: int) -> dict[str, float]:
@@ -164,7 +186,7 @@ def main() -> None:
             spool = Path(spool_dir)
             runs = make_clients(url, spool)
             cost = caller_cost(runs, args.calls, args.rounds)
-            rates = throughput(runs, url, args.throughput, args.rounds)
+            rates, cpu = throughput(runs, url, args.throughput, args.rounds)
             size = file_size(*runs["spool"], spool, args.events) if args.events else None
     finally:
         sink.terminate()
@@ -181,6 +203,11 @@ def main() -> None:
     for name, (rate, share) in rates.items():
         print(f"   {name:<7} {rate:10,.0f} events/s   delivered {share:.1%}")
     print(f"   ratio spool/memory {rates['spool'][0] / rates['memory'][0]:.2f}  (goal >= 0.9)")
+    print("   CPU per event by thread, us (all rounds; includes the other client's idle threads):")
+    for name, threads in cpu.items():
+        shown = ", ".join(f"{t.removeprefix('openmonetize-')} {us:.2f}" for t, us in sorted(threads.items())
+                          if us >= 0.05)
+        print(f"   {name:<7} {shown}")
     if size is not None:
         print(f"3. spool file + WAL, {args.events:,} events tracked and delivered ({size['rate']:,.0f} events/s),"
               " client running")
