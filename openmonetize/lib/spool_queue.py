@@ -30,12 +30,11 @@ class Group:
     low: float = 0.0  # the lowest seq not resolved
     ends: list[int] | None = None  # running sum of (length + 1), from 0: a range's bytes in a batch body
 
-    def __post_init__(self) -> None:
-        self.low = self._low()
+    size: int = 0  # events in the group (set from `seqs`)
 
-    @property
-    def size(self) -> int:
-        return len(self.seqs)
+    def __post_init__(self) -> None:
+        self.size = len(self.seqs)
+        self.low = self._low()
 
     @property
     def available(self) -> int:
