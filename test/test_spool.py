@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import sysconfig
@@ -301,16 +302,44 @@ def test_events_held_through_a_full_disk_are_on_disk_once_it_has_room_and_surviv
 
 
 def damage_a_leaf_page(path: Path) -> int:
-    """Overwrite one leaf page of the events table in the middle of the file; returns how many rows it held."""
+    """Overwrite one leaf page of the events table in the middle of the file; returns how many events its
+    rows held (a row is a group of events; one event in a file of the previous version)."""
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         leaves = db.execute("SELECT pageno, ncell FROM dbstat WHERE name = 'events' AND pagetype = 'leaf'"
                             " ORDER BY pageno").fetchall()
         (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        events_in = dict(db.execute("SELECT id, COALESCE(n, 1) FROM events"))
     pageno, cells = leaves[len(leaves) // 2]
     with path.open("r+b") as f:
         f.seek((pageno - 1) * page_size)
+        row_ids = leaf_row_ids(f.read(page_size), cells)
+        f.seek((pageno - 1) * page_size)
         f.write(random.Random(7).randbytes(page_size))
-    return int(cells)
+    return sum(events_in[row_id] for row_id in row_ids)
+
+
+def leaf_row_ids(page: bytes, cells: int) -> list[int]:
+    """The row ids of a table b-tree leaf page's cells (SQLite's file format: a cell pointer array after
+    the 8-byte page header; each cell starts with its payload size and row id, as varints)."""
+    assert page[0] == 0x0D, "not a table leaf page"
+
+    def varint(at: int) -> tuple[int, int]:
+        value = 0
+        for i in range(9):
+            byte = page[at + i]
+            if i == 8:
+                return (value << 8) | byte, at + 9
+            value = (value << 7) | (byte & 0x7F)
+            if not byte & 0x80:
+                return value, at + i + 1
+        raise AssertionError("unreachable")
+
+    ids = []
+    for cell in range(cells):
+        (start,) = struct.unpack_from(">H", page, 8 + 2 * cell)
+        _, after_size = varint(start)
+        ids.append(varint(after_size)[0])
+    return ids
 
 
 def test_corrupt_and_truncated_orphans_are_quarantined_and_their_readable_rows_salvaged(tmp_path, caplog):

@@ -20,20 +20,51 @@ import os
 import secrets
 import sqlite3
 import stat
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from openmonetize.lib.failures import DeliveryFailure
+from openmonetize.lib.spool_format import (
+    CHUNK,
+    DEAD_LETTERS_TABLE,
+    DONE_INDEX,
+    DONE_TABLE,
+    EVENTS_TABLE,
+    PAGE_SIZE,
+    RESOLVED_TRIGGER,
+    SQLITE_FULL,
+    done_ranges,
+    insert_ranges,
+    queued,
+    ranges,
+    readable_rows,
+    rows,
+    split,
+)
+from openmonetize.lib.spool_format import code as _code
+from openmonetize.lib.spool_format import has_table as _has_table
+from openmonetize.lib.spool_format import is_corrupt as _is_corrupt
+from openmonetize.lib.spool_queue import DiskKey, Group, GroupQueue
+from openmonetize.lib.spool_writer import RANGES_PER_STATEMENT, RECLAIM_BYTES, WriteJob, Writer, give_space_back, write
 
 logger = logging.getLogger("openmonetize")
 
 Entry = tuple[int, bytes]  # (seq, the event as JSON)
 
-SPOOL_SUFFIX = ".om-spool.sqlite3"
+SPOOL_SUFFIX = ".om-spool-v2.sqlite3"  # files of this version (groups of events, see spool_format)
+# Files of the previous version (one row per event): still adopted, listed, dumped. A new name, so that a
+# process of the previous version sharing the directory (a rolling deploy) never adopts a file it would
+# misread: it sees only files of its own kind.
+LEGACY_SUFFIX = ".om-spool.sqlite3"
+_SUFFIXES = (SPOOL_SUFFIX, LEGACY_SUFFIX)
+_CACHE_BYTES = 8 << 20  # events just committed stay in memory for their batch up to this (else read back)
+_WAL_LIMIT = 4 << 20  # the WAL's size between checkpoints (as SQLite's default: 1000 pages of 4 KB)
 
 # SQLite connections must never be finalized in a forked child: closing one checkpoints and deletes the
 # WAL that the parent is still writing. A child parks its inherited spool objects here instead.
@@ -99,8 +130,16 @@ class MemoryBuffer:
     def stored(self) -> int:
         return 0
 
-    def commit(self) -> None:
+    def commit(self, due: bool = True) -> None:
         pass
+
+    def pace(self, notify: Callable[[], None]) -> None:
+        """A delivery loop drives this buffer: it says at each `commit` whether one is `due`, and wants
+        `notify` called when something it waits for happened on another thread (see SpoolBuffer)."""
+
+    def ready(self) -> int:
+        """Events `take` can hand out now."""
+        return len(self.intake)
 
     def adopt_orphans(self) -> int:
         return 0
@@ -193,6 +232,24 @@ class SpoolBuffer(MemoryBuffer):
     whose lock can be taken belong to processes that are gone (exited, crashed, killed, or the machine
     rebooted): a live process adopts their events, so the next process delivers what a dead one left.
 
+    Each commit writes the events tracked since the last one as a few rows, groups of up to 16 KB (one
+    page each, see `spool_format`): SQLite's work then runs per group, in C with the GIL released, not per
+    event in Python. Events of a group are handed out, acknowledged, given back and dead-lettered apart
+    (`spool_queue`); the resolved part of a group that stays is recorded (`events_done`), so that nothing
+    recorded as resolved is queued again after a crash; a dead letter is recorded in its own transaction.
+
+    Paced by a delivery loop (`pace`: it says at each `commit` whether one is `due`: every commit interval,
+    at a flush, at shutdown), tracked events are written at due commits only, with the events resolved
+    meanwhile, in one transaction run by a writer thread (`spool_writer`): the delivery thread never waits
+    on SQLite in the steady state. An event is on disk within a commit interval (and that write) of being
+    tracked, and handed out once written; an acknowledged event that a crash leaves unrecorded is sent
+    again (with its id: the service deduplicates it). Driven directly (not paced), every call writes at
+    once, on the caller's thread.
+
+    The file gives its space back while the client runs: it is created with `auto_vacuum=INCREMENTAL`, and
+    once deliveries have freed half of it, free pages are returned to the file system and the WAL is
+    truncated (`spool_writer.give_space_back`).
+
     Faults never raise out of the delivery thread's methods: when the disk refuses a write (full, I/O
     error), the events stay in memory in order (`held`), are handed out from there, and go back to disk
     at a later commit; `report` gets one `spool_error` notice per episode. Events refused for good are
@@ -210,15 +267,21 @@ class SpoolBuffer(MemoryBuffer):
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._schema_ready = False
-        self._cursor = 0
-        self._reserved: set[int] = set()  # disk rows in flight
-        self._unacked: set[int] = set()  # disk rows acknowledged whose DELETE failed: never handed out again
-        self._stored = 0  # disk rows queued (not acknowledged)
+        self._queue = GroupQueue(_CACHE_BYTES)  # what is on disk, not resolved
+        self.paced = False
+        self._notify: Callable[[], None] = lambda: None
+        self._writer: Writer | None = None
+        self._job: WriteJob | None = None  # handed to the writer, not yet collected
+        self._job_resolved: dict[int, set[int]] = {}  # what the job records as resolved
+        self._owed = False  # a commit was due while the writer was busy
+        self._pending: dict[int, set[int]] = {}  # resolved, to record at the next due commit (paced)
+        self._unsaved: dict[int, set[int]] = {}  # resolved in memory, the disk refused to record them
         self._held: dict[int, Entry] = {}  # rows the disk refused, by a counter (their key is its negative)
         self._held_reserved: set[int] = set()
-        self._moved: dict[int, int] = {}  # held rows written back while in flight: held key -> their row id
+        self._moved: dict[int, DiskKey] = {}  # held rows written back while in flight: held key -> disk key
         self._next_held = itertools.count(1)
         self._dead = 0
+        self._freed = 0  # groups deleted (about a page each) since the free space was last looked at
         self._fault: str | None = None  # the current episode's cause, reported once
         self._adopted_once = False
         self._progress: dict[Path, _Progress] = {}  # what was copied from an orphan not yet removed
@@ -270,21 +333,31 @@ class SpoolBuffer(MemoryBuffer):
         if self._schema_ready:
             return
         db = self._require_db()
+        # (both take effect in a file with no tables yet: ours is new)
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a group is one leaf page: no overflow chains
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut, not only a crash
+        db.execute(f"PRAGMA wal_autocheckpoint={_WAL_LIMIT // PAGE_SIZE}")  # checkpointed at about this size
+        db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")  # and once emptied, truncated to it
         with _transaction(db):
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL,"
-                " body BLOB NOT NULL)")
-            db.execute("CREATE INDEX IF NOT EXISTS events_seq ON events (seq)")
-            db.execute(_DEAD_LETTERS_TABLE)
+            db.execute(EVENTS_TABLE)
+            db.execute(DONE_TABLE)
+            db.execute(DONE_INDEX)
+            db.execute(RESOLVED_TRIGGER)
+            db.execute(DEAD_LETTERS_TABLE)
         self._schema_ready = True
 
     def close(self, *, delete_if_empty: bool = True) -> None:
         """Write what is still in memory, then close. Events the disk still refuses are reported as
         `undelivered` (nothing else could keep them). A file holding only dead letters is kept."""
+        self._settle()
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
         if self._db is not None:
             self._commit_intake()  # what was tracked after the last commit (not adopting anything now)
+            self._record_pending()
             lost = [body for _, body in self._held.values()]
             if lost:
                 self._held.clear()
@@ -292,7 +365,7 @@ class SpoolBuffer(MemoryBuffer):
                 self.report(DeliveryFailure(
                     "undelivered", [json.loads(body) for body in lost],
                     f"the spool {self.path} refused them until the client closed ({self._fault})"))
-            empty = self._schema_ready and not (self._stored or self._unacked or self._dead)
+            empty = self._schema_ready and not (self._queue.queued or self._unsaved or self._pending or self._dead)
             self._db.close()
             self._db = None
             if empty and delete_if_empty:
@@ -306,6 +379,9 @@ class SpoolBuffer(MemoryBuffer):
         _inherited_across_fork.append(self._db)
         self._db = None
         self._held.clear()
+        self._queue.clear()
+        self._pending.clear()
+        self._job = self._writer = None  # (the writer thread is the parent's: it does not exist here)
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # the parent keeps its lock: flock belongs to the open file
             self._lock_fd = None
@@ -313,12 +389,15 @@ class SpoolBuffer(MemoryBuffer):
     # -- counts -------------------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return (len(self.intake) + self._stored - len(self._reserved)
-                + len(self._held) - len(self._held_reserved))
+        return (len(self.intake) + self._queue.queued - self._queue.out
+                + len(self._held) - len(self._held_reserved) + (len(self._job.rows) if self._job else 0))
 
     @property
     def stored(self) -> int:
-        return self._stored
+        return self._queue.queued
+
+    def ready(self) -> int:
+        return self._queue.queued - self._queue.out + len(self._held) - len(self._held_reserved)
 
     @property
     def held(self) -> int:
@@ -330,94 +409,155 @@ class SpoolBuffer(MemoryBuffer):
         return self._dead
 
     def low_seq(self) -> float:
-        low = super().low_seq()
+        low = min(super().low_seq(), self._queue.low(), self._job.low if self._job else math.inf)
         if self._held:
             low = min(low, next(iter(self._held.values()))[0])
-        if not self._stored:
-            return low
-        try:
-            db = self._require_db()
-            if not self._unacked:
-                row = db.execute("SELECT MIN(seq) FROM events").fetchone()
-                return low if row[0] is None else min(low, int(row[0]))
-            for row_id, seq in db.execute("SELECT id, seq FROM events ORDER BY seq, id"):
-                if row_id not in self._unacked:
-                    return min(low, int(seq))
-        except sqlite3.Error as exc:
-            self._failed(exc)
-            return 0  # unreadable: nothing can be called resolved
         return low
 
     # -- moving events (delivery thread) ------------------------------------------------------------------
 
-    def commit(self) -> None:
-        """Group commit: one transaction for everything tracked since the last one. Never raises for the
-        disk: what it refuses stays in memory, in order, and is retried at every later commit."""
+    def pace(self, notify: Callable[[], None]) -> None:
+        self.paced = True
+        self._notify = notify
+
+    def commit(self, due: bool = True) -> None:
+        """Group commit: everything tracked since the last one, and what was resolved since (paced), in
+        one transaction; nothing when not `due`. Paced, the writer thread runs it (collected at a later
+        call); else it runs here. Never raises for the disk: what it refuses stays in memory, in order,
+        and is retried at every later commit."""
         if not self._adopted_once:  # a dispatcher that never asks still delivers what dead processes left
             self.adopt_orphans()
+        self._owed = self._owed or due
+        if self._job is not None and self._job.done.is_set():
+            self._settle()
+        if not self._owed or self._job is not None:
+            return  # (not due; or the writer still writes the last one: this one follows when it is done)
+        self._owed = False
+        if self.paced and self._db is not None and self._schema_ready and self._fault is None \
+                and not self._held and not self._unsaved:
+            pop = self.intake.popleft
+            rows: list[Entry] = [pop() for _ in range(len(self.intake))]  # (callers only append meanwhile)
+            resolved, self._pending = self._pending, {}
+            if rows or resolved:
+                if self._writer is None:
+                    self._writer = Writer(self._db, self._notify)
+                self._job_resolved = resolved
+                ranges_done = self._resolution_rows(resolved)
+                self._job = self._writer.submit(WriteJob(rows, ranges_done, reclaim=self._reclaim_due()))
+            return
+        self._record_pending()
         self._commit_intake()
+        self._maybe_give_space_back()
+
+    def _settle(self) -> None:
+        """Wait for the job handed to the writer, and take in its result: the groups it wrote join the
+        queue; if the disk refused, its events are held in memory and its resolutions retried."""
+        job = self._job
+        if job is None:
+            return
+        job.done.wait()
+        self._job = None
+        if job.error is not None:
+            self._hold(job.rows)  # (before anything tracked later: those are still in the intake)
+            for row_id, more in self._job_resolved.items():
+                self._unsaved.setdefault(row_id, set()).update(more)
+            self._failed(job.error)
+            return
+        seqs = list(map(itemgetter(0), job.rows))
+        bodies = list(map(itemgetter(1), job.rows))
+        for (a, b), row_id in zip(job.cuts, job.ids, strict=True):
+            self._queue.add(row_id, array("q", seqs[a:b]), bodies[a:b])
+        if job.reclaimed:
+            self._freed = 0
+
+    def _reclaim_due(self) -> bool:
+        """Whether to look at the free space: after enough was deleted, or when everything was delivered."""
+        enough = self._freed * PAGE_SIZE >= RECLAIM_BYTES
+        return self._fault is None and (enough or bool(self._freed and not self.stored))
+
+    def _maybe_give_space_back(self) -> None:
+        if self._reclaim_due():
+            try:
+                if give_space_back(self._require_db()):
+                    self._freed = 0
+            except sqlite3.Error as exc:  # space not given back is no fault of delivery: tried again later
+                self._freed = 0
+                logger.debug("openmonetize: could not give back the spool's free space: %s", exc)
+
+    def _record_pending(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        if self._fault is not None or self._unsaved:
+            for row_id, more in pending.items():
+                self._unsaved.setdefault(row_id, set()).update(more)
+            return  # (the episode's write-back records them)
+        try:
+            self._save_resolved(pending)
+        except sqlite3.Error as exc:
+            self._unsaved = pending
+            self._failed(exc)
 
     def _commit_intake(self) -> None:
-        rows: list[Entry] = []
         pop = self.intake.popleft
-        with contextlib.suppress(IndexError):
-            while True:
-                rows.append(pop())
-        if self._fault is None and not self._held and not self._unacked and self._schema_ready:
+        rows: list[Entry] = [pop() for _ in range(len(self.intake))]  # (callers only append meanwhile)
+        if self._fault is None and not self._held and not self._unsaved and self._schema_ready:
             if not rows:
                 return
-            db = self._require_db()
             try:
-                with _transaction(db):
-                    db.executemany("INSERT INTO events (seq, body) VALUES (?, ?)", rows)
+                self._insert_groups(rows, cache=True)
             except sqlite3.Error as exc:
                 self._hold(rows)
                 self._failed(exc)
-            else:
-                self._stored += len(rows)
             return
         self._hold(rows)
         self._write_back()
+
+    def _insert_groups(self, rows: list[Entry], *, cache: bool) -> list[Group]:
+        """Write `rows` as groups in one transaction (on this thread), then queue them; the groups, in order."""
+        job = WriteJob(rows, [])
+        write(self._require_db(), job)
+        seqs = list(map(itemgetter(0), rows))
+        bodies = list(map(itemgetter(1), rows))
+        return [self._queue.add(row_id, array("q", seqs[a:b]), bodies[a:b] if cache else None)
+                for row_id, (a, b) in zip(job.ids, job.cuts, strict=True)]
 
     def _hold(self, rows: Iterable[Entry]) -> None:
         for entry in rows:
             self._held[next(self._next_held)] = entry
 
     def _write_back(self) -> None:
-        """In a fault episode: retry what failed (schema, deletes, held rows, oldest first, in chunks so
+        """In a fault episode: retry what failed (schema, resolutions, held rows, oldest first, in chunks so
         that a disk with a little room takes what fits); the episode ends when nothing is pending."""
+        self._settle()
         db = self._require_db()
         wrote = False  # the episode ends on evidence: a write that succeeded, with nothing left pending
         try:
             if not self._schema_ready:
                 self._ensure_schema()
                 wrote = True
-            if self._unacked:
+            if self._unsaved:
                 with _transaction(db):
-                    db.executemany("DELETE FROM events WHERE id = ?", [(row_id,) for row_id in self._unacked])
-                self._unacked.clear()
+                    self._save_resolved(self._unsaved)
+                self._unsaved.clear()
                 wrote = True
             movable = list(self._held.items())
-            for start in range(0, len(movable), _CHUNK):
-                chunk = movable[start:start + _CHUNK]
-                in_flight = [(key, entry) for key, entry in chunk if key in self._held_reserved]
-                with _transaction(db):
-                    db.executemany("INSERT INTO events (seq, body) VALUES (?, ?)",
-                                   [entry for key, entry in chunk if key not in self._held_reserved])
-                    # rows a batch in flight holds: on disk too (a retry may wait long), reserved under a row id
-                    moved = {key: int(db.execute("INSERT INTO events (seq, body) VALUES (?, ?)", entry).lastrowid
-                                       or 0) for key, entry in in_flight}
-                for key, _ in chunk:
-                    del self._held[key]
-                self._held_reserved.difference_update(moved)
-                self._moved.update(moved)
-                self._reserved.update(moved.values())
-                self._stored += len(chunk)
+            for start in range(0, len(movable), CHUNK):
+                chunk = movable[start:start + CHUNK]
+                groups = self._insert_groups([entry for _, entry in chunk], cache=False)
+                keys = [(group.row_id, i) for group in groups for i in range(group.size)]
+                for (held_key, _), key in zip(chunk, keys, strict=True):
+                    del self._held[held_key]
+                    if held_key in self._held_reserved:  # in flight: on disk too (a retry may wait long)
+                        self._held_reserved.discard(held_key)
+                        self._moved[held_key] = key
+                        self._queue.groups[key[0]].out.add(key[1])
+                        self._queue.out += 1
                 wrote = True
         except sqlite3.Error as exc:
             self._failed(exc)
             return
-        if wrote and self._fault is not None and not self._held and not self._unacked:
+        if wrote and self._fault is not None and not self._held and not self._unsaved:
             logger.warning("openmonetize: the spool %s is writable again; the events kept in memory are on disk",
                            self.path)
             self._fault = None
@@ -435,33 +575,14 @@ class SpoolBuffer(MemoryBuffer):
     def take(self, limit: int, max_bytes: int) -> Batch | None:
         """Up to `limit` events, at most `max_bytes` (at least one): rows on disk first, then rows the disk
         refused (held in memory), each in order. Taken rows are not handed out again until given back."""
-        keys: list[int] = []
+        keys: list[Any] = []
         seqs: list[int] = []
         bodies: list[bytes] = []
         size = 0
-        if self._stored > len(self._reserved):
-            try:
-                rows = self._require_db().execute(
-                    "SELECT id, seq, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                    (self._cursor, limit + len(self._reserved) + len(self._unacked)),
-                ).fetchall()
-            except sqlite3.Error as exc:
-                self._failed(exc)
-                rows = []
-            for row_id, seq, body in rows:
-                if row_id in self._reserved or row_id in self._unacked:
-                    self._cursor = row_id
-                    continue
-                size += len(body) + 1
-                if keys and size > max_bytes:
-                    break
-                self._cursor = row_id
-                keys.append(row_id)
-                seqs.append(seq)
-                bodies.append(bytes(body))
-                if len(keys) == limit:
-                    break
-            self._reserved.update(keys)
+        if self._queue.queued > self._queue.out:
+            size, error = self._queue.take(limit, max_bytes, size, self._load, keys, seqs, bodies)
+            if error is not None:
+                self._failed(error if isinstance(error, sqlite3.Error) else sqlite3.DatabaseError(str(error)))
         if len(keys) < limit and len(self._held) > len(self._held_reserved) and not (keys and size >= max_bytes):
             taken: list[int] = []
             for held_key, (seq, body) in self._held.items():
@@ -481,50 +602,113 @@ class SpoolBuffer(MemoryBuffer):
             return None
         return Batch(bodies, seqs, keys)
 
-    def _on_disk(self, keys: list[int]) -> list[int]:
-        """The batch's keys, with held rows that were written back while in flight named by their row id."""
-        if not self._moved:
-            return keys
-        return [self._moved.pop(-key, key) if key < 0 else key for key in keys]
+    def _load(self, row_id: int) -> list[bytes]:
+        self._settle()  # (the connection is the writer's until then)
+        row = self._require_db().execute("SELECT body, n, lengths FROM events WHERE id = ?", (row_id,)).fetchone()
+        if row is None:
+            raise sqlite3.DatabaseError(f"spool row {row_id} is missing (database disk image is malformed)")
+        return split(*row)
+
+    def _on_disk(self, keys: list[Any]) -> tuple[list[DiskKey], list[int]]:
+        """The batch's keys as (on disk, held in memory): held rows written back while in flight are on disk."""
+        if not self._held and not self._moved:  # (held keys exist only while their events are held)
+            return keys, []
+        disk: list[DiskKey] = []
+        held: list[int] = []
+        for key in keys:
+            if isinstance(key, tuple):
+                disk.append(key)
+            elif -key in self._moved:
+                disk.append(self._moved.pop(-key))
+            else:
+                held.append(-key)
+        return disk, held
 
     def give_back(self, batch: Batch) -> None:
-        batch = Batch(batch.bodies, batch.seqs, self._on_disk(batch.keys))
-        disk = [key for key in batch.keys if key > 0]
-        self._reserved.difference_update(disk)
-        if disk:
-            self._cursor = min(self._cursor, min(disk) - 1)
-        self._held_reserved.difference_update(-key for key in batch.keys if key < 0)
+        disk, held = self._on_disk(batch.keys)
+        self._queue.give_back(disk)
+        self._held_reserved.difference_update(held)
 
     def ack(self, batch: Batch) -> None:
-        """Resolved: delete them. Never raises: a DELETE the disk refuses is retried at later commits, and
-        those rows are never handed out again meanwhile."""
-        batch = Batch(batch.bodies, batch.seqs, self._on_disk(batch.keys))
-        for key in batch.keys:
-            if key < 0:
-                self._held.pop(-key, None)
-                self._held_reserved.discard(-key)
-        disk = [key for key in batch.keys if key > 0 and key in self._reserved]
-        if not disk:
-            return
-        self._reserved.difference_update(disk)
-        self._stored -= len(disk)
+        """Resolved: delete them (a group once all of it is). Never raises: what the disk refuses to record
+        is retried at later commits, and those events are never handed out again meanwhile."""
+        disk, held = self._on_disk(batch.keys)
+        for key in held:
+            self._held.pop(key, None)
+            self._held_reserved.discard(key)
+        self._resolve(disk)
+
+    def _resolve(self, disk: list[DiskKey], dead: list[tuple[Any, ...]] | None = None) -> bool:
+        """Resolve events on disk, in one transaction with `dead` letters to insert; False when the disk
+        refused (then they are resolved in memory only, recorded at a later commit, and `dead` is lost)."""
+        finished, partial, _ = self._queue.resolve(disk)
+        if not finished and not partial and not dead:
+            return True
+        resolved: dict[int, set[int]] = {row_id: set() for row_id in finished}
+        for row_id, indexes in partial.items():
+            resolved[row_id] = set(indexes)
+        if self.paced and not dead:
+            for row_id, more in resolved.items():
+                self._pending.setdefault(row_id, set()).update(more)
+            return True
+        if self._pending:
+            for row_id, more in self._pending.items():
+                resolved.setdefault(row_id, set()).update(more)
+            self._pending = {}
         try:
-            db = self._require_db()
-            with _transaction(db):
-                db.executemany("DELETE FROM events WHERE id = ?", [(row_id,) for row_id in disk])
+            if not self._schema_ready:
+                raise sqlite3.OperationalError("the spool's tables could not be created")
+            with _transaction(self._require_db()):
+                if dead:
+                    self._require_db().executemany(
+                        "INSERT INTO dead_letters (event_id, body, kind, status, reason, details, dead_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)", dead)
+                if self._unsaved:
+                    for row_id, more in resolved.items():
+                        self._unsaved.setdefault(row_id, set()).update(more)
+                    resolved = self._unsaved
+                self._save_resolved(resolved)
+            self._unsaved = {}
         except sqlite3.Error as exc:
-            self._unacked.update(disk)
+            for row_id, more in resolved.items():
+                self._unsaved.setdefault(row_id, set()).update(more)
             self._failed(exc)
+            return False
+        return True
+
+    def _resolution_rows(self, resolved: dict[int, set[int]]) -> list[tuple[int, int, int]]:
+        """`events_done` rows recording resolved events: of a group that stays, the resolved index ranges;
+        `(id, -1, -1)` for a group wholly resolved, which `RESOLVED_TRIGGER` then deletes with its ranges."""
+        out: list[tuple[int, int, int]] = []
+        for row_id, indexes in resolved.items():
+            if row_id in self._queue.groups:
+                out += [(row_id, first, last) for first, last in ranges(sorted(indexes))]
+            else:
+                out.append((row_id, -1, -1))
+                self._freed += 1
+        return out
+
+    def _save_resolved(self, resolved: dict[int, set[int]]) -> None:
+        """Record resolved events (alone, or in the caller's transaction): see `_resolution_rows`."""
+        values = [v for row in self._resolution_rows(resolved) for v in row]
+        db = self._require_db()
+        for start in range(0, len(values), 3 * RANGES_PER_STATEMENT):
+            part = values[start:start + 3 * RANGES_PER_STATEMENT]
+            db.execute(insert_ranges(len(part) // 3), part)
 
     def dead_letter(self, batch: Batch, failure: DeliveryFailure) -> bool:
         """Move events refused for good (`rejected`, `unconfirmed`) to the dead-letter table, atomically,
         with the status, the reason, each event's detail and when (UTC). False when the disk refused that:
         the events are then resolved as if acknowledged and the caller reports them."""
-        batch = Batch(batch.bodies, batch.seqs, self._on_disk(batch.keys))
-        known = [i for i, key in enumerate(batch.keys)
-                 if (key > 0 and key in self._reserved) or (key < 0 and -key in self._held)]
+        self._settle()  # (it writes at once, on this thread)
+        mapped: list[Any] = [key if isinstance(key, tuple) else self._moved.get(-key, key) for key in batch.keys]
+        known = [i for i, key in enumerate(mapped)
+                 if (self._queue.holds(key) if isinstance(key, tuple) else -key in self._held)]
         if not known:
             return True
+        for key in batch.keys:
+            if not isinstance(key, tuple):
+                self._moved.pop(-key, None)
         when = _utc_now()
         rows = []
         for i in known:
@@ -532,36 +716,14 @@ class SpoolBuffer(MemoryBuffer):
             event_id = _event_id(body)
             rows.append((event_id, body, failure.kind, failure.status, failure.reason,
                          _details_for(event_id, failure, len(batch)), when))
-        disk = [batch.keys[i] for i in known if batch.keys[i] > 0]
-        try:
-            db = self._require_db()
-            if not self._schema_ready:
-                raise sqlite3.OperationalError("the spool's tables could not be created")
-            with _transaction(db):
-                db.executemany(
-                    "INSERT INTO dead_letters (event_id, body, kind, status, reason, details, dead_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                db.executemany("DELETE FROM events WHERE id = ?", [(row_id,) for row_id in disk])
-        except sqlite3.Error as exc:
-            self._failed(exc)
-            self.ack(batch.subset(known))
-            return False
-        self._reserved.difference_update(disk)
-        self._stored -= len(disk)
+        kept = self._resolve([mapped[i] for i in known if isinstance(mapped[i], tuple)], rows)
         for i in known:
-            if batch.keys[i] < 0:
-                self._held.pop(-batch.keys[i], None)
-                self._held_reserved.discard(-batch.keys[i])
-        self._dead += len(rows)
-        return True
-
-    def remaining(self) -> list[bytes]:
-        """What cannot be kept for the next process: the events the disk still refuses (after one more try)."""
-        self._commit_intake()
-        bodies = [body for _, body in self._held.values()]
-        self._held.clear()
-        self._held_reserved.clear()
-        return bodies
+            if not isinstance(mapped[i], tuple):
+                self._held.pop(-mapped[i], None)
+                self._held_reserved.discard(-mapped[i])
+        if kept:
+            self._dead += len(rows)
+        return kept
 
     # -- adopting dead processes' files (delivery thread) ------------------------------------------------
 
@@ -576,6 +738,7 @@ class SpoolBuffer(MemoryBuffer):
         """
         if self._db is None or not self._schema_ready:
             return 0  # (commit() tries again once the tables exist)
+        self._settle()
         self._adopted_once = True
         adopted = 0
         for other in spool_files(self.directory):
@@ -631,32 +794,52 @@ class SpoolBuffer(MemoryBuffer):
         return False
 
     def _copy_from(self, other: Path, progress: _Progress, *, salvage: bool) -> None:
-        """Copy `other`'s events (from `progress`) and dead letters into our file, chunk by chunk. Errors
-        of `other` propagate as sqlite3 errors; ours as `_OwnWriteFailed`."""
+        """Copy `other`'s queued events (from `progress`) and dead letters into our file, chunk by chunk;
+        `other` may be of either layout (see `spool_format`). Errors of `other` propagate as sqlite3
+        errors; ours as `_OwnWriteFailed`."""
         src = sqlite3.connect(f"{other.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None)
         try:
             if salvage:
                 src.execute("PRAGMA writable_schema=ON")  # opens a truncated file: its pages that exist are read
                 src.execute("PRAGMA query_only=ON")
             tables = {name for (name,) in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            read = _readable_rows if salvage else _rows
             if "events" in tables:
-                for chunk in _chunks(read(src, "events", "body", progress.event_id)):
-                    self._write_own("INSERT INTO events (seq, body) VALUES (0, ?)", [(body,) for _, body in chunk])
-                    self._stored += len(chunk)
-                    progress.events += len(chunk)
-                    progress.event_id = chunk[-1][0]
-                    self._commit_intake()  # what the callers tracked meanwhile reaches the disk between chunks
+                done: dict[int, set[int]] = {}
+                try:
+                    done = done_ranges(src)
+                except sqlite3.DatabaseError:
+                    if not salvage:
+                        raise  # (salvaged without them: resolved events may be sent again, ids deduplicate)
+                chunk: list[Entry] = []
+                for row_id, bodies in queued(src, salvage=salvage, after=progress.event_id, done=done):
+                    chunk += [(0, body) for body in bodies]  # seq 0: tracked before anything this process tracks
+                    if len(chunk) >= CHUNK:
+                        self._adopt_chunk(chunk, progress, row_id)
+                        chunk = []
+                    else:
+                        last = row_id
+                if chunk:
+                    self._adopt_chunk(chunk, progress, last)
             if "dead_letters" in tables:
                 columns = "event_id, body, kind, status, reason, details, dead_at"
-                for chunk in _chunks(read(src, "dead_letters", columns, progress.dead_id)):
+                read = readable_rows if salvage else rows
+                for dead in _chunks(read(src, "dead_letters", columns, progress.dead_id)):
                     self._write_own(f"INSERT INTO dead_letters ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                    [row[1:] for row in chunk])
-                    self._dead += len(chunk)
-                    progress.dead += len(chunk)
-                    progress.dead_id = chunk[-1][0]
+                                    [row[1:] for row in dead])
+                    self._dead += len(dead)
+                    progress.dead += len(dead)
+                    progress.dead_id = dead[-1][0]
         finally:
             src.close()
+
+    def _adopt_chunk(self, chunk: list[Entry], progress: _Progress, last_row: int) -> None:
+        try:
+            self._insert_groups(chunk, cache=False)
+        except sqlite3.Error as exc:
+            raise _OwnWriteFailed(exc) from exc
+        progress.events += len(chunk)
+        progress.event_id = last_row
+        self._commit_intake()  # what the callers tracked meanwhile reaches the disk between chunks
 
     def _write_own(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         db = self._require_db()
@@ -730,33 +913,7 @@ class _OwnWriteFailed(Exception):
         self.error = error
 
 
-_DEAD_LETTERS_TABLE = (
-    "CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT,"
-    " body BLOB NOT NULL, kind TEXT NOT NULL, status INTEGER, reason TEXT NOT NULL, details TEXT,"
-    " dead_at TEXT NOT NULL)"
-)
-_CHUNK = 1000
-SQLITE_FULL = 13
-_CORRUPT = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 _NO_ACCESS = frozenset({3, 8, 14, 23})  # SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_AUTH
-_MAX_ROWID = 2**63 - 1
-
-
-def _code(exc: sqlite3.Error) -> int | None:
-    """The primary SQLite result code (Python 3.11+), from the message before that."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int):
-        return code & 0xFF
-    message = str(exc)
-    for fragment, value in (("disk is full", SQLITE_FULL), ("not a database", 26), ("malformed", 11),
-                            ("readonly database", 8), ("unable to open", 14)):
-        if fragment in message:
-            return value
-    return None
-
-
-def _is_corrupt(exc: sqlite3.Error) -> bool:
-    return _code(exc) in _CORRUPT
 
 
 def _os_reason(exc: OSError, directory: Path) -> str:
@@ -779,75 +936,11 @@ def _sidecars(path: Path) -> tuple[Path, Path]:
     return Path(f"{path}-wal"), Path(f"{path}-shm")
 
 
-def _rows(db: sqlite3.Connection, table: str, columns: str, after: int) -> Iterator[tuple[Any, ...]]:
-    """Rows of `table` after id `after`, by id, a chunk per query (a healthy file)."""
-    while True:
-        rows = db.execute(f"SELECT id, {columns} FROM {table} WHERE id > ? ORDER BY id LIMIT {_CHUNK}",
-                          (after,)).fetchall()
-        if not rows:
-            return
-        yield from rows
-        after = rows[-1][0]
-
-
-def _readable_rows(db: sqlite3.Connection, table: str, columns: str, after: int) -> Iterator[tuple[Any, ...]]:
-    """Like `_rows`, stepping over damage: after a failed chunk, row by row; past a row that cannot be
-    read, to the next row id that can (exponential then binary search: a b-tree seek skips bad pages)."""
-    many = f"SELECT id, {columns} FROM {table} WHERE id > ? ORDER BY id LIMIT {_CHUNK}"
-    one = f"SELECT id, {columns} FROM {table} WHERE id > ? ORDER BY id LIMIT 1"
-
-    def readable(position: int) -> bool:
-        try:
-            db.execute(one, (position,)).fetchall()
-        except sqlite3.DatabaseError as exc:
-            if not _is_corrupt(exc):
-                raise
-            return False
-        return True
-
-    careful = 0  # rows still to read one by one after damage
-    while True:
-        try:
-            rows = db.execute(one if careful else many, (after,)).fetchall()
-        except sqlite3.DatabaseError as exc:
-            if not _is_corrupt(exc):
-                raise
-            if not careful:
-                careful = _CHUNK
-                continue
-            bad, step, good = after, 1, None
-            while after + step <= _MAX_ROWID:
-                if readable(after + step):
-                    good = after + step
-                    break
-                bad, step = after + step, step * 2
-            if good is None:
-                return
-            while good - bad > 1:
-                middle = (good + bad) // 2
-                if readable(middle):
-                    good = middle
-                else:
-                    bad = middle
-            try:  # `good` itself may be the first row of the next readable page
-                first = db.execute(f"SELECT id, {columns} FROM {table} WHERE id = ?", (good,)).fetchall()
-            except sqlite3.DatabaseError:
-                first = []
-            yield from first
-            after = good
-            continue
-        if not rows:
-            return
-        yield from rows
-        after = rows[-1][0]
-        careful = max(0, careful - 1)
-
-
 def _chunks(rows: Iterator[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
     chunk: list[tuple[Any, ...]] = []
     for row in rows:
         chunk.append(row)
-        if len(chunk) == _CHUNK:
+        if len(chunk) == CHUNK:
             yield chunk
             chunk = []
     if chunk:
@@ -935,13 +1028,13 @@ class ResendResult:
 
 
 def spool_files(directory: str | os.PathLike[str]) -> list[Path]:
-    """The spool files in `directory`, oldest name first."""
-    return sorted(Path(directory).glob(f"*{SPOOL_SUFFIX}"))
+    """The spool files in `directory` (of this version and the previous one), oldest name first."""
+    return sorted(path for suffix in _SUFFIXES for path in Path(directory).glob(f"*{suffix}"))
 
 
 def quarantined_files(directory: str | os.PathLike[str]) -> list[Path]:
     """Corrupt spool files a client moved aside (`<name>.corrupt-<UTC time>`), without their WAL and index."""
-    found = Path(directory).glob(f"*{SPOOL_SUFFIX}.corrupt-*")
+    found = (p for suffix in _SUFFIXES for p in Path(directory).glob(f"*{suffix}.corrupt-*"))
     return sorted(p for p in found if not p.name.endswith(("-wal", "-shm")))
 
 
@@ -959,10 +1052,7 @@ def inspect_spool(directory: str | os.PathLike[str]) -> list[SpoolFile]:
         try:
             with _read_only(path) as db:
                 if _has_table(db, "events"):
-                    count, oldest, newest = db.execute(
-                        "SELECT COUNT(*), MIN(t), MAX(t) FROM (SELECT strftime('%Y-%m-%dT%H:%M:%fZ',"
-                        " upper(json_extract(CAST(body AS TEXT), '$.timestamp'))) AS t FROM events)"
-                    ).fetchone()
+                    count, oldest, newest = _queued_span(db)
                 if _has_table(db, "dead_letters"):
                     (dead,) = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()
         except sqlite3.Error as exc:
@@ -995,8 +1085,8 @@ def read_spool(directory: str | os.PathLike[str], *, include_live: bool = True,
             with _read_only(path) as db:
                 if not _has_table(db, "events"):
                     continue
-                for (body,) in db.execute("SELECT body FROM events ORDER BY id"):
-                    yield bytes(body)
+                for _, bodies in queued(db):
+                    yield from bodies
         except sqlite3.Error as exc:
             if not path.exists():
                 continue
@@ -1087,6 +1177,23 @@ def _select_dead_letters(db: sqlite3.Connection, wanted: list[str] | None) -> li
     return sorted(rows)
 
 
+def _queued_span(db: sqlite3.Connection) -> tuple[int, str | None, str | None]:
+    """How many events a file queues, and their oldest and newest timestamps (UTC, to the millisecond)."""
+    count, oldest, newest = 0, None, None
+    with contextlib.closing(sqlite3.connect(":memory:")) as scratch:
+        scratch.execute("CREATE TABLE events (body BLOB)")
+        for _, bodies in queued(db):
+            count += len(bodies)
+            scratch.executemany("INSERT INTO events VALUES (?)", [(body,) for body in bodies])
+            low, high = scratch.execute(
+                "SELECT MIN(t), MAX(t) FROM (SELECT strftime('%Y-%m-%dT%H:%M:%fZ',"
+                " upper(json_extract(CAST(body AS TEXT), '$.timestamp'))) AS t FROM events)").fetchone()
+            scratch.execute("DELETE FROM events")
+            oldest = low if oldest is None or (low is not None and low < oldest) else oldest
+            newest = high if newest is None or (high is not None and high > newest) else newest
+    return count, oldest, newest
+
+
 def is_live(path: Path) -> bool:
     """Whether a running process holds this spool file's lock. Tested with a shared lock, released at
     once, so it never blocks the owner (a client adopting orphans at that instant retries later)."""
@@ -1122,10 +1229,6 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
         yield db
     finally:
         db.close()
-
-
-def _has_table(db: sqlite3.Connection, name: str) -> bool:
-    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 def _lock(path: Path) -> int | None:

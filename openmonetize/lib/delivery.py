@@ -134,7 +134,7 @@ class Dispatcher:
             if job is None:
                 if probing and self.waiting:
                     break  # probe with what failed before taking anything new
-                if len(self.buffer) < self.batch_limit and not due:
+                if self.buffer.ready() < self.batch_limit and not due:
                     break
                 batch = self.buffer.take(self.batch_limit, self.settings.max_batch_bytes)
                 if batch is None:
@@ -351,6 +351,7 @@ class DeliveryWorker:
         self.settings = dispatcher.settings
         self.buffer = dispatcher.buffer
         self.wakeup = threading.Event()
+        self.buffer.pace(self.wakeup.set)  # this loop says when a commit is due; a spool's writer wakes it
         self.resolved = threading.Condition()
         self.low_water: float = -math.inf  # lowest seq not yet resolved, published after each loop
         self.iterations = 0  # loops completed: flush() waits for one that began after it
@@ -389,7 +390,7 @@ class DeliveryWorker:
         d = self.dispatcher
         try:
             self.buffer.adopt_orphans()
-            last_send = last_adopt = time.monotonic()
+            last_send = last_adopt = last_commit = time.monotonic()
             while True:
                 now = time.monotonic()
                 timeout = min(self.settings.flush_interval - (now - last_send), d.next_wakeup())
@@ -399,7 +400,12 @@ class DeliveryWorker:
                 self.wakeup.clear()
                 now = time.monotonic()
                 try:
-                    self.buffer.commit()
+                    # a commit is due every commit interval, and sooner when a full batch waits for it
+                    due = (now - last_commit >= self.settings.commit_interval or self.flush_waiters > 0
+                           or self.stopping or len(self.buffer.intake) >= d.batch_limit)
+                    self.buffer.commit(due)  # (a spool writes only when due: see SpoolBuffer.paced)
+                    if due:
+                        last_commit = now
                     self._collect()
                     if now - last_adopt >= self.settings.adopt_interval:
                         self.buffer.adopt_orphans()
