@@ -15,9 +15,12 @@ not be edited by hand. The generated models call into
 - `client`: `OpenMonetize`, tracking on the caller's thread and the client's lifecycle.
 - `delivery`: every delivery decision (`Dispatcher`: clock and transport injected) and the threads that run it.
 - `buffers`: where queued events wait: memory, or the SQLite spool (with its dead letters).
+- `spool_format`, `spool_queue`, `spool_writer`: the spool's file layout (a row per group of events), its
+  bookkeeping of partly resolved groups, and the thread that commits them (and gives disk space back).
 - `retry`: the one retry policy: what an answer means for its events, backoffs, pauses, `Retry-After`.
 - `http_deadline`: one deadline for a whole HTTP request (a watchdog that cuts the connection), and transport
   failures as `ApiConnectionError` / `ApiTimeoutError`; called by the generated `rest.py`.
+- `body_items`: a list of event models given to `ingest` is taken as it is, not validated again.
 - `answers`: which 2xx answers keep the contract (`check_ingest_response`); the rest are `InvalidResponseError`.
 - `failures`: `DeliveryFailure`, what `on_error` receives.
 - `exit_hooks`: delivery when a process ends without atexit: multiprocessing and billiard children, SIGTERM.
