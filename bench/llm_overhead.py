@@ -14,6 +14,10 @@ the tracker's own caller-thread work is also timed in isolation, on real respons
 fake: the attribute lookups through the proxies, reading usage, building, validating and queueing the
 event, and for a stream the proxy around the chunks.
 
+The goal line (issue 14) is the added caller cost per plain chat call in a real call: the calling
+thread's CPU time (`time.thread_time`, so neither the tracker's delivery threads nor the fake's process
+count), wrapped minus unwrapped, median over alternating rounds (`--goal-only` runs it alone).
+
 Last, every billed path (chat, images, transcription, speech, a LiteLLM completion, a LangChain invoke)
 is timed in the calling thread's CPU alone (`time.thread_time`), wrapped against unwrapped, and set
 against what the chat path adds; the issue-11 goal is that no path adds more than the chat path.
@@ -292,11 +296,41 @@ def caller_thread_cpu(paths: list[BilledPath], rounds: int, calls: int) -> None:
               f"{added_median / chat_added:>13.2f}", flush=True)
 
 
+GOAL_US = 35.0  # issue 14: added caller cost per plain chat call in a real call
+
+
+def goal(raw: Any, wrapped: Any, rounds: int, calls: int) -> float:
+    """Issue 14's measure: what the wrap adds to the calling thread's CPU per plain chat call in a real call
+    (the delivery threads and the fake's process not counted), median over alternating rounds."""
+    for client in (raw, wrapped):  # warm up
+        for _ in range(calls):
+            plain(client)
+    base: list[float] = []
+    added: list[float] = []
+    for i in range(rounds):
+        times = {}
+        for client in ((raw, wrapped) if i % 2 == 0 else (wrapped, raw)):
+            started = time.thread_time()
+            for _ in range(calls):
+                plain(client)
+            times[id(client)] = (time.thread_time() - started) / calls * 1e6
+        base.append(times[id(raw)])
+        added.append(times[id(wrapped)] - times[id(raw)])
+    q1, _, q3 = statistics.quantiles(added, n=4)
+    median = statistics.median(added)
+    print(f"\ngoal (issue 14): added caller cost per plain chat call, caller-thread CPU in a real call "
+          f"({rounds} alternating rounds x {calls} calls): {median:.1f} us (IQR {q1:.1f} .. {q3:.1f}; unwrapped "
+          f"{statistics.median(base):.1f} us) -> {'met' if median <= GOAL_US else 'NOT met'} (<= {GOAL_US:.0f} us)",
+          flush=True)
+    return median
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=100, help="calls per round and client")
     parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--paths-only", action="store_true", help="only the caller-thread CPU table of every path")
+    parser.add_argument("--goal-only", action="store_true", help="only the issue-14 goal line (plain chat call)")
     args = parser.parse_args()
 
     import openai
@@ -310,6 +344,10 @@ def main() -> None:
         tracker = create_llm_tracker(api_key=KEY, base_url=sink_url)
         raw = openai.OpenAI(api_key="sk-fake", base_url=base_url, max_retries=0)
         wrapped = tracker.wrap(client=raw, customer_id="cust_1", metadata={"feature": "chat"})
+        if args.goal_only:
+            goal(raw, wrapped, args.rounds, args.calls)
+            tracker.shutdown(30)
+            return
         if args.paths_only:
             isolated_paths(tracker, raw, wrapped, fake_url)
             caller_thread_cpu(tracked_paths(tracker, raw, wrapped, fake_url), args.rounds, args.calls)
@@ -334,6 +372,7 @@ def main() -> None:
         isolated(raw, wrapped)
         isolated_paths(tracker, raw, wrapped, fake_url)
         caller_thread_cpu(tracked_paths(tracker, raw, wrapped, fake_url), args.rounds, args.calls)
+        goal(raw, wrapped, args.rounds, args.calls)
         tracker.shutdown(30)
     finally:
         fake.terminate()
