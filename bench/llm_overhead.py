@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -296,6 +297,87 @@ def caller_thread_cpu(paths: list[BilledPath], rounds: int, calls: int) -> None:
               f"{added_median / chat_added:>13.2f}", flush=True)
 
 
+def in_situ(raw: Any, wrapped: Any, rounds: int, calls: int) -> None:
+    """The tracker's own work timed inside real plain calls, piece by piece: where it really runs, cold
+    (between two calls the HTTP client's and the SDK's code have the caches), unlike `isolated`'s loops.
+
+    A copy of the wrap with timers at its seams: the attribute lookups, `start` (who pays, event id and
+    timestamp), reading the response, `record` (building, validating and queueing the event), and the
+    provider call itself; wall clock of the calling thread (perf_counter: a cheap clock, and a preemption
+    inside a window of microseconds is rare), per call, median over rounds of `calls` calls."""
+    import dataclasses
+
+    from openmonetize.lib.llm import proxies, routes
+
+    billing = wrapped._self_recorder
+    clock = time.perf_counter
+    pieces = ("lookups", "start", "read", "record", "provider call", "wrapped call")
+    spent = dict.fromkeys(pieces, 0.0)
+
+    class TimedCall:
+        __slots__ = ("call",)
+
+        def __init__(self, call: Any) -> None:
+            self.call = call
+
+        def record(self, observation: Any, end: str = proxies.COMPLETED) -> None:
+            started = clock()
+            self.call.record(observation, end)
+            spent["record"] += clock() - started
+
+    class TimedBilling:
+        def start(self, request: Any) -> TimedCall:
+            started = clock()
+            call = billing.start(request)
+            spent["start"] += clock() - started
+            return TimedCall(call)
+
+    def read(response: Any, request: Any) -> Any:
+        started = clock()
+        observation = routes.CHAT_CREATE.read(response, request)  # type: ignore[misc]
+        spent["read"] += clock() - started
+        return observation
+
+    def provider_call(*args: Any, **kwargs: Any) -> Any:
+        started = clock()
+        response = raw.chat.completions.create(*args, **kwargs)
+        spent["provider call"] += clock() - started
+        return response
+
+    # the same client tree and routes as the wrap, with the timed seams
+    namespace = types.SimpleNamespace
+    provider = namespace(chat=namespace(completions=namespace(create=provider_call)))
+    table: Any = {"chat": {"completions": {"create": dataclasses.replace(routes.CHAT_CREATE, read=read)}}}
+    make = getattr(proxies, "tracked_client", None) or proxies.TrackedClient  # (before issue 14: the class)
+    timed = make(provider, table, TimedBilling(), table)
+
+    def one(client: Any) -> None:
+        started = clock()
+        create = client.chat.completions.create
+        looked_up = clock()
+        create(model="gpt-4o", messages=MESSAGES)
+        spent["lookups"] += looked_up - started
+        spent["wrapped call"] += clock() - looked_up
+
+    medians: dict[str, list[float]] = {piece: [] for piece in pieces}
+    for _ in range(calls):
+        one(timed)
+    for _ in range(rounds):
+        for piece in pieces:
+            spent[piece] = 0.0
+        for _ in range(calls):
+            one(timed)
+        for piece in pieces:
+            medians[piece].append(spent[piece] / calls * 1e6)
+    m = {piece: statistics.median(values) for piece, values in medians.items()}
+    own = m["wrapped call"] - m["provider call"] + m["lookups"]
+    print(f"\ntracker's own work inside real plain calls ({rounds} rounds x {calls} calls; wall clock of the calling "
+          f"thread, median per call): {own:.1f} us = lookups {m['lookups']:.1f} + start {m['start']:.1f} (who "
+          f"pays, id, timestamp) + read {m['read']:.1f} + record {m['record']:.1f} (build, validate, queue) + "
+          f"the wrapper's own frames and timers {own - m['lookups'] - m['start'] - m['read'] - m['record']:.1f}",
+          flush=True)
+
+
 GOAL_US = 35.0  # issue 14: added caller cost per plain chat call in a real call
 
 
@@ -345,6 +427,7 @@ def main() -> None:
         raw = openai.OpenAI(api_key="sk-fake", base_url=base_url, max_retries=0)
         wrapped = tracker.wrap(client=raw, customer_id="cust_1", metadata={"feature": "chat"})
         if args.goal_only:
+            in_situ(raw, wrapped, args.rounds, args.calls)
             goal(raw, wrapped, args.rounds, args.calls)
             tracker.shutdown(30)
             return
@@ -372,6 +455,7 @@ def main() -> None:
         isolated(raw, wrapped)
         isolated_paths(tracker, raw, wrapped, fake_url)
         caller_thread_cpu(tracked_paths(tracker, raw, wrapped, fake_url), args.rounds, args.calls)
+        in_situ(raw, wrapped, args.rounds, args.calls)
         goal(raw, wrapped, args.rounds, args.calls)
         tracker.shutdown(30)
     finally:
