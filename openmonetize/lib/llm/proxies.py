@@ -126,6 +126,11 @@ def _tracked_method(target: Callable[..., Any], method: Method, recorder: Record
 
         return tracked_async
 
+    # `_observe`'s most common case, made here without its frame: the answer is the response, billed now
+    read = method.read
+    answers = read is not None and not method.raw and method.streams in ("never", "when_asked")
+    never_streams = method.streams == "never"
+
     @functools.wraps(target)
     def tracked(*args: Any, **kwargs: Any) -> Any:
         hide = (asks_always or (asks_when_streamed and kwargs.get("stream") is True)) \
@@ -134,6 +139,12 @@ def _tracked_method(target: Callable[..., Any], method: Method, recorder: Record
         result = target(*args, **kwargs)
         if isinstance(result, CoroutineType):  # an async method behind a sync decorator (the SDKs have some)
             return _observe_when_done(result, method, kwargs, hide, call)
+        if answers and (never_streams or kwargs.get("stream") is not True):
+            try:
+                call.record(read(result, kwargs))  # type: ignore[misc]
+            except Exception:
+                logger.exception(_UNTRACKED)
+            return result
         return _observe(result, method, kwargs, hide, call)
 
     return tracked
@@ -154,6 +165,9 @@ def _ask_for_usage(method: Method, kwargs: dict[str, Any]) -> bool:
         return False
     kwargs["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return True
+
+
+_UNTRACKED = "openmonetize: could not track this LLM call; the response is returned untouched"
 
 
 def _observe(result: Any, method: Method, kwargs: dict[str, Any], hide: bool, call: Recording) -> Any:
@@ -178,7 +192,7 @@ def _observe(result: Any, method: Method, kwargs: dict[str, Any], hide: bool, ca
         tally.begin(result, kwargs)
         return _stream_proxy(result)(result, tally, call.record)
     except Exception:
-        logger.exception("openmonetize: could not track this LLM call; the response is returned untouched")
+        logger.exception(_UNTRACKED)
         return result
 
 
@@ -418,5 +432,5 @@ class TrackedRawResponseManager(wrapt.ObjectProxy[Any]):
                 return response
             return TrackedRawResponse(response, method, kwargs, hide, call)
         except Exception:
-            logger.exception("openmonetize: could not track this LLM call; the response is returned untouched")
+            logger.exception(_UNTRACKED)
             return response

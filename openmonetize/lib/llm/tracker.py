@@ -288,13 +288,24 @@ class Call:
             fields.update(event_type="CUSTOM", unit_type=units.unit_type, quantity=units.quantity)
         else:
             assert usage is not None
-            counts, adjusted = usage.consistent()
-            if adjusted:
-                own["usage_adjusted"] = adjusted
             fields["event_type"] = "TOKEN_USAGE"
             fields["provider"] = provider
             fields["model"] = model
-            fields.update(counts)
+            whole_in, whole_out = usage.input_tokens, usage.output_tokens
+            cached, reasoning = usage.cached_input_tokens, usage.reasoning_tokens
+            if type(whole_in) is int and type(whole_out) is int and whole_in >= 0 and whole_out >= 0 \
+                    and (cached is None or (type(cached) is int and 0 <= cached <= whole_in)) \
+                    and (reasoning is None or (type(reasoning) is int and 0 <= reasoning <= whole_out)):
+                # `usage.consistent()`'s usual answer (nothing to adjust), without its frame and dict
+                fields["input_tokens"] = whole_in
+                fields["output_tokens"] = whole_out
+                fields["cached_input_tokens"] = cached
+                fields["reasoning_tokens"] = reasoning
+            else:
+                counts, adjusted = usage.consistent()
+                if adjusted:
+                    own["usage_adjusted"] = adjusted
+                fields.update(counts)
         if extra:
             if len(own) + len(extra) > TRACKER_METADATA_KEYS:  # many token kinds at once: one key holds them all
                 own["usage_details"] = dict(extra)

@@ -45,16 +45,10 @@ class Usage:
         input, reasoning above output) or a negative count gets the part capped at the whole (the totals
         are what the provider charged) and the event flagged, instead of an event that breaks its rules.
         """
-        whole_in, whole_out = self.input_tokens, self.output_tokens
-        cached, reasoning = self.cached_input_tokens, self.reasoning_tokens
         counts: dict[str, int | None] = {
-            "input_tokens": whole_in, "output_tokens": whole_out,
-            "cached_input_tokens": cached, "reasoning_tokens": reasoning,
+            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+            "cached_input_tokens": self.cached_input_tokens, "reasoning_tokens": self.reasoning_tokens,
         }
-        if type(whole_in) is int and type(whole_out) is int and whole_in >= 0 and whole_out >= 0 \
-                and (cached is None or (type(cached) is int and 0 <= cached <= whole_in)) \
-                and (reasoning is None or (type(reasoning) is int and 0 <= reasoning <= whole_out)):
-            return counts, ""  # the usual case: nothing to adjust
         notes = []
         for name, value in counts.items():
             if value is not None and value < 0:
