@@ -84,8 +84,8 @@ def objects() -> list[Any]:
     return [
         {"declared": 1, "other": 2}, MappingProxyType({"declared": 1}), DictLike({"declared": 5}),
         Open.model_validate({"declared": 1, "extra_one": 2}), Open(), Closed(declared=4), Closed(), Plain(), Slotted(),
-        SimpleNamespace(declared=6), wrapt.ObjectProxy({"declared": 8}), wrapt.ObjectProxy(Open.model_validate({"declared": 9, "x": 1})),
-        None, 12, "text",
+        SimpleNamespace(declared=6), wrapt.ObjectProxy({"declared": 8}),
+        wrapt.ObjectProxy(Open.model_validate({"declared": 9, "x": 1})), None, 12, "text",
     ]
 
 
