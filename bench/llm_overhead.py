@@ -438,13 +438,27 @@ def goal(raw: Any, wrapped: Any, rounds: int, calls: int) -> float:
     return median
 
 
+def use_library(checkout: str) -> None:
+    """Import openmonetize from `checkout`: ahead of the editable install's import hook."""
+    sys.meta_path[:] = [finder for finder in sys.meta_path if "editable" not in repr(finder)]
+    sys.path.insert(0, os.path.abspath(checkout))
+    import openmonetize
+
+    print(f"openmonetize from {os.path.dirname(openmonetize.__file__)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=100, help="calls per round and client")
     parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--paths-only", action="store_true", help="only the caller-thread CPU table of every path")
     parser.add_argument("--goal-only", action="store_true", help="only the issue-14 goal line (plain chat call)")
+    parser.add_argument("--library", metavar="CHECKOUT",
+                        help="import openmonetize from this checkout instead of the installed one (a before/after "
+                             "comparison: `git worktree add --detach /tmp/before main`)")
     args = parser.parse_args()
+    if args.library:
+        use_library(args.library)
 
     import openai
 
