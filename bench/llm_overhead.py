@@ -16,7 +16,10 @@ event, and for a stream the proxy around the chunks.
 
 The goal line (issue 14) is the added caller cost per plain chat call in a real call: the calling
 thread's CPU time (`time.thread_time`, so neither the tracker's delivery threads nor the fake's process
-count), wrapped minus unwrapped, median over alternating rounds (`--goal-only` runs it alone).
+count), wrapped minus unwrapped, median over rounds in rotating order; beside it, the same wrap with the
+event's construction and queueing skipped. Before it, the tracker's own work is timed piece by piece
+inside real calls, where it runs with cold caches (two to three times its cost in the isolated loops).
+`--goal-only` runs these two alone; `--library CHECKOUT` runs against another checkout (before/after).
 
 Last, every billed path (chat, images, transcription, speech, a LiteLLM completion, a LangChain invoke)
 is timed in the calling thread's CPU alone (`time.thread_time`), wrapped against unwrapped, and set
