@@ -14,6 +14,13 @@ the tracker's own caller-thread work is also timed in isolation, on real respons
 fake: the attribute lookups through the proxies, reading usage, building, validating and queueing the
 event, and for a stream the proxy around the chunks.
 
+The goal line (issue 14) is the added caller cost per plain chat call in a real call: the calling
+thread's CPU time (`time.thread_time`, so neither the tracker's delivery threads nor the fake's process
+count), wrapped minus unwrapped, median over rounds in rotating order; beside it, the same wrap with the
+event's construction and queueing skipped. Before it, the tracker's own work is timed piece by piece
+inside real calls, where it runs with cold caches (two to three times its cost in the isolated loops).
+`--goal-only` runs these two alone; `--library CHECKOUT` runs against another checkout (before/after).
+
 Last, every billed path (chat, images, transcription, speech, a LiteLLM completion, a LangChain invoke)
 is timed in the calling thread's CPU alone (`time.thread_time`), wrapped against unwrapped, and set
 against what the chat path adds; the issue-11 goal is that no path adds more than the chat path.
@@ -31,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -292,12 +300,168 @@ def caller_thread_cpu(paths: list[BilledPath], rounds: int, calls: int) -> None:
               f"{added_median / chat_added:>13.2f}", flush=True)
 
 
+def in_situ(raw: Any, wrapped: Any, rounds: int, calls: int) -> None:
+    """The tracker's own work timed inside real plain calls, piece by piece: where it really runs, cold
+    (between two calls the HTTP client's and the SDK's code have the caches), unlike `isolated`'s loops.
+
+    A copy of the wrap with timers at its seams: the attribute lookups, `start` (who pays, event id and
+    timestamp), reading the response, `record` (building, validating and queueing the event), and the
+    provider call itself; wall clock of the calling thread (perf_counter: a cheap clock, and a preemption
+    inside a window of microseconds is rare), per call, median over rounds of `calls` calls."""
+    import dataclasses
+
+    from openmonetize.lib.llm import proxies, routes
+
+    billing = wrapped._self_recorder
+    clock = time.perf_counter
+    pieces = ("lookups", "start", "read", "record", "provider call", "wrapped call")
+    spent = dict.fromkeys(pieces, 0.0)
+
+    class TimedCall:
+        __slots__ = ("call",)
+
+        def __init__(self, call: Any) -> None:
+            self.call = call
+
+        def record(self, observation: Any, end: str = proxies.COMPLETED) -> None:
+            started = clock()
+            self.call.record(observation, end)
+            spent["record"] += clock() - started
+
+    class TimedBilling:
+        def start(self, request: Any) -> TimedCall:
+            started = clock()
+            call = billing.start(request)
+            spent["start"] += clock() - started
+            return TimedCall(call)
+
+    def read(response: Any, request: Any) -> Any:
+        started = clock()
+        observation = routes.CHAT_CREATE.read(response, request)  # type: ignore[misc]
+        spent["read"] += clock() - started
+        return observation
+
+    def provider_call(*args: Any, **kwargs: Any) -> Any:
+        started = clock()
+        response = raw.chat.completions.create(*args, **kwargs)
+        spent["provider call"] += clock() - started
+        return response
+
+    # the same client tree and routes as the wrap, with the timed seams
+    namespace = types.SimpleNamespace
+    provider = namespace(chat=namespace(completions=namespace(create=provider_call)))
+    table: Any = {"chat": {"completions": {"create": dataclasses.replace(routes.CHAT_CREATE, read=read)}}}
+    make = getattr(proxies, "tracked_client", None) or proxies.TrackedClient  # (before issue 14: the class)
+    timed = make(provider, table, TimedBilling(), table)
+
+    def one(client: Any) -> None:
+        started = clock()
+        create = client.chat.completions.create
+        looked_up = clock()
+        create(model="gpt-4o", messages=MESSAGES)
+        spent["lookups"] += looked_up - started
+        spent["wrapped call"] += clock() - looked_up
+
+    medians: dict[str, list[float]] = {piece: [] for piece in pieces}
+    for _ in range(calls):
+        one(timed)
+    for _ in range(rounds):
+        for piece in pieces:
+            spent[piece] = 0.0
+        for _ in range(calls):
+            one(timed)
+        for piece in pieces:
+            medians[piece].append(spent[piece] / calls * 1e6)
+    m = {piece: statistics.median(values) for piece, values in medians.items()}
+    own = m["wrapped call"] - m["provider call"] + m["lookups"]
+    print(f"\ntracker's own work inside real plain calls ({rounds} rounds x {calls} calls; wall clock of the calling "
+          f"thread, median per call): {own:.1f} us = lookups {m['lookups']:.1f} + start {m['start']:.1f} (who "
+          f"pays, id, timestamp) + read {m['read']:.1f} + record {m['record']:.1f} (build, validate, queue) + "
+          f"the wrapper's own frames and timers {own - m['lookups'] - m['start'] - m['read'] - m['record']:.1f}",
+          flush=True)
+
+
+GOAL_US = 35.0  # issue 14: added caller cost per plain chat call in a real call
+
+
+def goal(raw: Any, wrapped: Any, rounds: int, calls: int) -> float:
+    """Issue 14's measure: what the wrap adds to the calling thread's CPU per plain chat call in a real call
+    (the delivery threads and the fake's process not counted), median over rounds in rotating order.
+
+    Measured beside it in the same rounds: the same wrap with the event's construction and queueing
+    skipped (each call's fields are still made: `Call._fields`), which splits the added cost in two; and
+    the CPU the process's other threads (the tracker's delivery) spend per wrapped call."""
+    from openmonetize.lib.llm import proxies, routes
+    from openmonetize.lib.llm.tracker import Call
+
+    billing = wrapped._self_recorder
+
+    class FieldsOnly(Call):
+        __slots__ = ()
+
+        def record(self, observation: Any, end: str = proxies.COMPLETED) -> None:
+            if not self.recorded:
+                self.recorded = True
+                self._fields(observation, end)
+
+    class FieldsOnlyBilling:
+        def start(self, request: Any) -> Call:
+            return FieldsOnly(billing, billing.attribution or billing.scope.get(), request)
+
+    make = getattr(proxies, "tracked_client", None) or proxies.TrackedClient  # (before issue 14: the class)
+    fields_only = make(raw, routes.OPENAI, FieldsOnlyBilling(), routes.OPENAI)
+    clients = {"unwrapped": raw, "wrapped": wrapped, "fields only": fields_only}
+    for client in clients.values():  # warm up
+        for _ in range(calls):
+            plain(client)
+    thread: dict[str, list[float]] = {name: [] for name in clients}
+    others: dict[str, list[float]] = {name: [] for name in clients}
+    names = list(clients)
+    for i in range(rounds):
+        for name in names[i % 3:] + names[:i % 3]:
+            client = clients[name]
+            started, process = time.thread_time(), time.process_time()
+            for _ in range(calls):
+                plain(client)
+            own = time.thread_time() - started
+            thread[name].append(own / calls * 1e6)
+            others[name].append((time.process_time() - process - own) / calls * 1e6)
+    added = [w - r for w, r in zip(thread["wrapped"], thread["unwrapped"], strict=True)]
+    fields = [f - r for f, r in zip(thread["fields only"], thread["unwrapped"], strict=True)]
+    # the delivery thread runs every flush_interval (0.5 s), so most rounds have none of it: a mean, not a median
+    delivery = statistics.mean(others["wrapped"]) - statistics.mean(others["unwrapped"])
+    q1, _, q3 = statistics.quantiles(added, n=4)
+    median = statistics.median(added)
+    print(f"\nthe same wrap with the event's construction and queueing skipped: {statistics.median(fields):.1f} us "
+          f"added; the delivery threads' CPU per wrapped call (mean): {delivery:.1f} us (not the caller's)")
+    print(f"goal (issue 14): added caller cost per plain chat call, caller-thread CPU in a real call "
+          f"({rounds} rounds x {calls} calls): {median:.1f} us (IQR {q1:.1f} .. {q3:.1f}; unwrapped "
+          f"{statistics.median(thread['unwrapped']):.1f} us) -> {'met' if median <= GOAL_US else 'NOT met'} "
+          f"(<= {GOAL_US:.0f} us)", flush=True)
+    return median
+
+
+def use_library(checkout: str) -> None:
+    """Import openmonetize from `checkout`: ahead of the editable install's import hook."""
+    sys.meta_path[:] = [finder for finder in sys.meta_path if "editable" not in repr(finder)]
+    sys.path.insert(0, os.path.abspath(checkout))
+    import openmonetize
+
+    print(f"openmonetize from {os.path.dirname(openmonetize.__file__)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=100, help="calls per round and client")
     parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--paths-only", action="store_true", help="only the caller-thread CPU table of every path")
+    parser.add_argument("--goal-only", action="store_true", help="only the issue-14 goal line (plain chat call)")
+    parser.add_argument("--library", metavar="CHECKOUT",
+                        help="import openmonetize from this checkout instead of the installed one (a before/after "
+                             "comparison: `git worktree add --detach /tmp/before main`)")
     args = parser.parse_args()
+    if args.library:
+        use_library(args.library)
 
     import openai
 
@@ -310,6 +474,11 @@ def main() -> None:
         tracker = create_llm_tracker(api_key=KEY, base_url=sink_url)
         raw = openai.OpenAI(api_key="sk-fake", base_url=base_url, max_retries=0)
         wrapped = tracker.wrap(client=raw, customer_id="cust_1", metadata={"feature": "chat"})
+        if args.goal_only:
+            in_situ(raw, wrapped, args.rounds, args.calls)
+            goal(raw, wrapped, args.rounds, args.calls)
+            tracker.shutdown(30)
+            return
         if args.paths_only:
             isolated_paths(tracker, raw, wrapped, fake_url)
             caller_thread_cpu(tracked_paths(tracker, raw, wrapped, fake_url), args.rounds, args.calls)
@@ -334,6 +503,8 @@ def main() -> None:
         isolated(raw, wrapped)
         isolated_paths(tracker, raw, wrapped, fake_url)
         caller_thread_cpu(tracked_paths(tracker, raw, wrapped, fake_url), args.rounds, args.calls)
+        in_situ(raw, wrapped, args.rounds, args.calls)
+        goal(raw, wrapped, args.rounds, args.calls)
         tracker.shutdown(30)
     finally:
         fake.terminate()

@@ -13,7 +13,8 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import replace
-from types import TracebackType
+from operator import attrgetter
+from types import CoroutineType, TracebackType
 from typing import Any, Protocol
 
 import wrapt
@@ -41,29 +42,32 @@ class Recorder(Protocol):
 
 
 class TrackedClient(wrapt.ObjectProxy[Any]):
-    """A provider client (or one of its resources) with the billed methods intercepted."""
+    """A provider client (or one of its resources) with the billed methods intercepted.
+
+    Made by `tracked_client`, as a subclass per route table whose routed names are properties reading
+    the child (tracked resource or method) the first access made, so later accesses cost no Python frame.
+    """
 
     def __init__(self, wrapped: Any, routes: Routes, recorder: Recorder, root: Routes) -> None:
         super().__init__(wrapped)
         self._self_routes = routes
         self._self_recorder = recorder
         self._self_root = root
-        self._self_children: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
+        """A name the proxy does not have: a routed one met for the first time, or the client's own."""
         route = self._self_routes.get(name)
         if route is None and not (name in CLIENT_COPIES and self._self_routes is self._self_root):
             return getattr(self.__wrapped__, name)
-        child = self._self_children.get(name)
-        if child is None:
-            target = getattr(self.__wrapped__, name)
-            if isinstance(route, Method):
-                child = _tracked_method(target, route, self._self_recorder)
-            elif route is None:  # with_options(...) / copy(...): a new client, tracked the same way
-                child = _rewrapping(target, self._self_root, self._self_recorder)
-            else:
-                child = TrackedClient(target, route, self._self_recorder, self._self_root)
-            self._self_children[name] = child
+        target = getattr(self.__wrapped__, name)
+        child: Any
+        if isinstance(route, Method):
+            child = _tracked_method(target, route, self._self_recorder)
+        elif route is None:  # with_options(...) / copy(...): a new client, tracked the same way
+            child = _rewrapping(target, self._self_root, self._self_recorder)
+        else:
+            child = tracked_client(target, route, self._self_recorder, self._self_root)
+        setattr(self, _CHILD + name, child)  # a `_self_` name: kept on the proxy, read by the property
         return child
 
     def __enter__(self) -> Any:
@@ -78,33 +82,69 @@ class TrackedClient(wrapt.ObjectProxy[Any]):
         return repr(self.__wrapped__)
 
 
+_CHILD = "_self_child_"
+#: the TrackedClient subclass for each set of routed names (route tables are module constants: few)
+_CLASSES: dict[frozenset[str], type[TrackedClient]] = {}
+
+
+def tracked_client(wrapped: Any, routes: Routes, recorder: Recorder, root: Routes) -> TrackedClient:
+    """`wrapped` with the methods in `routes` billed through `recorder` (`root`: the client's whole table)."""
+    names = frozenset(name for name in (*routes, *(CLIENT_COPIES if routes is root else ())) if name.isidentifier())
+    kind = _CLASSES.get(names)
+    if kind is None:
+        # a property per routed name: found without a Python frame once the child exists; before that it
+        # raises AttributeError, and the proxy's __getattr__ makes the child
+        kind = _CLASSES[names] = type("TrackedClient", (TrackedClient,), {
+            "__slots__": (), "__module__": __name__,
+            **{name: property(attrgetter(_CHILD + name)) for name in names},
+        })
+    return kind(wrapped, routes, recorder, root)
+
+
 def _rewrapping(target: Callable[..., Any], root: Routes, recorder: Recorder) -> Callable[..., Any]:
     @functools.wraps(target)
     def copy(*args: Any, **kwargs: Any) -> Any:
-        return TrackedClient(target(*args, **kwargs), root, recorder, root)
+        return tracked_client(target(*args, **kwargs), root, recorder, root)
 
     return copy
 
 
 def _tracked_method(target: Callable[..., Any], method: Method, recorder: Recorder) -> Callable[..., Any]:
     """The method with billing added: same signature, same return value, same exceptions."""
+    # `_ask_for_usage`'s first test, made once: most calls (not streamed) need not call it
+    asks_always = method.asks_for_usage and method.streams != "when_asked"
+    asks_when_streamed = method.asks_for_usage and method.streams == "when_asked"
+    start = recorder.start
     if inspect.iscoroutinefunction(target):
 
         @functools.wraps(target)
         async def tracked_async(*args: Any, **kwargs: Any) -> Any:
-            hide = _ask_for_usage(method, kwargs)
-            call = recorder.start(kwargs)
+            hide = (asks_always or (asks_when_streamed and kwargs.get("stream") is True)) \
+                and _ask_for_usage(method, kwargs)
+            call = start(kwargs)
             return _observe(await target(*args, **kwargs), method, kwargs, hide, call)
 
         return tracked_async
 
+    # `_observe`'s most common case, made here without its frame: the answer is the response, billed now
+    read = method.read
+    answers = read is not None and not method.raw and method.streams in ("never", "when_asked")
+    never_streams = method.streams == "never"
+
     @functools.wraps(target)
     def tracked(*args: Any, **kwargs: Any) -> Any:
-        hide = _ask_for_usage(method, kwargs)
-        call = recorder.start(kwargs)
+        hide = (asks_always or (asks_when_streamed and kwargs.get("stream") is True)) \
+            and _ask_for_usage(method, kwargs)
+        call = start(kwargs)
         result = target(*args, **kwargs)
-        if inspect.iscoroutine(result):  # an async method behind a sync decorator (the SDKs have some)
+        if isinstance(result, CoroutineType):  # an async method behind a sync decorator (the SDKs have some)
             return _observe_when_done(result, method, kwargs, hide, call)
+        if answers and (never_streams or kwargs.get("stream") is not True):
+            try:
+                call.record(read(result, kwargs))  # type: ignore[misc]
+            except Exception:
+                logger.exception(_UNTRACKED)
+            return result
         return _observe(result, method, kwargs, hide, call)
 
     return tracked
@@ -125,6 +165,9 @@ def _ask_for_usage(method: Method, kwargs: dict[str, Any]) -> bool:
         return False
     kwargs["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return True
+
+
+_UNTRACKED = "openmonetize: could not track this LLM call; the response is returned untouched"
 
 
 def _observe(result: Any, method: Method, kwargs: dict[str, Any], hide: bool, call: Recording) -> Any:
@@ -149,7 +192,7 @@ def _observe(result: Any, method: Method, kwargs: dict[str, Any], hide: bool, ca
         tally.begin(result, kwargs)
         return _stream_proxy(result)(result, tally, call.record)
     except Exception:
-        logger.exception("openmonetize: could not track this LLM call; the response is returned untouched")
+        logger.exception(_UNTRACKED)
         return result
 
 
@@ -389,5 +432,5 @@ class TrackedRawResponseManager(wrapt.ObjectProxy[Any]):
                 return response
             return TrackedRawResponse(response, method, kwargs, hide, call)
         except Exception:
-            logger.exception("openmonetize: could not track this LLM call; the response is returned untouched")
+            logger.exception(_UNTRACKED)
             return response

@@ -25,7 +25,7 @@ from openmonetize.lib.event_ids import new_event_id, utc_datetime
 from openmonetize.lib.event_rules import MAX_METADATA_JSON_BYTES, MAX_METADATA_KEYS
 from openmonetize.lib.event_types import MODELS_BY_TYPE
 from openmonetize.lib.failures import DeliveryFailure
-from openmonetize.lib.llm.proxies import COMPLETED, TrackedClient
+from openmonetize.lib.llm.proxies import COMPLETED, tracked_client
 from openmonetize.lib.llm.routes import SUPPORTED, describe, detect_provider, routes_for
 from openmonetize.lib.llm.usage import Observation, Usage
 from openmonetize.models.event import Event
@@ -93,7 +93,7 @@ class LLMTracker:
                             f"wrap one of {SUPPORTED}")
         billing = self.billing(provider=provider, customer_id=customer_id, user_id=user_id, metadata=metadata,
                                feature_id=feature_id, team_id=team_id)
-        return cast(ClientT, TrackedClient(client, routes, billing, routes))
+        return cast(ClientT, tracked_client(client, routes, billing, routes))
 
     def langchain_handler(
         self,
@@ -265,21 +265,23 @@ class Call:
     def _fields(self, observation: Observation, end: str) -> tuple[dict[str, Any], str]:
         """The event's fields, and a description of what was adjusted to make them consistent ('' if nothing)."""
         billing, attribution = self.billing, self.attribution
-        usage = observation.usage
-        if usage is None and observation.images is None and observation.units is None:
+        usage, images, units = observation.usage, observation.images, observation.units
+        if usage is None and images is None and units is None:
             usage = Usage()
             end = end if end != COMPLETED else "no_usage"
         own: dict[str, Any] = {}  # the tracker's keys, within the room kept for them
-        if observation.response_id:
-            response_id = observation.response_id
+        response_id = observation.response_id
+        if response_id:
             own["response_id"] = response_id if len(response_id) <= _MAX_RESPONSE_ID else \
                 str(uuid.uuid5(RESPONSE_ID_NAMESPACE, response_id))
         if end != COMPLETED:
             own["partial"] = True
             own["stream_end"] = end
         provider = observation.provider or billing.provider
-        requested = self.request.get("model")
-        model = observation.model or (requested if isinstance(requested, str) and requested else None) or "unknown"
+        model = observation.model
+        if not model:
+            requested = self.request.get("model")
+            model = requested if isinstance(requested, str) and requested else "unknown"
         fields: dict[str, Any] = {
             "event_id": self.event_id,
             "customer_id": attribution.customer_id if attribution else None,
@@ -287,33 +289,51 @@ class Call:
             "team_id": billing.team_id, "feature_id": billing.feature_id,
         }
         adjusted = ""
-        extra = dict(usage.extra) if usage is not None and usage.extra else {}
-        if observation.images is not None:
-            images = observation.images
+        extra = usage.extra if usage is not None and usage.extra else None  # copied below, never changed
+        if images is not None:
+            extra = dict(extra) if extra else {}
             if usage is not None:
                 extra.update(usage.as_metadata())
             fields.update(event_type="IMAGE_GENERATION", provider=provider, model=model,
                           image_count=images.count, image_size=images.size, quality=images.quality)
-        elif observation.units is not None:
-            units = observation.units
+        elif units is not None:
             own.update(provider=provider, model=model)
             fields.update(event_type="CUSTOM", unit_type=units.unit_type, quantity=units.quantity)
         else:
             assert usage is not None
-            counts, adjusted = usage.consistent()
-            if adjusted:
-                own["usage_adjusted"] = adjusted
-            fields.update(event_type="TOKEN_USAGE", provider=provider, model=model, **counts)
-        if len(own) + len(extra) > TRACKER_METADATA_KEYS:  # many token kinds at once: one key holds them all
-            own["usage_details"] = extra
+            fields["event_type"] = "TOKEN_USAGE"
+            fields["provider"] = provider
+            fields["model"] = model
+            whole_in, whole_out = usage.input_tokens, usage.output_tokens
+            cached, reasoning = usage.cached_input_tokens, usage.reasoning_tokens
+            if type(whole_in) is int and type(whole_out) is int and whole_in >= 0 and whole_out >= 0 \
+                    and (cached is None or (type(cached) is int and 0 <= cached <= whole_in)) \
+                    and (reasoning is None or (type(reasoning) is int and 0 <= reasoning <= whole_out)):
+                # `usage.consistent()`'s usual answer (nothing to adjust), without its frame and dict
+                fields["input_tokens"] = whole_in
+                fields["output_tokens"] = whole_out
+                fields["cached_input_tokens"] = cached
+                fields["reasoning_tokens"] = reasoning
+            else:
+                counts, adjusted = usage.consistent()
+                if adjusted:
+                    own["usage_adjusted"] = adjusted
+                fields.update(counts)
+        if extra:
+            if len(own) + len(extra) > TRACKER_METADATA_KEYS:  # many token kinds at once: one key holds them all
+                own["usage_details"] = dict(extra)
+            else:
+                own.update(extra)
+        scope_metadata = attribution.metadata if attribution is not None else None
+        if scope_metadata or billing.metadata:
+            metadata: dict[str, Any] = {}
+            if scope_metadata:
+                metadata.update(scope_metadata)
+            if billing.metadata:
+                metadata.update(billing.metadata)
+            metadata.update(own)
         else:
-            own.update(extra)
-        metadata: dict[str, Any] = {}
-        if attribution is not None and attribution.metadata:
-            metadata.update(attribution.metadata)
-        if billing.metadata:
-            metadata.update(billing.metadata)
-        metadata.update(own)
+            metadata = own
         fields["metadata"] = metadata or None
         return fields, adjusted
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 Metadata = dict[str, Any]
 #: the keyword arguments of the call, for what a response does not echo (DALL-E's size, TTS input)
@@ -28,7 +28,7 @@ Request = Mapping[str, Any]
 NO_REQUEST: Request = MappingProxyType({})
 
 
-@dataclass
+@dataclass(slots=True)
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
@@ -86,7 +86,7 @@ class Units:
     quantity: int | float
 
 
-@dataclass
+@dataclass(slots=True)
 class Observation:
     """What one call produced, as far as billing is concerned: tokens (`usage`), images, or other units."""
 
@@ -108,6 +108,22 @@ def _opt_int(value: Any) -> int | None:
 
 
 _ABSENT = object()
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
+
+#: how `field_of` reads an object of each type met so far (keyed by type; an object whose `__class__`
+#: is not its type, a proxy, is never cached): a mapping's keys, a pydantic model's storage, or attributes
+_MAPPING, _MODEL, _OBJECT = 1, 2, 3
+_KINDS: dict[type, int] = {}
+_MAX_KINDS = 1024  # a bound, should something make model types per call
+
+
+def _kind(obj: Any) -> int:
+    """How to read `obj`; `isinstance(obj, Mapping)` (an ABC check, slow) runs once per type."""
+    how = _MAPPING if isinstance(obj, Mapping) else _MODEL if hasattr(type(obj), "__pydantic_fields__") \
+        and getattr(obj, "__dict__", None) is not None else _OBJECT
+    if obj.__class__ is type(obj) and len(_KINDS) < _MAX_KINDS:
+        _KINDS[type(obj)] = how
+    return how
 
 
 def field_of(obj: Any, name: str) -> Any:
@@ -117,17 +133,47 @@ def field_of(obj: Any, name: str) -> Any:
     pydantic's `__getattr__` and costs microseconds to raise, and most optional counts are absent."""
     if obj is None:
         return None
-    if isinstance(obj, Mapping):
+    how = _KINDS.get(type(obj)) or _kind(obj)
+    if how == _MODEL:
+        value = obj.__dict__.get(name, _ABSENT)
+        if value is not _ABSENT:
+            return value
+        extra = obj.__pydantic_extra__
+        return extra.get(name) if extra else None
+    if how == _MAPPING:
         return obj.get(name)
     fields = getattr(obj, "__dict__", None)
     if fields is not None:
         value = fields.get(name, _ABSENT)
         if value is not _ABSENT:
             return value
-        if hasattr(type(obj), "__pydantic_fields__"):  # a pydantic model: what is not declared is an extra
-            extra = obj.__pydantic_extra__
-            return extra.get(name) if extra else None
     return getattr(obj, name, None)
+
+
+class _Fields:
+    """`field_of(obj, name)` as `get(name)`, for the objects `fields_of` has no mapping of."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def get(self, name: str) -> Any:
+        return field_of(self.obj, name)
+
+
+def fields_of(obj: Any) -> Mapping[str, Any] | _Fields:
+    """Something whose `get(name)` is `field_of(obj, name)`, for reading several fields of one object:
+    a pydantic model's own storage (with its extras), the mapping itself, or a reader of attributes."""
+    if obj is None:
+        return _NOTHING
+    how = _KINDS.get(type(obj)) or _kind(obj)
+    if how == _MODEL:
+        extra = obj.__pydantic_extra__
+        return {**extra, **obj.__dict__} if extra else obj.__dict__  # a declared field wins, as in field_of
+    if how == _MAPPING:
+        return cast(Mapping[str, Any], obj)
+    return _Fields(obj)
 
 
 def _keep(extra: Metadata, key: str, value: Any) -> None:
@@ -143,26 +189,39 @@ def _str(value: Any) -> str | None:
 # -- final objects ----------------------------------------------------------------------------------
 
 
+#: parts of prompt_tokens / completion_tokens priced differently (audio, predicted outputs, cache writes):
+#: (metadata key, field of the details object)
+_CHAT_PROMPT_KINDS = (("input_audio_tokens", "audio_tokens"), ("input_image_tokens", "image_tokens"),
+                      ("cache_creation_input_tokens", "cache_write_tokens"))
+_CHAT_COMPLETION_KINDS = (("output_audio_tokens", "audio_tokens"),
+                          ("accepted_prediction_tokens", "accepted_prediction_tokens"),
+                          ("rejected_prediction_tokens", "rejected_prediction_tokens"))
+
+
 def openai_chat_usage(usage: Any) -> Usage:
     """Chat Completions (also Groq, OpenRouter, any OpenAI-compatible server)."""
-    prompt_details = field_of(usage, "prompt_tokens_details")
-    completion_details = field_of(usage, "completion_tokens_details")
+    fields = fields_of(usage)
+    prompt_details = fields_of(fields.get("prompt_tokens_details"))
+    completion_details = fields_of(fields.get("completion_tokens_details"))
     extra: Metadata = {}
-    cost = field_of(usage, "cost")  # OpenRouter's
+    cost = fields.get("cost")  # OpenRouter's
     if isinstance(cost, (int, float)) and not isinstance(cost, bool):
         extra["cost"] = cost
-    # parts of prompt_tokens / completion_tokens priced differently (audio, predicted outputs, cache writes)
-    _keep(extra, "input_audio_tokens", field_of(prompt_details, "audio_tokens"))
-    _keep(extra, "input_image_tokens", field_of(prompt_details, "image_tokens"))
-    _keep(extra, "cache_creation_input_tokens", field_of(prompt_details, "cache_write_tokens"))
-    _keep(extra, "output_audio_tokens", field_of(completion_details, "audio_tokens"))
-    _keep(extra, "accepted_prediction_tokens", field_of(completion_details, "accepted_prediction_tokens"))
-    _keep(extra, "rejected_prediction_tokens", field_of(completion_details, "rejected_prediction_tokens"))
+    for key, name in _CHAT_PROMPT_KINDS:  # kept only when a positive int, as `_keep`
+        value = prompt_details.get(name)
+        if type(value) is int and value > 0:
+            extra[key] = value
+    for key, name in _CHAT_COMPLETION_KINDS:
+        value = completion_details.get(name)
+        if type(value) is int and value > 0:
+            extra[key] = value
+    input_tokens, output_tokens = fields.get("prompt_tokens"), fields.get("completion_tokens")
+    cached, reasoning = prompt_details.get("cached_tokens"), completion_details.get("reasoning_tokens")
     return Usage(
-        input_tokens=_int(field_of(usage, "prompt_tokens")),
-        output_tokens=_int(field_of(usage, "completion_tokens")),
-        cached_input_tokens=_opt_int(field_of(prompt_details, "cached_tokens")),
-        reasoning_tokens=_opt_int(field_of(completion_details, "reasoning_tokens")),
+        input_tokens=input_tokens if type(input_tokens) is int else 0,
+        output_tokens=output_tokens if type(output_tokens) is int else 0,
+        cached_input_tokens=cached if type(cached) is int else None,
+        reasoning_tokens=reasoning if type(reasoning) is int else None,
         extra=extra,
     )
 
@@ -255,8 +314,11 @@ def _observe(response: Any, usage: Usage | None, model_attr: str = "model", id_a
 
 
 def read_openai_chat(response: Any, request: Request = NO_REQUEST) -> Observation:
-    usage = getattr(response, "usage", None)
-    return _observe(response, openai_chat_usage(usage) if usage is not None else None)
+    usage = getattr(response, "usage", None)  # `_observe`, inlined: the most common call of all
+    model, response_id = getattr(response, "model", None), getattr(response, "id", None)
+    return Observation(openai_chat_usage(usage) if usage is not None else None,
+                       model if isinstance(model, str) else None,
+                       response_id if isinstance(response_id, str) else None)
 
 
 def read_openai_responses(response: Any, request: Request = NO_REQUEST) -> Observation:

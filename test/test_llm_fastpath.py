@@ -1,0 +1,252 @@
+"""The plain call's shortcuts (issue 14) answer exactly as the general code they skip.
+
+Reading usage (`field_of` / `fields_of`, a kind of object remembered per type), building an event's
+fields (the consistent-counts case without `Usage.consistent`), and the proxy's routed names (properties
+over the child the first access made): each is checked against the behaviour it replaced.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from contextvars import ContextVar
+from types import MappingProxyType, SimpleNamespace
+from typing import Any
+
+import openai
+import pytest
+import wrapt
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict
+
+from openmonetize.lib.llm import usage as u
+from openmonetize.lib.llm.proxies import COMPLETED, TrackedClient, tracked_client
+from openmonetize.lib.llm.routes import Method
+from openmonetize.lib.llm.tracker import RESPONSE_ID_NAMESPACE, TRACKER_METADATA_KEYS, Attribution, Billing, Call
+
+_ABSENT = object()
+
+
+def reference_field_of(obj: Any, name: str) -> Any:
+    """`field_of` as it was before issue 14 (an ABC check on every call)."""
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    fields = getattr(obj, "__dict__", None)
+    if fields is not None:
+        value = fields.get(name, _ABSENT)
+        if value is not _ABSENT:
+            return value
+        if hasattr(type(obj), "__pydantic_fields__"):
+            extra = obj.__pydantic_extra__
+            return extra.get(name) if extra else None
+    return getattr(obj, name, None)
+
+
+class Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    declared: int | None = None
+
+
+class Closed(BaseModel):
+    declared: int | None = None
+
+    @property
+    def computed(self) -> int:
+        return 7
+
+
+class Plain:
+    def __init__(self) -> None:
+        self.declared = 1
+
+    @property
+    def computed(self) -> int:
+        return 2
+
+
+class Slotted:
+    __slots__ = ("declared",)
+
+    def __init__(self) -> None:
+        self.declared = 3
+
+
+class DictLike(dict[str, Any]):
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.__dict__["declared"] = "the attribute, not the key"
+
+
+def objects() -> list[Any]:
+    return [
+        {"declared": 1, "other": 2}, MappingProxyType({"declared": 1}), DictLike({"declared": 5}),
+        Open.model_validate({"declared": 1, "extra_one": 2}), Open(), Closed(declared=4), Closed(), Plain(), Slotted(),
+        SimpleNamespace(declared=6), wrapt.ObjectProxy({"declared": 8}),
+        wrapt.ObjectProxy(Open.model_validate({"declared": 9, "x": 1})), None, 12, "text",
+    ]
+
+
+@pytest.mark.parametrize("obj", objects(), ids=lambda obj: type(obj).__name__)
+def test_field_of_and_fields_of_read_every_kind_of_object_as_before(obj):
+    for _ in range(2):  # the first read remembers the kind of the object's type, the second uses it
+        for name in ("declared", "other", "extra_one", "computed", "x", "absent", "__class__"):
+            expected = reference_field_of(obj, name)
+            assert u.field_of(obj, name) == expected, name
+            assert u.fields_of(obj).get(name) == expected, name
+
+
+def test_a_proxy_is_read_through_its_class_and_its_type_is_never_remembered():
+    proxied = wrapt.ObjectProxy({"declared": 1})
+    assert u.field_of(proxied, "declared") == 1
+    assert type(proxied) not in u._KINDS
+
+
+def test_openai_chat_usage_reads_a_dict_as_the_sdk_model():
+    usage = {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29, "cost": 0.25,
+             "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 2, "cache_write_tokens": 3},
+             "completion_tokens_details": {"reasoning_tokens": 5, "accepted_prediction_tokens": 1,
+                                           "rejected_prediction_tokens": 0}}
+    model = openai.types.CompletionUsage.model_validate(usage)
+    expected = u.Usage(20, 9, 4, 5, {"cost": 0.25, "input_audio_tokens": 2, "cache_creation_input_tokens": 3,
+                                     "accepted_prediction_tokens": 1})
+    assert u.openai_chat_usage(usage) == u.openai_chat_usage(model) == expected
+    assert list(u.openai_chat_usage(model).extra) == list(expected.extra)  # the metadata keys' order too
+
+
+# -- an event's fields --------------------------------------------------------------------------------
+
+
+def reference_fields(call: Call, observation: u.Observation, end: str) -> tuple[dict[str, Any], str]:
+    """`Call._fields` as it was before issue 14."""
+    billing, attribution = call.billing, call.attribution
+    usage = observation.usage
+    if usage is None and observation.images is None and observation.units is None:
+        usage = u.Usage()
+        end = end if end != COMPLETED else "no_usage"
+    own: dict[str, Any] = {}
+    if observation.response_id:
+        response_id = observation.response_id
+        own["response_id"] = response_id if len(response_id) <= 200 else \
+            str(uuid.uuid5(RESPONSE_ID_NAMESPACE, response_id))
+    if end != COMPLETED:
+        own["partial"] = True
+        own["stream_end"] = end
+    provider = observation.provider or billing.provider
+    requested = call.request.get("model")
+    model = observation.model or (requested if isinstance(requested, str) and requested else None) or "unknown"
+    fields: dict[str, Any] = {  # the event id and timestamp left out: they are the Call's, compared apart
+        "customer_id": attribution.customer_id if attribution else None,
+        "user_id": attribution.user_id if attribution else None,
+        "team_id": billing.team_id, "feature_id": billing.feature_id,
+    }
+    adjusted = ""
+    extra = dict(usage.extra) if usage is not None and usage.extra else {}
+    if observation.images is not None:
+        images = observation.images
+        if usage is not None:
+            extra.update(usage.as_metadata())
+        fields.update(event_type="IMAGE_GENERATION", provider=provider, model=model,
+                      image_count=images.count, image_size=images.size, quality=images.quality)
+    elif observation.units is not None:
+        units = observation.units
+        own.update(provider=provider, model=model)
+        fields.update(event_type="CUSTOM", unit_type=units.unit_type, quantity=units.quantity)
+    else:
+        assert usage is not None
+        counts, adjusted = usage.consistent()
+        if adjusted:
+            own["usage_adjusted"] = adjusted
+        fields.update(event_type="TOKEN_USAGE", provider=provider, model=model, **counts)
+    if len(own) + len(extra) > TRACKER_METADATA_KEYS:
+        own["usage_details"] = extra
+    else:
+        own.update(extra)
+    metadata: dict[str, Any] = {}
+    if attribution is not None and attribution.metadata:
+        metadata.update(attribution.metadata)
+    if billing.metadata:
+        metadata.update(billing.metadata)
+    metadata.update(own)
+    fields["metadata"] = metadata or None
+    return fields, adjusted
+
+
+counts = st.one_of(st.none(), st.integers(-5, 50))
+extras = st.dictionaries(st.sampled_from([f"kind_{i}_tokens" for i in range(14)]), st.integers(1, 9), max_size=12)
+usages = st.builds(u.Usage, st.integers(-5, 50), st.integers(-5, 50), counts, counts, extras)
+observations = st.builds(
+    u.Observation,
+    usage=st.one_of(st.none(), usages),
+    model=st.sampled_from([None, "", "gpt-4o"]),
+    response_id=st.sampled_from([None, "", "chatcmpl-1", "r" * 201]),
+    images=st.one_of(st.none(), st.builds(u.Images, st.integers(1, 4), st.sampled_from([None, "1024x1024"]))),
+    units=st.one_of(st.none(), st.builds(u.Units, st.just("characters"), st.integers(0, 99))),
+    provider=st.sampled_from([None, "openrouter"]),
+)
+metadata = st.one_of(st.none(), st.dictionaries(st.sampled_from(["a", "b", "response_id"]), st.integers(), max_size=3))
+
+
+@given(observation=observations, end=st.sampled_from([COMPLETED, "closed", "error"]),
+       scope_metadata=metadata, wrap_metadata=metadata, attributed=st.booleans(),
+       requested=st.sampled_from([None, "", "gpt-4o-mini", 3]))
+def test_an_events_fields_are_the_ones_the_general_code_made(observation, end, scope_metadata, wrap_metadata,
+                                                             attributed, requested):
+    billing = Billing(None, ContextVar("scope", default=None), provider="openai",  # type: ignore[arg-type]
+                      attribution=None, metadata=wrap_metadata, feature_id="chat", team_id=None)
+    attribution = Attribution("cust_1", None, scope_metadata) if attributed else None
+    call = Call(billing, attribution, {"model": requested})
+    fields, adjusted = call._fields(observation, end)
+    assert fields.pop("event_id") == call.event_id
+    fields.pop("timestamp", None)  # the Call's own (or, with the fast event path, added when the event is built)
+    expected, expected_adjusted = reference_fields(call, observation, end)
+    assert (fields, adjusted) == (expected, expected_adjusted)
+    assert list(fields) == list(expected)  # the same order of keys
+    if fields["metadata"]:
+        assert list(fields["metadata"]) == list(expected["metadata"])
+
+
+# -- the proxy's routed names -------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.observed: list[u.Observation] = []
+
+    def start(self, request: Mapping[str, Any]) -> Recorder:
+        return self
+
+    def record(self, observation: u.Observation, end: str = COMPLETED) -> None:
+        self.observed.append(observation)
+
+
+def read(response: Any, request: Mapping[str, Any]) -> u.Observation:
+    return u.Observation(u.Usage(response, 1), "m")
+
+
+def inputs(observation: u.Observation) -> int:
+    assert observation.usage is not None
+    return observation.usage.input_tokens
+
+
+def test_a_routed_name_is_read_through_the_child_its_first_access_made():
+    recorder = Recorder()
+    client = SimpleNamespace(resource=SimpleNamespace(create=lambda n: n), plain=1)
+    table: Any = {"resource": {"create": Method("never", read), "later": Method("never", read)}}
+    tracked = tracked_client(client, table, recorder, table)
+    assert isinstance(tracked, TrackedClient) and tracked.plain == 1
+    resource = tracked.resource
+    assert tracked.resource is resource and resource.create is resource.create  # made once, then kept
+    assert resource.create(5) == 5 and [inputs(o) for o in recorder.observed] == [5]
+    for _ in range(2):  # a routed name the client lacks: the client's own AttributeError, every time
+        with pytest.raises(AttributeError, match="later"):
+            resource.later  # noqa: B018
+    client.resource.later = lambda n: n * 2  # the client gains it (a newer SDK): tracked from then on
+    assert resource.later(3) == 6 and inputs(recorder.observed[-1]) == 6
+    # another wrap of the same client makes its own children (its own recorder)
+    other = tracked_client(client, table, Recorder(), table)
+    assert type(other) is type(tracked) and other.resource is not resource
+    other.resource.create(1)
+    assert len(recorder.observed) == 2
