@@ -441,3 +441,16 @@ def test_a_bad_event_type_is_reported_for_event(server):
     finally:
         om.shutdown()
     assert server.request_count == 0
+
+
+def test_metadata_that_contains_itself_is_refused_by_name_not_a_crash():
+    circular: dict[str, object] = {"a": 1}
+    circular["self"] = circular
+    with pytest.raises(ValidationError, match="metadata must be plain JSON.*contains itself"):
+        CustomEvent(**CUSTOM, metadata=circular)
+    deep: dict[str, object] = {}
+    inner = deep
+    for _ in range(100_000):
+        inner["x"] = inner = {}
+    with pytest.raises(ValidationError, match="metadata"):
+        CustomEvent(**CUSTOM, metadata=deep)

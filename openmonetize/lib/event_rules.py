@@ -28,8 +28,21 @@ MAX_METADATA_JSON_BYTES = 4096
 #: the largest int a JSON number read as a double can hold without becoming infinity
 _MAX_FINITE_QUANTITY = int(sys.float_info.max)
 
-# one encoder for every event (json.dumps with options builds a new one per call)
-_encode_metadata = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _no_default(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# The C encoder itself, made once: `json.JSONEncoder.encode` makes a new one on every call, which was most of
+# the cost of checking a small metadata dict. Without the circular-reference markers (they would have to be
+# fresh per call): a circular structure ends in RecursionError instead, refused as not plain JSON.
+_iterencode = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+    None, _no_default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+
+
+def _encode_metadata(metadata: dict[str, Any]) -> str:
+    return "".join(_iterencode(metadata, 0))
 
 
 def prepare_event(cls: type[BaseModel], data: Any) -> Any:
@@ -105,6 +118,9 @@ def _check_metadata(metadata: dict[str, Any]) -> None:
         raise ValueError(f"metadata has {len(metadata)} keys: at most {MAX_METADATA_KEYS} are allowed")
     try:
         encoded = _encode_metadata(metadata)
+    except RecursionError:
+        raise ValueError("metadata must be plain JSON (str, int, float, bool, None, list, dict): it contains itself,"
+                         " or nests too deep") from None
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata must be plain JSON (str, int, float, bool, None, list, dict): {exc}") from None
     size = len(encoded.encode())
