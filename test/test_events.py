@@ -446,7 +446,7 @@ def test_a_bad_event_type_is_reported_for_event(server):
 def test_metadata_that_contains_itself_is_refused_by_name_not_a_crash():
     circular: dict[str, object] = {"a": 1}
     circular["self"] = circular
-    with pytest.raises(ValidationError, match="metadata must be plain JSON.*contains itself"):
+    with pytest.raises(ValidationError, match=r"metadata must be plain JSON.*contains itself"):
         CustomEvent(**CUSTOM, metadata=circular)
     deep: dict[str, object] = {}
     inner = deep
