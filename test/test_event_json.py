@@ -180,6 +180,39 @@ def test_a_model_with_a_rule_the_plan_cannot_read_gets_no_plan() -> None:
     assert event_json.plan_for(Patterned) is None
 
 
+def test_a_model_whose_sdk_validators_apply_other_rules_gets_no_plan() -> None:
+    """The plan applies `prepare_event` and `check_fields`; validators under the same names that call other
+    rules (a spec change to `x-sdk-validators`) turn the fast path off rather than being skipped."""
+    from typing import Annotated, Literal
+
+    from pydantic import ConfigDict, Field, model_validator
+
+    def other_rule(value: Any) -> Any:
+        return value
+
+    class Other(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        event_type: Literal["X"] = "X"
+        event_id: Annotated[str, Field(strict=True, min_length=1, max_length=128)]
+        customer_id: Annotated[str, Field(strict=True, min_length=1, max_length=256)]
+
+        @model_validator(mode="before")
+        @classmethod
+        def _sdk_before(cls, data: Any) -> Any:
+            return other_rule(data)
+
+        @model_validator(mode="after")
+        def _sdk_after(self) -> Any:
+            return other_rule(self)
+
+        @model_validator(mode="before")
+        @classmethod
+        def _refuse_unknown_fields(cls, data: Any) -> Any:
+            return data
+
+    assert event_json.plan_for(Other) is None
+
+
 @pytest.mark.parametrize("now_ns", [0, 1, 999, 1_000, 1_764_604_800_123_456_789, 1_764_604_800_000_000_999])
 def test_the_timestamp_text_is_the_models(now_ns: int) -> None:
     event = TokenUsageEvent(customer_id="c", feature_id="f", provider="p", model="m", input_tokens=0,

@@ -62,9 +62,14 @@ class Plan(NamedTuple):
 def plan_for(model: type[BaseModel]) -> Plan | None:
     """The model's fields as `encode` writes them, or None when a field or validator is beyond it."""
     decorators = model.__pydantic_decorators__
-    if set(decorators.model_validators) != _KNOWN_MODEL_VALIDATORS or decorators.field_serializers \
+    validators = decorators.model_validators
+    if set(validators) != _KNOWN_MODEL_VALIDATORS or decorators.field_serializers \
             or decorators.model_serializers or model.model_config.get("extra") != "forbid":
         return None
+    for name, rules in (("_sdk_before", "prepare_event"), ("_sdk_after", "check_event")):
+        code = getattr(validators[name].func, "__code__", None)
+        if code is None or rules not in code.co_names:
+            return None  # the spec's `x-sdk-validators` name other rules than the ones this module applies
     validated = {name for dec in decorators.field_validators.values() for name in dec.info.fields}
     fields = [_field(name, info, name in validated) for name, info in model.model_fields.items()]
     if None in fields:
