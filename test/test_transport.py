@@ -370,3 +370,50 @@ def test_content_type_matching_is_the_same_every_time():
     for _ in range(2):
         for content_type, main, sub, expected in table:
             assert contenttype_matches(content_type, main, sub) is expected, (content_type, main, sub)
+
+
+def test_the_body_ingest_sends_is_byte_for_byte_each_events_own_json_joined():
+    """`ingest`'s body (one call of the body model's serializer) is the bytes background delivery sends for
+    the same events (each event's own JSON, joined): mixed types, metadata, non-ASCII text, offsets."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from openmonetize import ImageGenerationEvent, TokenUsageEvent
+    from openmonetize.models.event import Event
+
+    bodies: list[bytes] = []
+
+    class Capture(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            bodies.append(raw)
+            answer = json.dumps({"accepted": len(json.loads(raw)["events"]), "duplicates": 0,
+                                 "rejected": 0}).encode()
+            self.send_response(202)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    events: list[Event] = [
+        TokenUsageEvent(customer_id="cust_é", feature_id="chat", provider="openai", model="gpt-4o",
+                        input_tokens=10, output_tokens=2, metadata={"k": None, "nested": [1, 2.5, "ü"]}),
+        ImageGenerationEvent(customer_id="c", feature_id="img", provider="openai", model="gpt-image-1",
+                             image_count=1, timestamp="2026-11-22T17:00:00.5+02:00"),
+        CustomEvent(customer_id="c", user_id="u", feature_id="pdf", unit_type="pages", quantity=1.25,
+                    timestamp="2026-11-22T17:00:00Z"),
+    ]
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Capture)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        answer = make_api(f"http://127.0.0.1:{httpd.server_address[1]}").ingest(events=events)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(JOIN)
+    assert answer.accepted == 3
+    each = [e.model_dump_json(exclude_none=True).encode() for e in events]
+    assert bodies == [b'{"events":[' + b",".join(each) + b"]}"]
