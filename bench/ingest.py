@@ -9,6 +9,10 @@ is the same floor over httpx, the stack `AsyncEventsApi` ran on before (kept to 
 concurrent row runs `--concurrency` async calls at once on one loop, against one sync caller. All send to
 the same loopback sink (bench/sink.py, another process, a thread per connection), alternating rounds.
 
+The body rows split `ingest`'s serialization: the body alone as `ingest` builds it (one call of the body
+model's serializer), the same bytes from one cached `TypeAdapter(list[Event])` call and from each event's own
+serializer plus one join (asserted byte-identical), and the batch's 1000 timestamps alone.
+
     .venv/bin/python bench/ingest.py [--batches 200] [--rounds 5] [--concurrency 8]
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import statistics
 import subprocess
@@ -29,6 +34,7 @@ import aiohttp
 import httpx
 import orjson
 import urllib3
+from pydantic import TypeAdapter
 
 from openmonetize import (
     ApiClient,
@@ -141,6 +147,26 @@ def main() -> None:
             # the body `ingest` builds, without sending it: the serialization share of a call
             return api._ingest_serialize(events, None, None, None, 0)
 
+        list_adapter = TypeAdapter(list[Event])
+        serializers = {cls: cls.__pydantic_serializer__ for cls in (TokenUsageEvent, ImageGenerationEvent, CustomEvent)}
+        timestamps = [e.timestamp for e in events]
+        timestamp_adapter = TypeAdapter(list[datetime.datetime])
+
+        def body_one_list() -> object:
+            # the whole list in one Rust call through a cached TypeAdapter(list[Event]), not the body model
+            return b'{"events":' + list_adapter.dump_json(events, by_alias=True, exclude_none=True) + b"}"
+
+        def body_per_event() -> object:
+            # each event by its own model's serializer, then one join
+            return b'{"events":[' + b",".join([serializers[type(e)].to_json(e, by_alias=True, exclude_none=True)
+                                                for e in events]) + b"]}"
+
+        def timestamps_only() -> object:
+            # the 1000 timestamps alone, as the body's serializer writes them: their share of the body
+            return timestamp_adapter.dump_json(timestamps)
+
+        assert body_one_list() == body_per_event() == prebuilt_body  # the variants write the same bytes
+
         def http_only() -> object:
             # the same body, prebuilt, through the SDK's HTTP path and answer checks: the transport share
             return api.ingest_serialized(prebuilt_body, _event_count=BATCH)
@@ -183,13 +209,16 @@ def main() -> None:
         assert sdk().accepted == 1000  # type: ignore[attr-defined]
         floor()
         orjson_floor()
-        rates: dict[str, list[float]] = {k: [] for k in ("floor", "ofloor", "sdk", "ser", "http", "walk", "afloor",
-                                                         "hfloor", "async", "concurrent")}
+        rates: dict[str, list[float]] = {k: [] for k in ("floor", "ofloor", "sdk", "ser", "list", "each", "stamps",
+                                                         "http", "walk", "afloor", "hfloor", "async", "concurrent")}
         for _ in range(args.rounds):
             rates["floor"].append(events_per_second(floor, args.batches))
             rates["ofloor"].append(events_per_second(orjson_floor, args.batches))
             rates["sdk"].append(events_per_second(sdk, args.batches))
             rates["ser"].append(events_per_second(serialize_only, args.batches))
+            rates["list"].append(events_per_second(body_one_list, args.batches))
+            rates["each"].append(events_per_second(body_per_event, args.batches))
+            rates["stamps"].append(events_per_second(timestamps_only, args.batches))
             rates["http"].append(events_per_second(http_only, args.batches))
             rates["walk"].append(events_per_second(generic_walk, max(1, args.batches // 5)))
             rates["afloor"].append(async_events_per_second(open_async_floor, args.batches))
@@ -207,6 +236,9 @@ def main() -> None:
         share = per_batch["ser"] / per_batch["sdk"]
         print(f"  of which the body alone     : {per_batch['ser']:>10,.0f} µs per batch ({share:.0%} of a call's"
               f" {per_batch['sdk']:,.0f} µs); its HTTP path alone (ingest_serialized): {per_batch['http']:,.0f} µs")
+        body_us = {k: 1e6 * BATCH / m[k] for k in ("list", "each", "stamps")}
+        print(f"  the same body as one TypeAdapter(list[Event]) call: {body_us['list']:,.0f} µs; per event + one join:"
+              f" {body_us['each']:,.0f} µs; its 1000 timestamps alone: {body_us['stamps']:,.0f} µs")
         print(f"generic walk (stock client)   : {m['walk']:>10,.0f} events/s   ratio {m['walk'] / m['floor']:.2f}")
         print(f"async floor (json.dumps+aiohttp): {m['afloor']:>8,.0f} events/s")
         print(f"the same floor over httpx     : {m['hfloor']:>10,.0f} events/s   ratio {m['hfloor'] / m['afloor']:.2f}"

@@ -12,6 +12,7 @@
 """  # noqa: E501
 
 
+import functools
 import ipaddress
 import io
 import json
@@ -45,6 +46,7 @@ def is_socks_proxy_url(url):
     else:
         return split_section[0].lower() in SUPPORTED_SOCKS_PROXIES
 
+@functools.lru_cache(maxsize=64)
 def contenttype_matches(contenttype, maintype, subtype):
     """Matches the given contenttype against the given type and subtype
 
@@ -265,7 +267,7 @@ class RESTClientObject:
                 # the existing JSON serializer:
                 # https://yaml.org/spec/1.2.2/#13-relation-to-json
                 is_structured_yaml = (
-                    content_type
+                    not is_json and content_type
                     and (
                         contenttype_matches(content_type, 'application', 'yaml')
                         or contenttype_matches(content_type, 'text', 'yaml')

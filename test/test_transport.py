@@ -314,3 +314,106 @@ def test_the_watchdog_works_again_in_a_forked_child(server):
     finally:
         os.close(read_end)
         os.waitpid(pid, 0)
+
+
+# ------------------------------------------------------------------ the request's own work, cached per process
+
+
+def test_each_host_is_named_in_its_own_failures_and_credentials_in_the_url_never():
+    """The origin a failure names is cached per URL (http_deadline._origin): a second host in the same
+    process is named as itself, and a URL's user info is never part of it."""
+    with socket.socket() as first, socket.socket() as second:  # bound, never listening: refused
+        first.bind(("127.0.0.1", 0))
+        second.bind(("127.0.0.1", 0))
+        hosts = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in (first, second)]
+        for host in hosts + hosts:  # twice each: the second time from the cache
+            with pytest.raises(ApiConnectionError) as caught:
+                make_api(host).ingest(events=[event()], _request_timeout=5)
+            assert caught.value.host == host and host in str(caught.value)
+        port = second.getsockname()[1]
+        with pytest.raises(ApiConnectionError) as caught:
+            make_api(f"http://user:url-secret@127.0.0.1:{port}").ingest(events=[event()], _request_timeout=5)
+        assert caught.value.host == f"http://127.0.0.1:{port}"
+        assert "url-secret" not in str(caught.value) and "url-secret" not in repr(caught.value)
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "Application/JSON"])
+def test_a_body_sent_with_any_json_content_type_arrives_as_serialized(api, server, content_type):
+    events = [event(n) for n in range(3)]
+    answer = api.ingest(events=events, _content_type=content_type)
+    assert answer.accepted == 3
+    assert server.events == [json.loads(e.model_dump_json(exclude_none=True)) for e in events]
+    assert server.received_requests[-1].headers["Content-Type"] == content_type
+
+
+@pytest.mark.parametrize("content_type", ["application/yaml", "text/yaml", "text/x-yaml", "text/plain"])
+def test_a_serialized_body_with_another_content_type_is_sent_as_it_is(api, server, content_type):
+    """Not JSON: the body (already bytes) goes out unchanged under the caller's type, and the service refuses
+    the type; it is never serialized again."""
+    with pytest.raises(ApiException) as caught:
+        api.ingest(events=[event()], _content_type=content_type)
+    assert caught.value.status == 415
+    assert server.events == []
+    assert server.received_requests[-1].headers["Content-Type"] == content_type
+
+
+def test_content_type_matching_is_the_same_every_time():
+    """`contenttype_matches` is cached: the same answers, first call or not."""
+    from openmonetize.rest import contenttype_matches
+
+    table = [("application/json", "application", "json", True), ("application/json; charset=utf-8",
+             "application", "json", True), ("application/problem+json", "application", "json", True),
+             ("APPLICATION/JSON", "application", "json", True), ("application/jsonx", "application", "json",
+             False), ("text/json", "application", "json", False), ("application/yaml", "application", "yaml",
+             True), ("text/x-yaml ;q=1", "text", "x-yaml", True), ("text/yaml", "application", "yaml", False)]
+    for _ in range(2):
+        for content_type, main, sub, expected in table:
+            assert contenttype_matches(content_type, main, sub) is expected, (content_type, main, sub)
+
+
+def test_the_body_ingest_sends_is_byte_for_byte_each_events_own_json_joined():
+    """`ingest`'s body (one call of the body model's serializer) is the bytes background delivery sends for
+    the same events (each event's own JSON, joined): mixed types, metadata, non-ASCII text, offsets."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from openmonetize import ImageGenerationEvent, TokenUsageEvent
+    from openmonetize.models.event import Event
+
+    bodies: list[bytes] = []
+
+    class Capture(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            bodies.append(raw)
+            answer = json.dumps({"accepted": len(json.loads(raw)["events"]), "duplicates": 0,
+                                 "rejected": 0}).encode()
+            self.send_response(202)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    events: list[Event] = [
+        TokenUsageEvent(customer_id="cust_é", feature_id="chat", provider="openai", model="gpt-4o",
+                        input_tokens=10, output_tokens=2, metadata={"k": None, "nested": [1, 2.5, "ü"]}),
+        ImageGenerationEvent(customer_id="c", feature_id="img", provider="openai", model="gpt-image-1",
+                             image_count=1, timestamp="2026-11-22T17:00:00.5+02:00"),
+        CustomEvent(customer_id="c", user_id="u", feature_id="pdf", unit_type="pages", quantity=1.25,
+                    timestamp="2026-11-22T17:00:00Z"),
+    ]
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Capture)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        answer = make_api(f"http://127.0.0.1:{httpd.server_address[1]}").ingest(events=events)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(JOIN)
+    assert answer.accepted == 3
+    each = [e.model_dump_json(exclude_none=True).encode() for e in events]
+    assert bodies == [b'{"events":[' + b",".join(each) + b"]}"]

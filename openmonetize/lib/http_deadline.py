@@ -30,6 +30,7 @@ The generated ``rest.py`` calls :func:`install`, :func:`begin`, :meth:`RequestSc
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import http.client
 import itertools
@@ -400,8 +401,10 @@ def install(pool_manager: urllib3.PoolManager) -> None:
 # ---------------------------------------------------------------------------- messages
 
 
+@functools.lru_cache(maxsize=64)
 def _origin(url: str) -> str:
-    """``scheme://host:port`` of ``url``: never its path, query or credentials."""
+    """``scheme://host:port`` of ``url``: never its path, query or credentials. Cached: every request asks for
+    it (urllib3's ``parse_url`` costs a few microseconds), and a client sends to one host."""
     try:
         parsed = parse_url(url)
     except Exception:
