@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,13 @@ def events_api(server: LocalIngestServer) -> Iterator[EventsApi]:
     config.max_retries = 0  # one attempt per call: tests of faults look at a single answer (test_direct_retry.py)
     with ApiClient(config) as client:
         yield EventsApi(client)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """Poll a condition with a generous bound (never a fixed sleep standing in for it)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

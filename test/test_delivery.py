@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 from pydantic import ValidationError
 
 from openmonetize import DeliveryFailure, OpenMonetize, TokenUsageEvent
@@ -207,13 +208,6 @@ def test_back_pressure_without_spool_blocks_then_reports_the_drop(server, failur
     om.shutdown(5)
 
 
-def wait_until(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
-
-
 def test_back_pressure_serves_waiting_callers_in_turn(server, failures):
     """A caller that arrives while another waits for room queues behind it instead of taking the room first
     (without turns a fast producer keeps taking freed room and a waiting thread starves into a drop)."""
@@ -221,7 +215,7 @@ def test_back_pressure_serves_waiting_callers_in_turn(server, failures):
     om = OpenMonetize(api_key=KEY, base_url=server.url, on_error=failures.append, max_queue_size=2,
                       block_timeout=60, batch_size=1, max_concurrent_requests=1, flush_interval=0.01)
     first = token_usage(om, customer="c1")
-    wait_until(lambda: server.request_count >= 1 or len(om._buffer.intake) == 0)  # in flight, held by the server
+    assert wait_for(lambda: server.request_count >= 1 or len(om._buffer.intake) == 0)  # in flight, held by the server
     queued = [token_usage(om, customer="c2"), token_usage(om, customer="c3")]  # the queue is full now
     ids: dict[str, str] = {}
 
@@ -232,10 +226,10 @@ def test_back_pressure_serves_waiting_callers_in_turn(server, failures):
     assert worker is not None
     waiter = threading.Thread(target=track_as, args=("waiter",))
     waiter.start()
-    wait_until(lambda: len(worker.room_waiters) == 1)
+    assert wait_for(lambda: len(worker.room_waiters) == 1)
     later = threading.Thread(target=track_as, args=("later",))
     later.start()
-    wait_until(lambda: len(worker.room_waiters) == 2 or not waiter.is_alive())
+    assert wait_for(lambda: len(worker.room_waiters) == 2 or not waiter.is_alive())
     waiter.join(60)
     later.join(60)
     assert om.flush(60) is True and failures == []

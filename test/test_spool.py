@@ -24,8 +24,7 @@ import sysconfig
 import tempfile
 import textwrap
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,16 +53,6 @@ def body(i: int, customer: str = "cust_1") -> bytes:
 
 def ids_of(bodies: list[bytes]) -> list[str]:
     return [json.loads(b)["event_id"] for b in bodies]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
-    """Poll a condition with a generous bound (never a fixed sleep standing in for it)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def free_port() -> int:

@@ -21,7 +21,8 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from test_spool import KEY, body, drain, ids_of, opened, wait_for
+from conftest import wait_for
+from test_spool import KEY, body, drain, ids_of, opened
 
 from openmonetize import DeliveryFailure, OpenMonetize
 from openmonetize.lib.buffers import (

@@ -46,6 +46,7 @@ from openmonetize.lib.spool_format import (
     readable_rows,
     rows,
     split,
+    transaction,
 )
 from openmonetize.lib.spool_format import code as _code
 from openmonetize.lib.spool_format import has_table as _has_table
@@ -340,7 +341,7 @@ class SpoolBuffer(MemoryBuffer):
         db.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut, not only a crash
         db.execute(f"PRAGMA wal_autocheckpoint={_WAL_LIMIT // PAGE_SIZE}")  # checkpointed at about this size
         db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")  # and once emptied, truncated to it
-        with _transaction(db):
+        with transaction(db):
             db.execute(EVENTS_TABLE)
             db.execute(DONE_TABLE)
             db.execute(DONE_INDEX)
@@ -537,7 +538,7 @@ class SpoolBuffer(MemoryBuffer):
                 self._ensure_schema()
                 wrote = True
             if self._unsaved:
-                with _transaction(db):
+                with transaction(db):
                     self._save_resolved(self._unsaved)
                 self._unsaved.clear()
                 wrote = True
@@ -658,7 +659,7 @@ class SpoolBuffer(MemoryBuffer):
         try:
             if not self._schema_ready:
                 raise sqlite3.OperationalError("the spool's tables could not be created")
-            with _transaction(self._require_db()):
+            with transaction(self._require_db()):
                 if dead:
                     self._require_db().executemany(
                         "INSERT INTO dead_letters (event_id, body, kind, status, reason, details, dead_at)"
@@ -844,7 +845,7 @@ class SpoolBuffer(MemoryBuffer):
     def _write_own(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         db = self._require_db()
         try:
-            with _transaction(db):
+            with transaction(db):
                 db.executemany(sql, rows)
         except sqlite3.Error as exc:
             raise _OwnWriteFailed(exc) from exc
@@ -1150,7 +1151,7 @@ def resend_dead_letters(directory: str | os.PathLike[str], *,
             try:
                 if not _has_table(db, "dead_letters"):
                     continue
-                with _transaction(db):
+                with transaction(db):
                     rows = _select_dead_letters(db, wanted)
                     db.executemany("INSERT INTO events (seq, body) SELECT 0, body FROM dead_letters WHERE id = ?",
                                    [(row_id,) for row_id, _ in rows])
@@ -1242,16 +1243,3 @@ def _lock(path: Path) -> int | None:
     return fd
 
 
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT. SQLite may already have rolled back on an error (a full disk): the
-    ROLLBACK is then skipped, so the original error is the one raised."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-        raise

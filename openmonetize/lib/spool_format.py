@@ -23,6 +23,7 @@ event) and read everywhere rows are read.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import sys
 from array import array
@@ -92,6 +93,21 @@ def cut(bodies: Sequence[bytes]) -> list[tuple[int, int]]:
         cuts.append((start, stop))
         start = stop
     return cuts
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT. SQLite may already have rolled back on an error (a full disk): the
+    ROLLBACK is then skipped, so the original error is the one raised."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
 
 
 def group_row(seqs: Sequence[int], bodies: Sequence[bytes]) -> tuple[int, bytes, int, bytes, bytes]:

@@ -10,7 +10,6 @@ result (the new groups' row ids, or the error) at its next loop, woken by `notif
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import sqlite3
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 
-from openmonetize.lib.spool_format import PAGE_SIZE, cut, group_row, insert_groups, insert_ranges
+from openmonetize.lib.spool_format import PAGE_SIZE, cut, group_row, insert_groups, insert_ranges, transaction
 
 logger = logging.getLogger("openmonetize")
 
@@ -71,8 +70,7 @@ def write(db: sqlite3.Connection, job: WriteJob) -> None:
     bodies = list(map(itemgetter(1), job.rows))
     job.cuts = cut(bodies)
     ids: list[int] = []
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(db):
         values = [v for resolved in job.ranges for v in resolved]
         for start in range(0, len(values), 3 * RANGES_PER_STATEMENT):
             part = values[start:start + 3 * RANGES_PER_STATEMENT]
@@ -82,12 +80,6 @@ def write(db: sqlite3.Connection, job: WriteJob) -> None:
             last = int(db.execute(insert_groups(len(chunk)), [
                 v for a, b in chunk for v in group_row(seqs[a:b], bodies[a:b])]).lastrowid or 0)
             ids += range(last - len(chunk) + 1, last + 1)  # (AUTOINCREMENT, one writer: consecutive ids)
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-        raise
     job.ids = ids
 
 
