@@ -295,3 +295,12 @@ def test_track_calls_on_the_fast_path_reach_a_server_as_the_models_would_send_th
         assert sent == json.loads(built.__pydantic_serializer__.to_json(built, exclude_none=True))
         moment = datetime.fromisoformat(sent["timestamp"].replace("Z", "+00:00"))
         assert uuid.UUID(event_id).int >> 80 == (moment - utc_datetime(0)) // timedelta(milliseconds=1)
+
+
+@pytest.mark.parametrize("field, value", [("event_id", ""), ("timestamp", ""), ("event_id", "x" * 129)])
+def test_dump_leaves_a_bad_id_or_timestamp_to_the_model_never_replaces_it(field: str, value: str) -> None:
+    """Only None means "make one": an empty or too long id, or an empty timestamp, is refused by name."""
+    values = {"customer_id": "c", "feature_id": "f", "provider": "p", "model": "m", "input_tokens": 1,
+              "output_tokens": 1, field: value}
+    with pytest.raises(ValidationError, match=field):
+        event_json.dump(TokenUsageEvent, values, 1_764_604_800_000_000_000)

@@ -41,10 +41,6 @@ logger = logging.getLogger("openmonetize")
 
 DEFAULT_BASE_URL = "https://api.openmonetize.io"
 _EVENT_TYPES = EVENT_MODELS  # track() takes these as they are: built (and validated) by their constructors
-# the fast path of track_*: the JSON written directly by the models' own rules, else the model is built
-_TOKEN_USAGE = event_json.PLANS[TokenUsageEvent]
-_IMAGE_GENERATION = event_json.PLANS[ImageGenerationEvent]
-_CUSTOM = event_json.PLANS[CustomEvent]
 _event_adapter: TypeAdapter[Event] | None = None
 
 
@@ -174,17 +170,15 @@ class OpenMonetize:
         timestamp: datetime | str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> str:
-        """Record LLM tokens; returns the event id. Bad input raises `pydantic.ValidationError` here."""
+        """Record LLM tokens; returns the event id. Bad input raises `pydantic.ValidationError` here, before
+        anything is queued (`event_json.dump`: written directly, or by the model when it must decide)."""
         values: dict[str, Any] = {
             "customer_id": customer_id, "feature_id": feature_id, "provider": provider, "model": model,
             "input_tokens": input_tokens, "output_tokens": output_tokens, "cached_input_tokens": cached_input_tokens,
             "reasoning_tokens": reasoning_tokens, "user_id": user_id, "team_id": team_id, "event_id": event_id,
             "timestamp": timestamp, "metadata": dict(metadata) if metadata is not None else None,
         }
-        written = _TOKEN_USAGE.write(values, time.time_ns()) if _TOKEN_USAGE else None
-        if written is None:  # the model decides: it accepts, or raises naming the field, value and rule
-            return self._enqueue(TokenUsageEvent(**values))
-        return self._enqueue_json(*written)
+        return self._enqueue_json(*event_json.dump(TokenUsageEvent, values, time.time_ns()))
 
     def track_image_generation(
         self,
@@ -209,10 +203,7 @@ class OpenMonetize:
             "team_id": team_id, "event_id": event_id, "timestamp": timestamp,
             "metadata": dict(metadata) if metadata is not None else None,
         }
-        written = _IMAGE_GENERATION.write(values, time.time_ns()) if _IMAGE_GENERATION else None
-        if written is None:
-            return self._enqueue(ImageGenerationEvent(**values))
-        return self._enqueue_json(*written)
+        return self._enqueue_json(*event_json.dump(ImageGenerationEvent, values, time.time_ns()))
 
     def track_custom_event(
         self,
@@ -233,10 +224,7 @@ class OpenMonetize:
             "user_id": user_id, "team_id": team_id, "event_id": event_id, "timestamp": timestamp,
             "metadata": dict(metadata) if metadata is not None else None,
         }
-        written = _CUSTOM.write(values, time.time_ns()) if _CUSTOM else None
-        if written is None:
-            return self._enqueue(CustomEvent(**values))
-        return self._enqueue_json(*written)
+        return self._enqueue_json(*event_json.dump(CustomEvent, values, time.time_ns()))
 
     def track(self, event: Event | Mapping[str, Any]) -> str:
         """Record a prebuilt event (or a dict with an `event_type`); returns its id."""

@@ -30,7 +30,7 @@ from pydantic.types import Strict
 from pydantic_core import to_json
 
 from openmonetize.lib import event_rules
-from openmonetize.lib.event_ids import id_and_timestamp
+from openmonetize.lib.event_ids import id_and_timestamp, utc_datetime
 from openmonetize.lib.event_types import EVENT_MODELS
 
 # What a field holds, as far as this module writes it.
@@ -166,6 +166,24 @@ def encode(plan: Plan, values: dict[str, Any], now_ns: int | None = None) -> tup
     the model (`plan.model(**values)`) instead, which decides. `now_ns` is the clock reading an absent id
     and timestamp are made from (now if None)."""
     return plan.write(values, time.time_ns() if now_ns is None else now_ns)
+
+
+def dump(model: type[BaseModel], values: dict[str, Any], now_ns: int) -> tuple[str, bytes]:
+    """(event id, JSON) of the `model` event made of `values`: written directly when the plan can, else by
+    the model itself, which raises its usual error (field, value, rule). The one place both callers of
+    the hot path (`track_*`, the LLM tracker) decide between the two; absent id and timestamp come from
+    `now_ns` either way."""
+    plan = PLANS[model]
+    written = plan.write(values, now_ns) if plan is not None else None
+    if written is not None:
+        return written
+    fields = dict(values)
+    if fields.get("event_id") is None:  # (None only: an empty or bad id is the model's to refuse)
+        fields["event_id"] = id_and_timestamp(now_ns)[0]
+    if fields.get("timestamp") is None:
+        fields["timestamp"] = utc_datetime(now_ns)
+    event = model(**fields)
+    return event.event_id, event.__pydantic_serializer__.to_json(event, exclude_none=True)  # type: ignore[attr-defined]
 
 
 def source(plan: Plan) -> str:

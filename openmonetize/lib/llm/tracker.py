@@ -28,7 +28,6 @@ from openmonetize.lib.failures import DeliveryFailure
 from openmonetize.lib.llm.proxies import COMPLETED, tracked_client
 from openmonetize.lib.llm.routes import SUPPORTED, describe, detect_provider, routes_for
 from openmonetize.lib.llm.usage import Observation, Usage
-from openmonetize.models.event import Event
 from openmonetize.models.token_usage_event import TokenUsageEvent
 
 if TYPE_CHECKING:
@@ -233,20 +232,14 @@ class Call:
                 "inside `with tracker.customer(...)`")))
             return
         event_type = fields.pop("event_type")
-        model = MODELS_BY_TYPE[event_type]  # one of the spec's event models
-        plan = event_json.PLANS[model]
-        written = event_json.encode(plan, fields, self.now_ns) if plan else None
-        if written is None:  # the model decides, and names what breaks a rule
-            try:
-                event = cast(Event, model(**fields, timestamp=utc_datetime(self.now_ns)))
-                written = event.event_id, event.__pydantic_serializer__.to_json(event, exclude_none=True)
-            except Exception as exc:
-                fields["event_type"] = event_type
-                logger.exception("openmonetize: could not record LLM usage for customer_id=%r (provider %s, "
-                                 "model %r)", self.attribution.customer_id, self.billing.provider, observation.model)
-                client._report(DeliveryFailure("untracked", [self._as_sent(fields)],
-                                               f"the event breaks a rule: {exc}"))
-                return
+        try:
+            written = event_json.dump(MODELS_BY_TYPE[event_type], fields, self.now_ns)  # one of the spec's models
+        except Exception as exc:  # the model names what breaks a rule
+            fields["event_type"] = event_type
+            logger.exception("openmonetize: could not record LLM usage for customer_id=%r (provider %s, "
+                             "model %r)", self.attribution.customer_id, self.billing.provider, observation.model)
+            client._report(DeliveryFailure("untracked", [self._as_sent(fields)], f"the event breaks a rule: {exc}"))
+            return
         try:
             client._enqueue_json(*written, wait=False)
         except Exception:
