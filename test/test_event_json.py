@@ -8,6 +8,7 @@ serializes them to the same bytes. A second test shows the common case does take
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -304,3 +305,55 @@ def test_dump_leaves_a_bad_id_or_timestamp_to_the_model_never_replaces_it(field:
               "output_tokens": 1, field: value}
     with pytest.raises(ValidationError, match=field):
         event_json.dump(TokenUsageEvent, values, 1_764_604_800_000_000_000)
+
+
+def _outcome(call: Any) -> tuple[str, Any]:
+    try:
+        event_id, body = call()
+    except ValidationError as exc:
+        return "refused", [(error["loc"], error["type"], error["msg"]) for error in exc.errors()]
+    return "written", json.loads(body.replace(event_id.encode(), b"<id>"))
+
+
+@SETTINGS
+@given(case=values_for(), now_ns=instants)
+def test_the_keyword_writer_answers_as_dump_does(case: tuple[type[BaseModel], dict[str, Any]], now_ns: int) -> None:
+    """`writer(model)` (what `track_*` calls) runs the same checks on keyword arguments: for any arguments it
+    writes what `dump` writes for the same values (an argument not given is None, as `track_*` passes it), or
+    the model refuses them with the same errors."""
+    model, values = case
+    values = {name: value for name, value in values.items() if name not in ("event_type", "unknown")}
+    every = {name: values.get(name) for name in model.model_fields if name != "event_type"}  # an absent one: None
+    keyword = _outcome(lambda: event_json.writer(model)(**values, _now_ns=now_ns))
+    assert keyword == _outcome(lambda: event_json.dump(model, every, now_ns))
+
+
+def test_the_keyword_writer_takes_the_fast_path_for_the_common_case() -> None:
+    """Declining to the model shows in the result: a model-built event's id is made by `_built`, after the
+    fast path's own, so the common case's answer is the id the fast path made from the clock reading."""
+    values = {"customer_id": "c", "feature_id": "f", "provider": "p", "model": "m", "input_tokens": 1,
+              "output_tokens": 1}
+    write = event_json.writer(TokenUsageEvent)
+    assert write is event_json.PLANS[TokenUsageEvent].write_keywords  # type: ignore[union-attr]
+    first, _ = write(**values, _now_ns=1_764_604_800_000_000_000)
+    second, _ = write(**values, _now_ns=1_764_604_800_000_000_000)
+    assert int(second.replace("-", ""), 16) == int(first.replace("-", ""), 16) + 1  # one id per call: no model
+
+
+def test_track_metadata_a_mapping_is_sent_as_its_dict_and_pairs_are_refused_not_converted() -> None:
+    """`track_*` take any `Mapping` as metadata (the model reads it); a list of pairs is not a mapping and is
+    refused by name, not turned into one (it was, while `track_*` called `dict()` on it)."""
+    from types import MappingProxyType
+
+    from openmonetize import OpenMonetize
+    from openmonetize.testing import LocalIngestServer
+
+    with LocalIngestServer(api_key="k") as server:
+        om = OpenMonetize(api_key="k", base_url=server.url, flush_interval=0.01)
+        usage = dict(customer_id="c", feature_id="f", provider="p", model="m", input_tokens=1, output_tokens=1)
+        sent = om.track_token_usage(**usage, metadata=MappingProxyType({"a": 1}))
+        with pytest.raises(ValidationError, match="metadata"):
+            om.track_token_usage(**usage, metadata=[("a", 1)])  # type: ignore[arg-type]
+        assert om.flush(30) is True
+        om.shutdown(5)
+        assert [(event["event_id"], event["metadata"]) for event in server.events] == [(sent, {"a": 1})]

@@ -57,6 +57,8 @@ class Plan(NamedTuple):
     fields: tuple[_Field, ...]
     names: frozenset[str]
     write: Callable[[dict[str, Any], int], tuple[str, bytes] | None]  # compiled from `fields` by `source`
+    # the same checks and writing over keyword arguments, the model built when they decline (`writer`)
+    write_keywords: Callable[..., tuple[str, bytes]]
 
 
 def plan_for(model: type[BaseModel]) -> Plan | None:
@@ -170,13 +172,30 @@ def encode(plan: Plan, values: dict[str, Any], now_ns: int | None = None) -> tup
 
 def dump(model: type[BaseModel], values: dict[str, Any], now_ns: int) -> tuple[str, bytes]:
     """(event id, JSON) of the `model` event made of `values`: written directly when the plan can, else by
-    the model itself, which raises its usual error (field, value, rule). The one place both callers of
-    the hot path (`track_*`, the LLM tracker) decide between the two; absent id and timestamp come from
-    `now_ns` either way."""
+    the model itself, which raises its usual error (field, value, rule). With `writer`, the one place the
+    callers of the hot path (`track_*`, the LLM tracker) decide between the two; absent id and timestamp
+    come from `now_ns` either way."""
     plan = PLANS[model]
     written = plan.write(values, now_ns) if plan is not None else None
-    if written is not None:
-        return written
+    return written if written is not None else _built(model, values, now_ns)
+
+
+def writer(model: type[BaseModel]) -> Callable[..., tuple[str, bytes]]:
+    """`dump` for keyword arguments (the fields, every one optional, and `_now_ns`, now if None): what
+    `track_*` calls. The checks run on the arguments themselves, so the common case builds no dict of them
+    and makes no call per field (a third of `track_token_usage`'s cost; bench/track.py)."""
+    plan = PLANS[model]
+    if plan is not None:
+        return plan.write_keywords
+
+    def write_keywords(*, _now_ns: int | None = None, **values: Any) -> tuple[str, bytes]:
+        return _built(model, values, time.time_ns() if _now_ns is None else _now_ns)
+
+    return write_keywords
+
+
+def _built(model: type[BaseModel], values: dict[str, Any], now_ns: int) -> tuple[str, bytes]:
+    """The model decides: the event built from `values`, or its usual error."""
     fields = dict(values)
     if fields.get("event_id") is None:  # (None only: an empty or bad id is the model's to refuse)
         fields["event_id"] = id_and_timestamp(now_ns)[0]
@@ -186,42 +205,45 @@ def dump(model: type[BaseModel], values: dict[str, Any], now_ns: int) -> tuple[s
     return event.event_id, event.__pydantic_serializer__.to_json(event, exclude_none=True)  # type: ignore[attr-defined]
 
 
-def source(plan: Plan) -> str:
-    """The Python source of `plan.write`: the plan's fields unrolled into straight-line checks, then one
-    f-string per run of required fields (a loop over the fields costs the caller more than all the checks;
-    see bench/track.py)."""
+def source(plan: Plan, keywords: bool = False) -> str:
+    """The Python source of `plan.write` (or, with `keywords`, of `plan.write_keywords`): the plan's fields
+    unrolled into straight-line checks, then one f-string per run of required fields (a loop over the fields
+    costs the caller more than all the checks; see bench/track.py). The fields are the function's local
+    variables, under their own names: the function's other names start with `_`, which no field can."""
+    decline = "raise _Decline" if keywords else "return None"
     checks, pieces = [], []  # pieces: (the variable that must not be None, or "", an f-string template)
     event_id = ""
     for name, key, kind, required, low, high, constant in plan.fields:
-        var = f"v_{name}"
-        if kind == _CONSTANT:  # present (even as None) it must be the constant itself
-            checks.append(f"if {name!r} in values and (type(values[{name!r}]) is not str or "
-                          f"values[{name!r}] != {constant!r}): return None")
+        if kind == _CONSTANT:  # present (even as None) it must be the constant itself; not a keyword argument
+            if not keywords:
+                checks.append(f"if {name!r} in _values and (type(_values[{name!r}]) is not str or "
+                              f"_values[{name!r}] != {constant!r}): return None")
             pieces.append(("", _braces(key + encode_basestring(str(constant)))))
             continue
-        checks.append(f"{var} = values[{name!r}]" if required else f"{var} = get({name!r})")  # missing: KeyError
+        if not keywords:  # missing: KeyError
+            checks.append(f"{name} = _values[{name!r}]" if required else f"{name} = _get({name!r})")
         if kind == _ID:
-            checks.append(f"if {var} is None: {var} = new_id")
-            checks.append(f"elif type({var}) is not str or not {low!r} <= len({var}) <= {high!r}: return None")
-            pieces.append(("", key + f"{{enc({var})}}"))
-            event_id = var
+            checks.append(f"if {name} is None: {name} = _new_id")
+            checks.append(f"elif type({name}) is not str or not {low!r} <= len({name}) <= {high!r}: {decline}")
+            pieces.append(("", key + f"{{_enc({name})}}"))
+            event_id = name
         elif kind == _NOW:
-            checks.append(f"if {var} is not None: return None")
-            pieces.append(("", key + '"{now_text}"'))
+            checks.append(f"if {name} is not None: {decline}")
+            pieces.append(("", key + '"{_now_text}"'))
         elif kind == _METADATA:
-            checks.append(f"if {var} is not None and (type({var}) is not dict or "
-                          f"any(type(item) is not str for item in {var})): return None")
-            pieces.append((var, key + f"{{to_json({var}).decode()}}"))
+            checks.append(f"if {name} is not None and (type({name}) is not dict or "
+                          f"any(type(_item) is not str for _item in {name})): {decline}")
+            pieces.append((name, key + f"{{_to_json({name}).decode()}}"))
         elif kind == _NUMBER:  # an int within the float range, or a float, which the models' serializer writes
-            checks.append(f"if not ((type({var}) is int and {low!r} < {var} <= MAX_FINITE) or "
-                          f"(type({var}) is float and {low!r} < {var} < INF)): return None")
-            pieces.append(("", key + f"{{{var} if type({var}) is int else to_json({var}).decode()}}"))
+            checks.append(f"if not ((type({name}) is int and {low!r} < {name} <= _MAX_FINITE) or "
+                          f"(type({name}) is float and {low!r} < {name} < _INF)): {decline}")
+            pieces.append(("", key + f"{{{name} if type({name}) is int else _to_json({name}).decode()}}"))
         else:
-            measure = f"len({var})" if kind == _TEXT else var
-            test = f"type({var}) is not {'str' if kind == _TEXT else 'int'} or not {low!r} <= {measure} <= {high!r}"
-            checks.append(f"if {test}: return None" if required else
-                          f"if {var} is not None and ({test}): return None")
-            pieces.append(("" if required else var, key + (f"{{enc({var})}}" if kind == _TEXT else f"{{{var}}}")))
+            measure = f"len({name})" if kind == _TEXT else name
+            test = f"type({name}) is not {'str' if kind == _TEXT else 'int'} or not {low!r} <= {measure} <= {high!r}"
+            checks.append(f"if {test}: {decline}" if required else
+                          f"if {name} is not None and ({test}): {decline}")
+            pieces.append(("" if required else name, key + (f"{{_enc({name})}}" if kind == _TEXT else f"{{{name}}}")))
     if not event_id or pieces[0][0]:
         raise ValueError("a plan needs an event_id and a first field that is always written")
     runs = [["", "{{" + pieces[0][1]]]  # consecutive unconditional pieces joined into one f-string
@@ -230,19 +252,38 @@ def source(plan: Plan) -> str:
             runs.append([condition, "," + template])
         else:
             runs[-1][1] += "," + template
-    writes = [f"text = f{runs[0][1]!r}"]
-    writes += [f"if {condition} is not None: text += f{template!r}" if condition else f"text += f{template!r}"
+    writes = [f"_text = f{runs[0][1]!r}"]
+    writes += [f"if {condition} is not None: _text += f{template!r}" if condition else f"_text += f{template!r}"
                for condition, template in runs[1:]]
-    body = "\n        ".join([*checks, *writes, "check_fields(values)", f"return {event_id}, (text + '}}').encode()"])
+    body = "\n        ".join([*checks, *writes, "_check_fields(_values)",
+                               f"return {event_id}, (_text + '}}').encode()"])
+    if keywords:
+        names = [field.name for field in plan.fields if field.kind != _CONSTANT]
+        values = "{" + ", ".join(f"{name!r}: {name}" for name in names) + "}"
+        head = "def write_keywords(*, " + ", ".join(f"{name}=None" for name in names) + ", _now_ns=None):"
+        body = "\n    ".join([
+            f"_values = {values}  # the rules' argument, and the model's when it decides",
+            "if _now_ns is None: _now_ns = _time_ns()",
+            "_new_id, _now_text = _id_and_timestamp(_now_ns)  # one reading, one lookup (unused if given: harmless)",
+            "try:",
+            "    " + body,
+            "except Exception: pass  # declined, a broken rule, text that is not UTF-8...: the model decides",
+            "return _built(_model, _values, _now_ns)",
+        ])
+        return f"{head}\n    {body}\n"
     body = "\n    ".join([
-        "if not values.keys() <= names: return None",
-        "get = values.get",
-        "new_id, now_text = id_and_timestamp(now_ns)  # one reading, one lookup (unused if given: harmless)",
+        "if not _values.keys() <= _names: return None",
+        "_get = _values.get",
+        "_new_id, _now_text = _id_and_timestamp(now_ns)  # one reading, one lookup (unused if given: harmless)",
         "try:",
         "    " + body,
         "except Exception: return None  # a missing field, a broken rule, text that is not UTF-8...: the model decides",
     ])
-    return f"def write(values, now_ns):\n    {body}\n"
+    return f"def write(_values, now_ns):\n    {body}\n"
+
+
+class _Decline(Exception):
+    """`write_keywords`'s way out of its checks to the model (only on the path that builds the model)."""
 
 
 def _braces(text: str) -> str:
@@ -251,16 +292,18 @@ def _braces(text: str) -> str:
 
 
 def _compile(model: type[BaseModel], fields: tuple[_Field, ...]) -> Plan:
-    plan = Plan(model, fields, frozenset(field.name for field in fields), _no_write)
-    namespace = {"names": plan.names, "id_and_timestamp": id_and_timestamp, "enc": encode_basestring,
-                 "to_json": to_json, "check_fields": event_rules.check_fields,
-                 "MAX_FINITE": _MAX_FINITE_QUANTITY, "INF": float("inf")}
-    exec(compile(source(plan), f"<event_json for {model.__name__}>", "exec"), namespace)
-    return plan._replace(write=namespace["write"])  # type: ignore[arg-type]
+    plan = Plan(model, fields, frozenset(field.name for field in fields), _no_write, _no_write)
+    namespace = {"_names": plan.names, "_id_and_timestamp": id_and_timestamp, "_enc": encode_basestring,
+                 "_to_json": to_json, "_check_fields": event_rules.check_fields, "_time_ns": time.time_ns,
+                 "_MAX_FINITE": _MAX_FINITE_QUANTITY, "_INF": float("inf"), "_Decline": _Decline,
+                 "_built": _built, "_model": model}
+    for keywords in (False, True):
+        exec(compile(source(plan, keywords), f"<event_json for {model.__name__}>", "exec"), namespace)
+    return plan._replace(write=namespace["write"], write_keywords=namespace["write_keywords"])  # type: ignore[arg-type]
 
 
-def _no_write(values: dict[str, Any], now_ns: int) -> None:
-    return None
+def _no_write(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("replaced by the compiled function")
 
 
 #: every event model's plan (None: that model is always built)
