@@ -350,7 +350,8 @@ def test_track_metadata_a_mapping_is_sent_as_its_dict_and_pairs_are_refused_not_
 
     with LocalIngestServer(api_key="k") as server:
         om = OpenMonetize(api_key="k", base_url=server.url, flush_interval=0.01)
-        usage = dict(customer_id="c", feature_id="f", provider="p", model="m", input_tokens=1, output_tokens=1)
+        usage: dict[str, Any] = dict(customer_id="c", feature_id="f", provider="p", model="m", input_tokens=1,
+                                     output_tokens=1)
         sent = om.track_token_usage(**usage, metadata=MappingProxyType({"a": 1}))
         with pytest.raises(ValidationError, match="metadata"):
             om.track_token_usage(**usage, metadata=[("a", 1)])  # type: ignore[arg-type]

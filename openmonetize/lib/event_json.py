@@ -16,6 +16,7 @@ same.
 from __future__ import annotations
 
 import datetime as _datetime
+import inspect
 import time
 import types
 import typing
@@ -223,11 +224,12 @@ def source(plan: Plan, keywords: bool = False) -> str:
             continue
         if not keywords:  # missing: KeyError
             checks.append(f"{name} = _values[{name!r}]" if required else f"{name} = _get({name!r})")
-        if kind == _ID:
-            checks.append(f"if {name} is None: {name} = _new_id")
+        if kind == _ID:  # (the argument itself stays as given: the model gets it if it decides)
+            checks.append(f"if {name} is None: _id = _new_id")
             checks.append(f"elif type({name}) is not str or not {low!r} <= len({name}) <= {high!r}: {decline}")
-            pieces.append(("", key + f"{{_enc({name})}}"))
-            event_id = name
+            checks.append(f"else: _id = {name}")
+            pieces.append(("", key + "{_enc(_id)}"))
+            event_id = "_id"
         elif kind == _NOW:
             checks.append(f"if {name} is not None: {decline}")
             pieces.append(("", key + '"{_now_text}"'))
@@ -256,20 +258,20 @@ def source(plan: Plan, keywords: bool = False) -> str:
     writes = [f"_text = f{runs[0][1]!r}"]
     writes += [f"if {condition} is not None: _text += f{template!r}" if condition else f"_text += f{template!r}"
                for condition, template in runs[1:]]
-    body = "\n        ".join([*checks, *writes, "_check_fields(_values)",
+    rules = ", ".join(f"{field.name}={field.name}" for field in plan.fields if field.name in _RULE_FIELDS)
+    body = "\n        ".join([*checks, *writes, f"_check_fields({rules})",
                                f"return {event_id}, (_text + '}}').encode()"])
     if keywords:
         names = [field.name for field in plan.fields if field.kind != _CONSTANT]
         values = "{" + ", ".join(f"{name!r}: {name}" for name in names) + "}"
         head = "def write_keywords(*, " + ", ".join(f"{name}=None" for name in names) + ", _now_ns=None):"
         body = "\n    ".join([
-            f"_values = {values}  # the rules' argument, and the model's when it decides",
             "if _now_ns is None: _now_ns = _time_ns()",
             "_new_id, _now_text = _id_and_timestamp(_now_ns)  # one reading, one lookup (unused if given: harmless)",
             "try:",
             "    " + body,
             "except Exception: pass  # declined, a broken rule, text that is not UTF-8...: the model decides",
-            "return _built(_model, _values, _now_ns)",
+            f"return _built(_model, {values}, _now_ns)",
         ])
         return f"{head}\n    {body}\n"
     body = "\n    ".join([
@@ -281,6 +283,11 @@ def source(plan: Plan, keywords: bool = False) -> str:
         "except Exception: return None  # a missing field, a broken rule, text that is not UTF-8...: the model decides",
     ])
     return f"def write(_values, now_ns):\n    {body}\n"
+
+
+# the fields `check_fields` reads: its keyword parameters, passed to it by name
+_RULE_FIELDS = frozenset(name for name, parameter in inspect.signature(event_rules.check_fields).parameters.items()
+                         if parameter.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
 class _Decline(Exception):
