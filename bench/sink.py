@@ -1,8 +1,13 @@
 """A minimal ingest endpoint for benchmarks, run as its own process so it cannot compete for the
 client's GIL. It answers every POST with 202 and counts that account for every event in it (the client
-checks them: an answer that does not is resent); with `--count` it also parses each body and counts the
-events it received (`events` for the OpenMonetize wire format, `batch` for Segment's), which
-`GET /stats` returns.
+checks them: an answer that does not is resent); with `--count` it also counts the events it received,
+which `GET /stats` returns: each event's id key (`"event_id":` in the OpenMonetize wire format,
+`"messageId":` in Segment's), found by one C-level scan of the body.
+
+It scans rather than parses so that the sink is not what a benchmark measures: `json.loads` of a
+1000-event OpenMonetize body (~240 KB) took ~2.5 ms of the sink's single core, which capped the delivered
+events/s of bench/track.py and bench/spool.py near 170-220k (issue 14; BENCHMARKS.md). A key's text can
+appear only as a key: inside a JSON string its quotes would be escaped.
 
     python bench/sink.py [--port PORT] [--count]     # prints the port it listens on
 """
@@ -26,12 +31,12 @@ class Sink(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers["Content-Length"]))
-        answer = ANSWER.format(raw.count(b'"event_id":')).encode()  # cheaper than parsing: one C-level scan
+        events = raw.count(b'"event_id":')  # cheaper than parsing: one C-level scan
+        answer = ANSWER.format(events).encode()
         if not COUNT:
             self.answer(202, answer)
             return
-        body = json.loads(raw)
-        received = len(body.get("events") or body.get("batch") or [])
+        received = raw.count(b'"messageId":') if self.path.endswith("/v1/batch") else events
         with lock:
             counts["events"] += received
             counts["requests"] += 1
