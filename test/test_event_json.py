@@ -8,7 +8,9 @@ serializes them to the same bytes. A second test shows the common case does take
 
 from __future__ import annotations
 
+import inspect
 import json
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -19,6 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from openmonetize import OpenMonetize
 from openmonetize.lib import event_json
 from openmonetize.lib.event_ids import new_event_id, utc_datetime, utc_text
 from openmonetize.lib.event_types import EVENT_MODELS
@@ -307,37 +310,89 @@ def test_dump_leaves_a_bad_id_or_timestamp_to_the_model_never_replaces_it(field:
         event_json.dump(TokenUsageEvent, values, 1_764_604_800_000_000_000)
 
 
-def _outcome(call: Any) -> tuple[str, Any]:
+class Queue:
+    """What a compiled `track_*` method passes on, kept instead of queued (`self` for `OpenMonetize`'s own
+    methods: they only call `self._enqueue_json`)."""
+
+    def _enqueue_json(self, event_id: str, body: bytes) -> tuple[str, bytes]:
+        return event_id, body
+
+
+TRACK_METHODS: dict[type[BaseModel], Any] = {
+    TokenUsageEvent: OpenMonetize.track_token_usage, ImageGenerationEvent: OpenMonetize.track_image_generation,
+    CustomEvent: OpenMonetize.track_custom_event}
+
+
+def _outcome(call: Any, values: dict[str, Any]) -> tuple[str, Any]:
     try:
         event_id, body = call()
     except ValidationError as exc:
         return "refused", [(error["loc"], error["type"], error["msg"]) for error in exc.errors()]
-    return "written", json.loads(body.replace(event_id.encode(), b"<id>"))
+    event = json.loads(body)
+    assert event["event_id"] == event_id
+    for made in ("event_id", "timestamp"):
+        if values.get(made) is None:
+            event[made] = "<made>"  # each made from its own clock reading
+    return "written", event
 
 
-@SETTINGS
-@given(case=values_for(), now_ns=instants)
-def test_the_keyword_writer_answers_as_dump_does(case: tuple[type[BaseModel], dict[str, Any]], now_ns: int) -> None:
-    """`writer(model)` (what `track_*` calls) runs the same checks on keyword arguments: for any arguments it
-    writes what `dump` writes for the same values (an argument not given is None, as `track_*` passes it), or
-    the model refuses them with the same errors."""
+@settings(SETTINGS, max_examples=200)
+@given(case=values_for())
+def test_the_track_methods_answer_as_dump_does(case: tuple[type[BaseModel], dict[str, Any]]) -> None:
+    """The compiled `track_*` methods (`event_json.method`) run the same checks on their keyword arguments:
+    for any arguments they pass on what `dump` writes for the same values (an argument not given is its
+    default, None but for `image_count`), or the model refuses them with the same errors. (A required
+    argument left out is refused by the call itself.)"""
     model, values = case
     values = {name: value for name, value in values.items() if name not in ("event_type", "unknown")}
-    every = {name: values.get(name) for name in model.model_fields if name != "event_type"}  # an absent one: None
-    keyword = _outcome(lambda: event_json.writer(model)(**values, _now_ns=now_ns))
-    assert keyword == _outcome(lambda: event_json.dump(model, every, now_ns))
+    method = TRACK_METHODS[model]
+    if not set(inspect.signature(method).parameters) - set(method.__kwdefaults__) - {"self"} <= set(values):
+        with pytest.raises(TypeError, match="required keyword-only argument"):
+            method(Queue(), **values)  # a required argument left out: Python refuses the call, as before
+        return
+    every = {**method.__kwdefaults__, **values}
+    tracked = _outcome(lambda: method(Queue(), **values), every)
+    assert tracked == _outcome(lambda: event_json.dump(model, every, time.time_ns()), every)
 
 
-def test_the_keyword_writer_takes_the_fast_path_for_the_common_case() -> None:
-    """Declining to the model shows in the result: a model-built event's id is made by `_built`, after the
-    fast path's own, so the common case's answer is the id the fast path made from the clock reading."""
+def test_a_compiled_track_method_is_its_declaration_to_every_reader() -> None:
+    """Signature, defaults, documentation and name are the declaration's; its body is the compiled one."""
+    for method in TRACK_METHODS.values():
+        declared = method.__wrapped__
+        assert inspect.signature(method) == inspect.signature(declared) and method.__doc__ == declared.__doc__
+        assert method.__name__ == declared.__name__ and method.__code__ is not declared.__code__
+        assert method.__kwdefaults__ == declared.__kwdefaults__
+    assert OpenMonetize.track_image_generation.__kwdefaults__["image_count"] == 1  # type: ignore[index]
+
+
+def test_the_track_methods_take_the_fast_path_for_the_common_case() -> None:
+    """Declining to the model shows in the id: a model-built event's id is made by `_built`, after the
+    fast path's own, so two common calls in one millisecond get consecutive ids only on the fast path."""
     values = {"customer_id": "c", "feature_id": "f", "provider": "p", "model": "m", "input_tokens": 1,
               "output_tokens": 1}
-    write = event_json.writer(TokenUsageEvent)
-    assert write is event_json.PLANS[TokenUsageEvent].write_keywords  # type: ignore[union-attr]
-    first, _ = write(**values, _now_ns=1_764_604_800_000_000_000)
-    second, _ = write(**values, _now_ns=1_764_604_800_000_000_000)
+    track = TRACK_METHODS[TokenUsageEvent]
+    for _ in range(100):  # (two calls in one millisecond, nearly always at the first try)
+        first, _ = track(Queue(), **values)
+        second, _ = track(Queue(), **values)
+        if first[:24] == second[:24]:
+            break
     assert int(second.replace("-", ""), 16) == int(first.replace("-", ""), 16) + 1  # one id per call: no model
+
+
+def test_queueing_runs_once_and_what_it_raises_is_the_callers() -> None:
+    """The compiled method queues outside its checks: an error from the queue is not taken for a value the
+    model must decide, so it neither queues the event a second time nor turns into another error."""
+    calls: list[str] = []
+
+    class Refusing:
+        def _enqueue_json(self, event_id: str, body: bytes) -> str:
+            calls.append(event_id)
+            raise RuntimeError("this OpenMonetize client is shut down")
+
+    with pytest.raises(RuntimeError, match="shut down"):
+        TRACK_METHODS[TokenUsageEvent](Refusing(), customer_id="c", feature_id="f", provider="p", model="m",
+                                       input_tokens=1, output_tokens=1)
+    assert len(calls) == 1
 
 
 def test_track_metadata_a_mapping_is_sent_as_its_dict_and_pairs_are_refused_not_converted() -> None:
@@ -345,7 +400,6 @@ def test_track_metadata_a_mapping_is_sent_as_its_dict_and_pairs_are_refused_not_
     refused by name, not turned into one (it was, while `track_*` called `dict()` on it)."""
     from types import MappingProxyType
 
-    from openmonetize import OpenMonetize
     from openmonetize.testing import LocalIngestServer
 
     with LocalIngestServer(api_key="k") as server:

@@ -42,10 +42,6 @@ logger = logging.getLogger("openmonetize")
 DEFAULT_BASE_URL = "https://api.openmonetize.io"
 _EVENT_TYPES = EVENT_MODELS  # track() takes these as they are: built (and validated) by their constructors
 _event_adapter: TypeAdapter[Event] | None = None
-# (event id, JSON) from the `track_*` methods' arguments: written directly, or by the model when it decides
-_write_token_usage = event_json.writer(TokenUsageEvent)
-_write_image_generation = event_json.writer(ImageGenerationEvent)
-_write_custom_event = event_json.writer(CustomEvent)
 
 
 class OpenMonetize:
@@ -157,6 +153,7 @@ class OpenMonetize:
 
     # -- tracking (the caller's hot path) -------------------------------------------------------------
 
+    @event_json.method(TokenUsageEvent, "_enqueue_json")
     def track_token_usage(
         self,
         *,
@@ -175,13 +172,11 @@ class OpenMonetize:
         metadata: Mapping[str, Any] | None = None,
     ) -> str:
         """Record LLM tokens; returns the event id. Bad input raises `pydantic.ValidationError` here, before
-        anything is queued (`event_json.writer`: written directly, or by the model when it must decide)."""
-        return self._enqueue_json(*_write_token_usage(
-            customer_id=customer_id, feature_id=feature_id, provider=provider, model=model,
-            input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached_input_tokens,
-            reasoning_tokens=reasoning_tokens, user_id=user_id, team_id=team_id, event_id=event_id,
-            timestamp=timestamp, metadata=metadata))
+        anything is queued. (The body that runs is compiled by `event_json.method`: the JSON written
+        directly, or by the model when it must decide, then `_enqueue_json`.)"""
+        raise NotImplementedError
 
+    @event_json.method(ImageGenerationEvent, "_enqueue_json")
     def track_image_generation(
         self,
         *,
@@ -199,11 +194,9 @@ class OpenMonetize:
         metadata: Mapping[str, Any] | None = None,
     ) -> str:
         """Record generated images; returns the event id."""
-        return self._enqueue_json(*_write_image_generation(
-            customer_id=customer_id, feature_id=feature_id, provider=provider, model=model,
-            image_count=image_count, image_size=image_size, quality=quality, user_id=user_id,
-            team_id=team_id, event_id=event_id, timestamp=timestamp, metadata=metadata))
+        raise NotImplementedError
 
+    @event_json.method(CustomEvent, "_enqueue_json")
     def track_custom_event(
         self,
         *,
@@ -218,9 +211,7 @@ class OpenMonetize:
         metadata: Mapping[str, Any] | None = None,
     ) -> str:
         """Record any other unit (pages, API calls, seconds...); returns the event id."""
-        return self._enqueue_json(*_write_custom_event(
-            customer_id=customer_id, feature_id=feature_id, unit_type=unit_type, quantity=quantity,
-            user_id=user_id, team_id=team_id, event_id=event_id, timestamp=timestamp, metadata=metadata))
+        raise NotImplementedError
 
     def track(self, event: Event | Mapping[str, Any]) -> str:
         """Record a prebuilt event (or a dict with an `event_type`); returns its id."""

@@ -16,13 +16,14 @@ same.
 from __future__ import annotations
 
 import datetime as _datetime
+import functools
 import inspect
 import time
 import types
 import typing
 from collections.abc import Callable
 from json.encoder import encode_basestring  # JSON string escaping, in C (as the models' serializer escapes)
-from typing import Any, Literal, NamedTuple, Union
+from typing import Any, Literal, NamedTuple, TypeVar, Union
 
 import annotated_types
 from pydantic import BaseModel
@@ -58,8 +59,7 @@ class Plan(NamedTuple):
     fields: tuple[_Field, ...]
     names: frozenset[str]
     write: Callable[[dict[str, Any], int], tuple[str, bytes] | None]  # compiled from `fields` by `source`
-    # the same checks and writing over keyword arguments, the model built when they decline (`writer`)
-    write_keywords: Callable[..., tuple[str, bytes]]
+    namespace: dict[str, Any]  # what the compiled code refers to
 
 
 def plan_for(model: type[BaseModel]) -> Plan | None:
@@ -181,19 +181,33 @@ def dump(model: type[BaseModel], values: dict[str, Any], now_ns: int) -> tuple[s
     return written if written is not None else _built(model, values, now_ns)
 
 
-def writer(model: type[BaseModel]) -> Callable[..., tuple[str, bytes]]:
-    """`dump` for keyword arguments (the fields, every one optional, and `_now_ns`, now if None): what
-    `track_*` calls. The checks run on the arguments themselves: no dict built by the caller and read back
-    with a call per field, no check of its keys (a quarter of `track_token_usage`'s cost). The one dict
-    it builds is the rules' argument, and the model's if it decides."""
-    plan = PLANS[model]
-    if plan is not None:
-        return plan.write_keywords
+_F = TypeVar("_F", bound=Callable[..., str])
 
-    def write_keywords(*, _now_ns: int | None = None, **values: Any) -> tuple[str, bytes]:
-        return _built(model, values, time.time_ns() if _now_ns is None else _now_ns)
 
-    return write_keywords
+def method(model: type[BaseModel], queue: str) -> Callable[[_F], _F]:
+    """A `track_*` method made from its declaration (`@event_json.method(Model, "_enqueue_json")`): the
+    declaration gives the signature and the documentation, which type checkers, `help` and `inspect` read;
+    its body never runs. The method that runs is compiled from the model's plan: `dump`'s checks and
+    writing on the keyword arguments themselves, then `self.<queue>(event id, JSON)`; the model decides
+    when the plan declines. Against a method that calls `dump` it saves a dict of the arguments read back
+    with a call per field, a check of its keys and two calls: a third of `track_token_usage`'s cost."""
+
+    def made(declared: _F) -> _F:
+        names = [name for name, parameter in inspect.signature(declared).parameters.items()
+                 if parameter.kind is inspect.Parameter.KEYWORD_ONLY]
+        plan = PLANS[model]
+        compiled: Any
+        if plan is not None and set(names) == {field.name for field in plan.fields if field.kind != _CONSTANT}:
+            namespace = dict(plan.namespace)
+            exec(compile(source(plan, queue), f"<event_json: {declared.__qualname__}>", "exec"), namespace)
+            compiled = namespace["method"]
+        else:  # no plan, or a declaration the plan does not match (test_track_signatures says which): the model
+            def compiled(self: Any, **values: Any) -> str:
+                return getattr(self, queue)(*_built(model, values, time.time_ns()))  # type: ignore[no-any-return]
+        compiled.__kwdefaults__ = dict(declared.__kwdefaults__ or {})
+        return functools.update_wrapper(compiled, declared)  # type: ignore[return-value]
+
+    return made
 
 
 def _built(model: type[BaseModel], values: dict[str, Any], now_ns: int) -> tuple[str, bytes]:
@@ -207,11 +221,13 @@ def _built(model: type[BaseModel], values: dict[str, Any], now_ns: int) -> tuple
     return event.event_id, event.__pydantic_serializer__.to_json(event, exclude_none=True)  # type: ignore[attr-defined]
 
 
-def source(plan: Plan, keywords: bool = False) -> str:
-    """The Python source of `plan.write` (or, with `keywords`, of `plan.write_keywords`): the plan's fields
-    unrolled into straight-line checks, then one f-string per run of required fields (a loop over the fields
-    costs the caller more than all the checks; see bench/track.py). The fields are the function's local
-    variables, under their own names: the function's other names start with `_`, which no field can."""
+def source(plan: Plan, queue: str | None = None) -> str:
+    """The Python source of `plan.write` (or, with `queue`, of the `method` that passes the event to
+    `self.<queue>`): the plan's fields unrolled into straight-line checks, then one f-string per run of
+    required fields (a loop over the fields costs the caller more than all the checks; see bench/track.py).
+    The fields are the function's local variables, under their own names: its other names start with `_`,
+    which no field's can (and `self`, which is not a field)."""
+    keywords = queue is not None
     decline = "raise _Decline" if keywords else "return None"
     checks, pieces = [], []  # pieces: (the variable that must not be None, or "", an f-string template)
     event_id = ""
@@ -260,20 +276,21 @@ def source(plan: Plan, keywords: bool = False) -> str:
                for condition, template in runs[1:]]
     rules = ", ".join(f"{field.name}={field.name}" for field in plan.fields if field.name in _RULE_FIELDS)
     body = "\n        ".join([*checks, *writes, f"_check_fields({rules})",
+                               "_body = (_text + '}').encode()" if keywords else
                                f"return {event_id}, (_text + '}}').encode()"])
     if keywords:
         names = [field.name for field in plan.fields if field.kind != _CONSTANT]
         values = "{" + ", ".join(f"{name!r}: {name}" for name in names) + "}"
-        head = "def write_keywords(*, " + ", ".join(f"{name}=None" for name in names) + ", _now_ns=None):"
         body = "\n    ".join([
-            "if _now_ns is None: _now_ns = _time_ns()",
+            "_now_ns = _time_ns()",
             "_new_id, _now_text = _id_and_timestamp(_now_ns)  # one reading, one lookup (unused if given: harmless)",
             "try:",
             "    " + body,
-            "except Exception: pass  # declined, a broken rule, text that is not UTF-8...: the model decides",
-            f"return _built(_model, {values}, _now_ns)",
+            "except Exception:  # declined, a broken rule, text that is not UTF-8...: the model decides",
+            f"    return self.{queue}(*_built(_model, {values}, _now_ns))",
+            f"return self.{queue}({event_id}, _body)  # outside the try: what queueing raises is the caller's",
         ])
-        return f"{head}\n    {body}\n"
+        return f"def method(self, *, {', '.join(names)}):  # the defaults: the declaration's\n    {body}\n"
     body = "\n    ".join([
         "if not _values.keys() <= _names: return None",
         "_get = _values.get",
@@ -291,7 +308,7 @@ _RULE_FIELDS = frozenset(name for name, parameter in inspect.signature(event_rul
 
 
 class _Decline(Exception):
-    """`write_keywords`'s way out of its checks to the model (only on the path that builds the model)."""
+    """A `method`'s way out of its checks to the model (only on the path that builds the model)."""
 
 
 def _braces(text: str) -> str:
@@ -300,17 +317,17 @@ def _braces(text: str) -> str:
 
 
 def _compile(model: type[BaseModel], fields: tuple[_Field, ...]) -> Plan:
-    plan = Plan(model, fields, frozenset(field.name for field in fields), _no_write, _no_write)
-    namespace = {"_names": plan.names, "_id_and_timestamp": id_and_timestamp, "_enc": encode_basestring,
-                 "_to_json": to_json, "_check_fields": event_rules.check_fields, "_time_ns": time.time_ns,
-                 "_MAX_FINITE": _MAX_FINITE_QUANTITY, "_INF": float("inf"), "_Decline": _Decline,
-                 "_built": _built, "_model": model}
-    for keywords in (False, True):
-        exec(compile(source(plan, keywords), f"<event_json for {model.__name__}>", "exec"), namespace)
-    return plan._replace(write=namespace["write"], write_keywords=namespace["write_keywords"])  # type: ignore[arg-type]
+    namespace: dict[str, Any] = {
+        "_id_and_timestamp": id_and_timestamp, "_enc": encode_basestring, "_to_json": to_json,
+        "_check_fields": event_rules.check_fields, "_time_ns": time.time_ns, "_MAX_FINITE": _MAX_FINITE_QUANTITY,
+        "_INF": float("inf"), "_Decline": _Decline, "_built": _built, "_model": model}
+    plan = Plan(model, fields, frozenset(field.name for field in fields), _no_write, namespace)
+    namespace["_names"] = plan.names
+    exec(compile(source(plan), f"<event_json for {model.__name__}>", "exec"), namespace)
+    return plan._replace(write=namespace.pop("write"))
 
 
-def _no_write(*args: Any, **kwargs: Any) -> Any:
+def _no_write(values: dict[str, Any], now_ns: int) -> None:
     raise AssertionError("replaced by the compiled function")
 
 
