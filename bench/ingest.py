@@ -46,6 +46,7 @@ from openmonetize import (
     TokenUsageEvent,
 )
 from openmonetize.configuration import Configuration
+from openmonetize.lib import body_json
 from openmonetize.models.event import Event
 from openmonetize.models.ingest_request import IngestRequest
 
@@ -138,6 +139,22 @@ def main() -> None:
         def sdk() -> object:
             return api.ingest(events=events)
 
+        def sdk_pydantic_body() -> object:
+            # the same call with orjson switched off (lib/body_json.py's switch): pydantic writes the body, as
+            # before the `orjson` extra, or as without it
+            body_json.orjson = None
+            try:
+                return api.ingest(events=events)
+            finally:
+                body_json.orjson = encoder
+
+        def serialize_pydantic_body() -> object:
+            body_json.orjson = None
+            try:
+                return api._ingest_serialize(events, None, None, None, 0)
+            finally:
+                body_json.orjson = encoder
+
         request = IngestRequest(events=events)
         # typed `Optional[str]` by the generator's RequestSerialized; model bodies are bytes (api_client.mustache)
         prebuilt_body = cast(bytes, api._ingest_serialize(events, None, None, None, 0)[3])
@@ -207,15 +224,20 @@ def main() -> None:
             return call, client.aclose
 
         assert sdk().accepted == 1000  # type: ignore[attr-defined]
+        encoder = body_json.orjson
+        assert encoder is orjson, "bench/ingest.py measures the orjson body: install the `orjson` extra"
+        assert cast(tuple, serialize_pydantic_body())[3] == prebuilt_body  # both encoders write the same bytes
         floor()
         orjson_floor()
-        rates: dict[str, list[float]] = {k: [] for k in ("floor", "ofloor", "sdk", "ser", "list", "each", "stamps",
+        rates: dict[str, list[float]] = {k: [] for k in ("floor", "ofloor", "sdk", "psdk", "ser", "pser", "list", "each", "stamps",
                                                          "http", "walk", "afloor", "hfloor", "async", "concurrent")}
         for _ in range(args.rounds):
             rates["floor"].append(events_per_second(floor, args.batches))
             rates["ofloor"].append(events_per_second(orjson_floor, args.batches))
             rates["sdk"].append(events_per_second(sdk, args.batches))
+            rates["psdk"].append(events_per_second(sdk_pydantic_body, args.batches))
             rates["ser"].append(events_per_second(serialize_only, args.batches))
+            rates["pser"].append(events_per_second(serialize_pydantic_body, args.batches))
             rates["list"].append(events_per_second(body_one_list, args.batches))
             rates["each"].append(events_per_second(body_per_event, args.batches))
             rates["stamps"].append(events_per_second(timestamps_only, args.batches))
@@ -232,10 +254,13 @@ def main() -> None:
               f"({1e6 * BATCH / m['ofloor']:,.0f} µs per batch, wall time)")
         print(f"EventsApi.ingest              : {m['sdk']:>10,.0f} events/s   ratio {m['sdk'] / m['floor']:.2f}"
               f" of json + urllib3, {m['sdk'] / m['ofloor']:.2f} of orjson + urllib3")
-        per_batch = {k: 1e6 * BATCH / m[k] for k in ("sdk", "ser", "http")}
+        print(f"  the same, pydantic's body   : {m['psdk']:>10,.0f} events/s   ratio {m['psdk'] / m['floor']:.2f}"
+              f" of json + urllib3, {m['psdk'] / m['ofloor']:.2f} of orjson + urllib3 (orjson switched off)")
+        per_batch = {k: 1e6 * BATCH / m[k] for k in ("sdk", "ser", "pser", "http")}
         share = per_batch["ser"] / per_batch["sdk"]
         print(f"  of which the body alone     : {per_batch['ser']:>10,.0f} µs per batch ({share:.0%} of a call's"
-              f" {per_batch['sdk']:,.0f} µs); its HTTP path alone (ingest_serialized): {per_batch['http']:,.0f} µs")
+              f" {per_batch['sdk']:,.0f} µs), {per_batch['pser']:,.0f} µs by pydantic; its HTTP path alone"
+              f" (ingest_serialized): {per_batch['http']:,.0f} µs")
         body_us = {k: 1e6 * BATCH / m[k] for k in ("list", "each", "stamps")}
         print(f"  the same body as one TypeAdapter(list[Event]) call: {body_us['list']:,.0f} µs; per event + one join:"
               f" {body_us['each']:,.0f} µs; its 1000 timestamps alone: {body_us['stamps']:,.0f} µs")
