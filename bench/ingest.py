@@ -3,15 +3,19 @@ floors, in one run.
 
 The sync floor posts the same events as `json.dumps` bytes with a bare urllib3 pool, the async floor with a
 bare `aiohttp.ClientSession` (what `AsyncEventsApi` runs on): what any client must at least pay. The orjson
-floor is the same urllib3 post with the dicts encoded by orjson (a C JSON encoder much faster than json, `bench`
-extra only: the SDK does not use it), the cheapest client there is; both ratios are printed. The httpx row
+floor is the same urllib3 post with the dicts encoded by orjson (a C JSON encoder much faster than json), the
+cheapest client there is; both ratios are printed. The SDK encodes the body with orjson too when the `orjson`
+extra is installed (`openmonetize/lib/body_json.py`; the `bench` extra includes it, and this bench requires it):
+the "pydantic's body" rows are the same calls with that module's switch off, as without the extra, in the
+same run (asserted to send the same bytes). The httpx row
 is the same floor over httpx, the stack `AsyncEventsApi` ran on before (kept to show why it moved). The
 concurrent row runs `--concurrency` async calls at once on one loop, against one sync caller. All send to
 the same loopback sink (bench/sink.py, another process, a thread per connection), alternating rounds.
 
-The body rows split `ingest`'s serialization: the body alone as `ingest` builds it (one call of the body
-model's serializer), the same bytes from one cached `TypeAdapter(list[Event])` call and from each event's own
-serializer plus one join (asserted byte-identical), and the batch's 1000 timestamps alone.
+The body rows split `ingest`'s serialization: the body alone as `ingest` builds it (by orjson, and by the body
+model's pydantic serializer with the switch off), the same bytes from one cached `TypeAdapter(list[Event])`
+call and from each event's own serializer plus one join (asserted byte-identical), and the batch's 1000
+timestamps alone.
 
     .venv/bin/python bench/ingest.py [--batches 200] [--rounds 5] [--concurrency 8]
 """
@@ -226,11 +230,13 @@ def main() -> None:
         assert sdk().accepted == 1000  # type: ignore[attr-defined]
         encoder = body_json.orjson
         assert encoder is orjson, "bench/ingest.py measures the orjson body: install the `orjson` extra"
-        assert cast(tuple, serialize_pydantic_body())[3] == prebuilt_body  # both encoders write the same bytes
+        # both encoders write the same bytes
+        assert cast(tuple[object, ...], serialize_pydantic_body())[3] == prebuilt_body
         floor()
         orjson_floor()
-        rates: dict[str, list[float]] = {k: [] for k in ("floor", "ofloor", "sdk", "psdk", "ser", "pser", "list", "each", "stamps",
-                                                         "http", "walk", "afloor", "hfloor", "async", "concurrent")}
+        rates: dict[str, list[float]] = {k: [] for k in (
+            "floor", "ofloor", "sdk", "psdk", "ser", "pser", "list", "each", "stamps", "http", "walk", "afloor",
+            "hfloor", "async", "concurrent")}
         for _ in range(args.rounds):
             rates["floor"].append(events_per_second(floor, args.batches))
             rates["ofloor"].append(events_per_second(orjson_floor, args.batches))

@@ -1,6 +1,8 @@
-"""Where `EventsApi.ingest`'s time goes apart from the network, for 1000-event batches: the body's
-serializer, what it spends on a timestamp and on a model, the same dicts through orjson (`bench` extra only),
-and the SDK's own work around the HTTP call with a canned answer (no socket). Best of `--rounds`, in µs.
+"""Where `EventsApi.ingest`'s time goes apart from the network, for 1000-event batches: the body (by orjson,
+`openmonetize/lib/body_json.py`, which the `bench` extra installs; and by pydantic's serializer, with that
+module's switch off, as without the `orjson` extra), what pydantic spends on a timestamp and on a model, the
+same events' plain dicts through orjson, and the SDK's own work around the HTTP call with a canned answer (no
+socket), with either body. Best of `--rounds`, in µs.
 
     .venv/bin/python bench/ingest_parts.py [--rounds 15]
 """

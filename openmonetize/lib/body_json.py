@@ -7,14 +7,17 @@ same values several times faster, but not always the same text, so it only gets 
 pydantic does (`test/test_body_json.py` pins it with a property test):
 
 - Each event is an instance of exactly one of the `Event` members (no subclass: it may serialize otherwise),
-  its fields read in the model's field order, a `None` or absent field left out (pydantic's `exclude_none`
-  as the generated client calls it; an absent field, from `model_construct`, is left out by pydantic too),
-  anything else in the instance's `__dict__` ignored (pydantic reads only the fields).
+  written as pydantic writes it: its `__dict__` in the dict's order (the fields' order, unless one was
+  deleted and set again), without the `None` values (`exclude_none`, as the generated client calls it, even
+  in a required field left None by `model_construct`). An instance whose `__dict__` lacks a field or holds
+  another key (`model_copy(update=...)` does not validate either) goes to pydantic.
 - The member models are checked once, at the first body: no alias, serializer, computed or excluded field,
   no `ser_json_*` setting, and only str / int / float / datetime / `Literal` / `Dict[str, Any]` fields (with
   constraints); otherwise pydantic writes every body.
 - `metadata` (the `Any` values) may hold only str, int, float, bool, None, and dicts, lists and tuples of
-  them; anything else there (a Decimal, a datetime, an Enum...) goes to pydantic.
+  them; anything else there (a Decimal, a datetime, an Enum...) goes to pydantic. So does a number field
+  holding a bool, and a datetime whose UTC offset has seconds (pydantic drops them, orjson rounds them);
+  the validated models hold neither (only `model_construct` can).
 - orjson's options: `Z` for a zero UTC offset (as pydantic), subclasses of str / int / dict / list and
   dataclasses refused (pydantic may write those otherwise), no non-str keys (pydantic writes them as text).
   orjson refuses ints beyond 64 bits and text that is not UTF-8.
@@ -135,7 +138,8 @@ def _builder(models: list[type[BaseModel]]) -> _Builder:
             elif _holds(info.annotation, int) or _holds(info.annotation, float):
                 # a bool (only model_construct leaves one in a number's field): pydantic writes 1 or 1.0
                 lines.append(f"            if (v := c[{name!r}]) is None: del c[{name!r}]")
-                lines.append("            elif type(v) is not int and type(v) is not float: raise ValueError('a bool')")
+                lines.append("            elif type(v) is not int and type(v) is not float:")
+                lines.append("                raise ValueError('a bool, or another type')")
             else:
                 lines.append(f"            if c[{name!r}] is None: del c[{name!r}]")
     lines += ["        else:" if models else "        if True:", "            raise TypeError(kind)",
