@@ -213,6 +213,7 @@ def test_valid_events_of_plain_json_take_orjsons_path(events: list[BaseModel]) -
     pytest.param(lambda: _constructed(timestamp=dt.datetime(2026, 1, 1, tzinfo=dt.timezone(dt.timedelta(seconds=90))
                                                             )), id="an offset of 1 min 30 s"),
     pytest.param(lambda: _token_event().model_copy(update={"unknown": 1}), id="a key that is not a field"),
+    pytest.param(lambda: _constructed(input_tokens=True), id="a bool in a number field (pydantic writes 1)"),
     pytest.param(lambda: _constructed(customer_id="\ud800"), id="text that is not UTF-8"),
 ])
 def test_what_orjson_cannot_write_as_pydantic_goes_to_pydantic_whole(make: Any) -> None:
