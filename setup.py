@@ -57,10 +57,13 @@ EXTRAS["cli"] = ["click >= 8.1", "rich >= 13"] + EXTRAS["testing"]
 # AsyncEventsApi / AsyncApiClient (openmonetize/lib/async_http.py): aiohttp (measured faster than httpx over
 # loopback, see that module), imported only when an AsyncApiClient is made
 EXTRAS["async"] = ["aiohttp >= 3.9"]
-# benchmarks only: the peer SDK bench/track.py compares against
-# httpx: the floor row of the old stack; orjson: the fastest JSON floor of bench/ingest.py (never used by the SDK)
-EXTRAS["bench"] = ["segment-analytics-python == 2.4.0", "httpx >= 0.27", "orjson >= 3.9"]
-EXTRAS["dev"] = EXTRAS["cli"] + EXTRAS["async"] + EXTRAS["providers"] + EXTRAS["litellm"] + [
+# EventsApi.ingest's bodies of event models by orjson, the same bytes as pydantic's, faster
+# (openmonetize/lib/body_json.py; test/test_body_json.py pins the bytes against the installed version)
+EXTRAS["orjson"] = ["orjson >= 3.10, < 4"]
+# benchmarks: the peer SDK bench/track.py compares against; httpx: the floor row of the old stack; orjson: the
+# fastest JSON floor of bench/ingest.py, and the SDK's own encoder there
+EXTRAS["bench"] = ["segment-analytics-python == 2.4.0", "httpx >= 0.27"] + EXTRAS["orjson"]
+EXTRAS["dev"] = EXTRAS["cli"] + EXTRAS["async"] + EXTRAS["providers"] + EXTRAS["litellm"] + EXTRAS["orjson"] + [
     "pytest >= 8",
     "hypothesis >= 6.100",
     "schemathesis >= 4, < 5",

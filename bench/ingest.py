@@ -3,15 +3,19 @@ floors, in one run.
 
 The sync floor posts the same events as `json.dumps` bytes with a bare urllib3 pool, the async floor with a
 bare `aiohttp.ClientSession` (what `AsyncEventsApi` runs on): what any client must at least pay. The orjson
-floor is the same urllib3 post with the dicts encoded by orjson (a C JSON encoder much faster than json, `bench`
-extra only: the SDK does not use it), the cheapest client there is; both ratios are printed. The httpx row
+floor is the same urllib3 post with the dicts encoded by orjson (a C JSON encoder much faster than json), the
+cheapest client there is; both ratios are printed. The SDK encodes the body with orjson too when the `orjson`
+extra is installed (`openmonetize/lib/body_json.py`; the `bench` extra includes it, and this bench requires it):
+the "pydantic's body" rows are the same calls with that module's switch off, as without the extra, in the
+same run (asserted to send the same bytes). The httpx row
 is the same floor over httpx, the stack `AsyncEventsApi` ran on before (kept to show why it moved). The
 concurrent row runs `--concurrency` async calls at once on one loop, against one sync caller. All send to
 the same loopback sink (bench/sink.py, another process, a thread per connection), alternating rounds.
 
-The body rows split `ingest`'s serialization: the body alone as `ingest` builds it (one call of the body
-model's serializer), the same bytes from one cached `TypeAdapter(list[Event])` call and from each event's own
-serializer plus one join (asserted byte-identical), and the batch's 1000 timestamps alone.
+The body rows split `ingest`'s serialization: the body alone as `ingest` builds it (by orjson, and by the body
+model's pydantic serializer with the switch off), the same bytes from one cached `TypeAdapter(list[Event])`
+call and from each event's own serializer plus one join (asserted byte-identical), and the batch's 1000
+timestamps alone.
 
     .venv/bin/python bench/ingest.py [--batches 200] [--rounds 5] [--concurrency 8]
 """
@@ -46,6 +50,7 @@ from openmonetize import (
     TokenUsageEvent,
 )
 from openmonetize.configuration import Configuration
+from openmonetize.lib import body_json
 from openmonetize.models.event import Event
 from openmonetize.models.ingest_request import IngestRequest
 
@@ -138,6 +143,22 @@ def main() -> None:
         def sdk() -> object:
             return api.ingest(events=events)
 
+        def sdk_pydantic_body() -> object:
+            # the same call with orjson switched off (lib/body_json.py's switch): pydantic writes the body, as
+            # before the `orjson` extra, or as without it
+            body_json.orjson = None
+            try:
+                return api.ingest(events=events)
+            finally:
+                body_json.orjson = encoder
+
+        def serialize_pydantic_body() -> object:
+            body_json.orjson = None
+            try:
+                return api._ingest_serialize(events, None, None, None, 0)
+            finally:
+                body_json.orjson = encoder
+
         request = IngestRequest(events=events)
         # typed `Optional[str]` by the generator's RequestSerialized; model bodies are bytes (api_client.mustache)
         prebuilt_body = cast(bytes, api._ingest_serialize(events, None, None, None, 0)[3])
@@ -207,15 +228,22 @@ def main() -> None:
             return call, client.aclose
 
         assert sdk().accepted == 1000  # type: ignore[attr-defined]
+        encoder = body_json.orjson
+        assert encoder is orjson, "bench/ingest.py measures the orjson body: install the `orjson` extra"
+        # both encoders write the same bytes
+        assert cast(tuple[object, ...], serialize_pydantic_body())[3] == prebuilt_body
         floor()
         orjson_floor()
-        rates: dict[str, list[float]] = {k: [] for k in ("floor", "ofloor", "sdk", "ser", "list", "each", "stamps",
-                                                         "http", "walk", "afloor", "hfloor", "async", "concurrent")}
+        rates: dict[str, list[float]] = {k: [] for k in (
+            "floor", "ofloor", "sdk", "psdk", "ser", "pser", "list", "each", "stamps", "http", "walk", "afloor",
+            "hfloor", "async", "concurrent")}
         for _ in range(args.rounds):
             rates["floor"].append(events_per_second(floor, args.batches))
             rates["ofloor"].append(events_per_second(orjson_floor, args.batches))
             rates["sdk"].append(events_per_second(sdk, args.batches))
+            rates["psdk"].append(events_per_second(sdk_pydantic_body, args.batches))
             rates["ser"].append(events_per_second(serialize_only, args.batches))
+            rates["pser"].append(events_per_second(serialize_pydantic_body, args.batches))
             rates["list"].append(events_per_second(body_one_list, args.batches))
             rates["each"].append(events_per_second(body_per_event, args.batches))
             rates["stamps"].append(events_per_second(timestamps_only, args.batches))
@@ -232,10 +260,13 @@ def main() -> None:
               f"({1e6 * BATCH / m['ofloor']:,.0f} µs per batch, wall time)")
         print(f"EventsApi.ingest              : {m['sdk']:>10,.0f} events/s   ratio {m['sdk'] / m['floor']:.2f}"
               f" of json + urllib3, {m['sdk'] / m['ofloor']:.2f} of orjson + urllib3")
-        per_batch = {k: 1e6 * BATCH / m[k] for k in ("sdk", "ser", "http")}
+        print(f"  the same, pydantic's body   : {m['psdk']:>10,.0f} events/s   ratio {m['psdk'] / m['floor']:.2f}"
+              f" of json + urllib3, {m['psdk'] / m['ofloor']:.2f} of orjson + urllib3 (orjson switched off)")
+        per_batch = {k: 1e6 * BATCH / m[k] for k in ("sdk", "ser", "pser", "http")}
         share = per_batch["ser"] / per_batch["sdk"]
         print(f"  of which the body alone     : {per_batch['ser']:>10,.0f} µs per batch ({share:.0%} of a call's"
-              f" {per_batch['sdk']:,.0f} µs); its HTTP path alone (ingest_serialized): {per_batch['http']:,.0f} µs")
+              f" {per_batch['sdk']:,.0f} µs), {per_batch['pser']:,.0f} µs by pydantic; its HTTP path alone"
+              f" (ingest_serialized): {per_batch['http']:,.0f} µs")
         body_us = {k: 1e6 * BATCH / m[k] for k in ("list", "each", "stamps")}
         print(f"  the same body as one TypeAdapter(list[Event]) call: {body_us['list']:,.0f} µs; per event + one join:"
               f" {body_us['each']:,.0f} µs; its 1000 timestamps alone: {body_us['stamps']:,.0f} µs")

@@ -1,6 +1,8 @@
-"""Where `EventsApi.ingest`'s time goes apart from the network, for 1000-event batches: the body's
-serializer, what it spends on a timestamp and on a model, the same dicts through orjson (`bench` extra only),
-and the SDK's own work around the HTTP call with a canned answer (no socket). Best of `--rounds`, in µs.
+"""Where `EventsApi.ingest`'s time goes apart from the network, for 1000-event batches: the body (by orjson,
+`openmonetize/lib/body_json.py`, which the `bench` extra installs; and by pydantic's serializer, with that
+module's switch off, as without the `orjson` extra), what pydantic spends on a timestamp and on a model, the
+same events' plain dicts through orjson, and the SDK's own work around the HTTP call with a canned answer (no
+socket), with either body. Best of `--rounds`, in µs.
 
     .venv/bin/python bench/ingest_parts.py [--rounds 15]
 """
@@ -11,6 +13,7 @@ import argparse
 import datetime
 import io
 import timeit
+from collections.abc import Callable
 from typing import Any, cast
 
 import orjson
@@ -20,6 +23,7 @@ from urllib3 import HTTPResponse
 
 from openmonetize import ApiClient, EventsApi
 from openmonetize.configuration import Configuration
+from openmonetize.lib import body_json
 
 ANSWER = b'{"accepted": 1000, "duplicates": 0, "rejected": 0, "batch_id": "bench"}'
 
@@ -50,6 +54,7 @@ def main() -> None:
     api = EventsApi(ApiClient(config))
     api.api_client.rest_client.pool_manager = cast(Any, CannedPool())
     body = cast(bytes, api._ingest_serialize(events, None, None, None, 0)[3])
+    assert body_json.orjson is orjson, "install the `orjson` extra: this compares its body with pydantic's"
     now = datetime.datetime.now(datetime.timezone.utc)
     with_datetime = [OneDatetime(timestamp=now) for _ in range(BATCH)]
     with_str = [OneStr(timestamp=now.isoformat()) for _ in range(BATCH)]
@@ -57,12 +62,30 @@ def main() -> None:
     dicts = [e.to_dict() for e in events]
     canned = CannedPool()
 
+    encoder = body_json.orjson if body_json.orjson is not None else orjson
+
+    def without_orjson(part: Callable[[], object]) -> Callable[[], object]:
+        """`part` with lib/body_json.py's switch off: pydantic writes the body, as without the `orjson` extra."""
+
+        def run() -> object:
+            body_json.orjson = None
+            try:
+                return part()
+            finally:
+                body_json.orjson = encoder
+
+        return run
+
+    serialize = lambda: api._ingest_serialize(events, None, None, None, 0)  # noqa: E731
+    ingest = lambda: api.ingest(events=events)  # noqa: E731
     parts = {
-        "the body (ingest's serializer)": lambda: api._ingest_serialize(events, None, None, None, 0),
+        "the body (ingest's serializer)": serialize,
+        "the body, pydantic (orjson off)": without_orjson(serialize),
         "1000 one-field models, a datetime": lambda: datetime_list.dump_json(with_datetime),
         "1000 one-field models, a str": lambda: str_list.dump_json(with_str),
         "the same events' dicts by orjson": lambda: orjson.dumps({"events": dicts}),
-        "ingest, canned answer": lambda: api.ingest(events=events),
+        "ingest, canned answer": ingest,
+        "ingest, canned answer, orjson off": without_orjson(ingest),
         "ingest_serialized, canned answer": lambda: api.ingest_serialized(body, _event_count=BATCH),
         "the canned answer alone": lambda: canned.request().data,
     }

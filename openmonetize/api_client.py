@@ -33,8 +33,7 @@ from openmonetize.configuration import Configuration
 from openmonetize.api_response import ApiResponse, T as ApiResponseT
 import openmonetize.models
 from openmonetize import rest
-from openmonetize.lib import answers as _answers
-from openmonetize.lib import direct_retry as _direct_retry
+from openmonetize.lib import answers as _answers, body_json as _body_json, direct_retry as _direct_retry
 from openmonetize.exceptions import (
     ApiValueError,
     ApiException,
@@ -234,7 +233,7 @@ class ApiClient:
 
         # body
         if isinstance(body, BaseModel):
-            body = body.__pydantic_serializer__.to_json(body, by_alias=True, exclude_none=True)
+            body = _body_json.dumps(body)
         elif body:
             body = self.sanitize_for_serialization(body)
         if isinstance(body, bytes) and header_params.get('Content-Encoding') == 'gzip':

@@ -15,7 +15,7 @@ from conftest import ROOT
 TEMPLATES = ROOT / "templates"
 #: the ceilings of our template delta: lower them when a change shrinks it; a change that must raise one says why
 #: in its row of templates/README.md (issue 14: +3 for `body_items`, +6 for the cached content-type test)
-MAX_PATCH_LINES = 654  # lines added or removed by templates/patches/*.patch
+MAX_PATCH_LINES = 653  # lines added or removed by templates/patches/*.patch
 MAX_WHOLE_LINES = 249  # lines of the templates we write whole (templates/files/)
 
 

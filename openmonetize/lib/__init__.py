@@ -6,8 +6,9 @@ checks that pyproject.toml's ruff and mypy lists and this sentence agree with it
 package is generated from `openapi.yaml` by `./generate.sh` (`.openapi-generator/FILES` lists it) and must
 not be edited by hand. The generated models call into
 `event_rules` through the spec's `x-sdk-validators` extension, the generated API into `answers` through
-`x-sdk-check-answer`, and the generated HTTP layer into `http_deadline`; the package exports `OpenMonetize`,
-`DeliveryFailure`, `RetryPolicy`, `SpoolError`, `create_llm_tracker` and `LLMTracker` through its template.
+`x-sdk-check-answer`, and the generated HTTP layer into `http_deadline` and `body_json`; the package exports
+`OpenMonetize`, `DeliveryFailure`, `RetryPolicy`, `SpoolError`, `create_llm_tracker` and `LLMTracker` through
+its template.
 
 - `event_ids`: UUIDv7 event ids and default timestamps, from one clock reading.
 - `event_rules`: rules a JSON schema cannot express (defaults filled in, cross-field checks, metadata size).
@@ -21,6 +22,8 @@ not be edited by hand. The generated models call into
 - `http_deadline`: one deadline for a whole HTTP request (a watchdog that cuts the connection), and transport
   failures as `ApiConnectionError` / `ApiTimeoutError`; called by the generated `rest.py`.
 - `body_items`: a list of event models given to `ingest` is taken as it is, not validated again.
+- `body_json`: a request body as JSON; `ingest`'s events by orjson when the `orjson` extra is installed (the
+  same bytes as pydantic's), else by pydantic; called by the generated `api_client.py`.
 - `answers`: which 2xx answers keep the contract (`check_ingest_response`); the rest are `InvalidResponseError`.
 - `failures`: `DeliveryFailure`, what `on_error` receives.
 - `exit_hooks`: delivery when a process ends without atexit: multiprocessing and billiard children, SIGTERM.
