@@ -13,7 +13,6 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import replace
-from operator import attrgetter
 from types import CoroutineType, TracebackType
 from typing import Any, Protocol
 
@@ -42,11 +41,25 @@ class Recorder(Protocol):
 
 
 class TrackedClient(wrapt.ObjectProxy[Any]):
-    """A provider client (or one of its resources) with the billed methods intercepted.
+    # A provider client (or one of its resources) with the billed methods intercepted.
+    #
+    # Made by `tracked_client`, as a subclass per route table with a `_Routed` descriptor per routed name:
+    # the first access makes the child (tracked resource or method) and keeps it as the proxy's own
+    # attribute, which later accesses find before the descriptor, in one lookup and no Python frame.
+    #
+    # Its attributes are read by the C lookup every Python object has (`object.__getattribute__`), not
+    # wrapt's, which in a real call costs the caller about 2.5 us per level (`client.chat.completions.create`
+    # is three; bench/llm_overhead.py), the generic one a tenth of that. It finds the same things: the
+    # proxy's own attributes (the children, `_self_*`), then wrapt's descriptors (`__class__`, `__wrapped__`...)
+    # and `__module__`, which wrapt keeps on the proxy; a name the proxy lacks reaches `__getattr__`, the
+    # client's own, as through wrapt. wrapt's one special case on lookup, `__doc__`, is the property below.
 
-    Made by `tracked_client`, as a subclass per route table whose routed names are properties reading
-    the child (tracked resource or method) the first access made, so later accesses cost no Python frame.
-    """
+    __getattribute__ = object.__getattribute__
+
+    @property  # type: ignore[misc]
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        """The wrapped object's docstring, as wrapt answers it."""
+        return self.__wrapped__.__doc__  # type: ignore[no-any-return]
 
     def __init__(self, wrapped: Any, routes: Routes, recorder: Recorder, root: Routes) -> None:
         super().__init__(wrapped)
@@ -59,6 +72,10 @@ class TrackedClient(wrapt.ObjectProxy[Any]):
         route = self._self_routes.get(name)
         if route is None and not (name in CLIENT_COPIES and self._self_routes is self._self_root):
             return getattr(self.__wrapped__, name)
+        return self._self_child(name, route)
+
+    def _self_child(self, name: str, route: Routes | Method | None) -> Any:
+        """The routed name's child, made now and kept on the proxy (AttributeError: the client lacks it)."""
         target = getattr(self.__wrapped__, name)
         child: Any
         if isinstance(route, Method):
@@ -67,7 +84,10 @@ class TrackedClient(wrapt.ObjectProxy[Any]):
             child = _rewrapping(target, self._self_root, self._self_recorder)
         else:
             child = tracked_client(target, route, self._self_recorder, self._self_root)
-        setattr(self, _CHILD + name, child)  # a `_self_` name: kept on the proxy, read by the property
+        if name.isidentifier():
+            # the class has this name (a `_Routed`), so the proxy's setattr keeps the value on the proxy (in
+            # its own instance dict, never the client's), where attribute lookup finds it before the descriptor
+            setattr(self, name, child)
         return child
 
     def __enter__(self) -> Any:
@@ -82,7 +102,22 @@ class TrackedClient(wrapt.ObjectProxy[Any]):
         return repr(self.__wrapped__)
 
 
-_CHILD = "_self_child_"
+class _Routed:
+    """A routed name on a `TrackedClient` class. A non-data descriptor (no `__set__`): once the first
+    access has made the child and kept it on the proxy, attribute lookup finds the proxy's own value first
+    and never calls this again."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, proxy: TrackedClient | None, owner: type | None = None) -> Any:
+        if proxy is None:
+            return self
+        return proxy._self_child(self.name, proxy._self_routes.get(self.name))
+
+
 #: the TrackedClient subclass for each set of routed names (route tables are module constants: few)
 _CLASSES: dict[frozenset[str], type[TrackedClient]] = {}
 
@@ -92,11 +127,8 @@ def tracked_client(wrapped: Any, routes: Routes, recorder: Recorder, root: Route
     names = frozenset(name for name in (*routes, *(CLIENT_COPIES if routes is root else ())) if name.isidentifier())
     kind = _CLASSES.get(names)
     if kind is None:
-        # a property per routed name: found without a Python frame once the child exists; before that it
-        # raises AttributeError, and the proxy's __getattr__ makes the child
         kind = _CLASSES[names] = type("TrackedClient", (TrackedClient,), {
-            "__slots__": (), "__module__": __name__,
-            **{name: property(attrgetter(_CHILD + name)) for name in names},
+            "__slots__": (), "__module__": __name__, **{name: _Routed(name) for name in names},
         })
     return kind(wrapped, routes, recorder, root)
 

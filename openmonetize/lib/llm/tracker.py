@@ -196,7 +196,8 @@ class Billing:
         self.team_id = team_id
 
     def start(self, request: Mapping[str, Any]) -> Call:
-        """A call begins: fix who pays and its event id now, at call time (a stream may end elsewhere)."""
+        """A call begins: who pays and the event's instant are fixed now, at call time (a stream may end
+        elsewhere)."""
         return Call(self, self.attribution or self.scope.get(), request)
 
 
@@ -209,10 +210,13 @@ class Call:
         self.billing = billing
         self.attribution = attribution
         self.request = request
-        # minted per call, never derived from the provider's response id: gateways repeat those, and the
-        # service wants UUIDs; the response id is kept in metadata instead
-        self.now_ns = time.time_ns()  # one reading: the id's millisecond is the event's timestamp
-        self.event_id = new_event_id(self.now_ns)
+        # The call's instant, read now: the event's timestamp, and the millisecond of its id. The id is
+        # minted per call from it, never derived from the provider's response id (gateways repeat those, and
+        # the service wants UUIDs; the response id is kept in metadata instead), when the event is written
+        # (`event_json.dump`: the id and the timestamp's text in one lookup). Minting it here as well cost a
+        # second id's formatting per call, 3-5 us in a real call (bench/llm_overhead.py's goal line).
+        self.now_ns = time.time_ns()
+        self.event_id: str | None = None  # the recorded event's, once there is one
         self.recorded = False
 
     def record(self, observation: Observation, end: str = COMPLETED) -> None:
@@ -240,6 +244,7 @@ class Call:
                              "model %r)", self.attribution.customer_id, self.billing.provider, observation.model)
             client._report(DeliveryFailure("untracked", [self._as_sent(fields)], f"the event breaks a rule: {exc}"))
             return
+        self.event_id = written[0]
         try:
             client._enqueue_json(*written, wait=False)
         except Exception:
@@ -251,6 +256,8 @@ class Call:
 
     def _as_sent(self, fields: dict[str, Any]) -> dict[str, Any]:
         """The fields of an event that could not be built, as they would have been sent (for `on_error`)."""
+        if fields.get("event_id") is None:  # (the id an event gets when it is written: made here instead)
+            fields["event_id"] = self.event_id = new_event_id(self.now_ns)
         out = {key: value for key, value in fields.items() if value is not None}
         out["timestamp"] = utc_datetime(self.now_ns).isoformat()
         return out
