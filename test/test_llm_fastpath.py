@@ -7,6 +7,7 @@ over the child the first access made): each is checked against the behaviour it 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -20,9 +21,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
+from openmonetize.lib.llm import routes
+from openmonetize.lib.llm import tracker as tracker_module
 from openmonetize.lib.llm import usage as u
 from openmonetize.lib.llm.proxies import COMPLETED, TrackedClient, tracked_client
-from openmonetize.lib.llm.routes import Method
+from openmonetize.lib.llm.routes import CLIENT_COPIES, Method
 from openmonetize.lib.llm.tracker import RESPONSE_ID_NAMESPACE, TRACKER_METADATA_KEYS, Attribution, Billing, Call
 
 _ABSENT = object()
@@ -250,3 +253,84 @@ def test_a_routed_name_is_read_through_the_child_its_first_access_made():
     assert type(other) is type(tracked) and other.resource is not resource
     other.resource.create(1)
     assert len(recorder.observed) == 2
+
+
+def outcome(obj: Any, name: str) -> tuple[str, Any]:
+    """What looking `name` up on `obj` gives: the value, or the error's type and message."""
+    try:
+        return "value", getattr(obj, name)
+    except AttributeError as exc:
+        return "error", (type(exc), str(exc))
+
+
+def test_the_generic_lookup_finds_what_wrapts_own_lookup_finds_at_every_level():
+    """The proxies read attributes with `object.__getattribute__`, not wrapt's: the same answers, names
+    routed or not, dunders included (wrapt's `__doc__` special case too)."""
+    raw = openai.OpenAI(api_key="sk-fake", base_url="http://127.0.0.1:9/v1", max_retries=0)
+    tracked = tracked_client(raw, routes.OPENAI, Recorder(), routes.OPENAI)
+    levels = [(tracked, raw), (tracked.chat, raw.chat), (tracked.chat.completions, raw.chat.completions),
+              (tracked.chat.completions.with_raw_response, raw.chat.completions.with_raw_response)]
+    for ours, underneath in levels:
+        assert type(ours).__getattribute__ is object.__getattribute__
+        # the same proxy class with wrapt's own lookup, as before issue 14
+        wrapts = type("Reference", (type(ours),),
+                      {"__slots__": (), "__getattribute__": wrapt.ObjectProxy.__getattribute__})
+        reference = wrapts(underneath, ours._self_routes, ours._self_recorder, ours._self_root)
+        # every name of the object underneath, except the proxy class's own (both lookups find those first)
+        names = (set(dir(underneath)) - set(dir(type(ours))) - set(ours._self_routes) - CLIENT_COPIES) | {
+            "__module__", "__doc__", "__class__", "__wrapped__", "__dict__", "__name__", "__qualname__",
+            "__annotations__", "absent", "_self_absent"}
+        for name in sorted(names):
+            if outcome(underneath, name) == outcome(underneath, name):
+                assert outcome(ours, name) == outcome(reference, name), name
+            else:  # a property making a new object per access (`default_headers`): the same kind of answer
+                assert type(outcome(ours, name)[1]) is type(outcome(reference, name)[1]), name
+        assert isinstance(ours, type(underneath)) and repr(ours) == repr(underneath) and dir(ours) == dir(underneath)
+    # the routed names: tracked children, made once, kept on the proxy and never on the client
+    assert tracked.chat is tracked.chat and tracked.chat.__wrapped__ is raw.chat
+    assert tracked.chat.completions.create is not raw.chat.completions.create
+    assert "completions" not in vars(raw.chat) or vars(raw.chat)["completions"] is raw.chat.completions
+    assert isinstance(tracked.with_options(timeout=3), TrackedClient)
+
+
+class Queue:
+    """The delivery client's two entry points the tracker uses, recording what they get."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[str, bytes]] = []
+        self.reports: list[Any] = []
+
+    def _enqueue_json(self, event_id: str, body: bytes, *, wait: bool = True) -> str:
+        self.queued.append((event_id, body))
+        return event_id
+
+    def _report(self, failure: Any) -> None:
+        self.reports.append(failure)
+
+
+START_NS = 1_764_612_000_123_456_789  # 2025-12-01T18:00:00.123456789Z
+
+
+@pytest.mark.parametrize("attributed", [True, False])
+def test_an_events_id_and_timestamp_are_the_calls_start_though_made_when_it_is_recorded(monkeypatch, attributed):
+    """The call's instant is read when the call starts; the id is minted from it when the event is written
+    (or, for an untracked call, reported), so both name the start, however late the call ends."""
+    queue = Queue()
+    billing = Billing(queue, ContextVar("scope", default=None), provider="openai",  # type: ignore[arg-type]
+                      attribution=Attribution("cust_1") if attributed else None, metadata=None,
+                      feature_id="chat", team_id=None)
+    monkeypatch.setattr(tracker_module, "time", SimpleNamespace(time_ns=lambda: START_NS))
+    call = billing.start({"model": "gpt-4o"})
+    monkeypatch.undo()  # the call ends later, in another millisecond
+    assert call.event_id is None
+    call.record(u.Observation(u.Usage(3, 2), "gpt-4o", "resp_1"))
+    if attributed:
+        [(event_id, body)] = queue.queued
+        event = json.loads(body)
+    else:
+        [failure] = queue.reports
+        [event] = failure.events
+        event_id = event["event_id"]
+    assert call.event_id == event_id == event["event_id"]
+    assert uuid.UUID(event_id).version == 7 and int(event_id.replace("-", "")[:12], 16) == START_NS // 1_000_000
+    assert event["timestamp"] in ("2025-12-01T18:00:00.123000Z", "2025-12-01T18:00:00.123000+00:00")

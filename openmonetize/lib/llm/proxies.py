@@ -56,7 +56,7 @@ class TrackedClient(wrapt.ObjectProxy[Any]):
 
     __getattribute__ = object.__getattribute__
 
-    @property  # type: ignore[misc]
+    @property
     def __doc__(self) -> str | None:  # type: ignore[override]
         """The wrapped object's docstring, as wrapt answers it."""
         return self.__wrapped__.__doc__  # type: ignore[no-any-return]
