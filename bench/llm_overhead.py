@@ -328,6 +328,11 @@ def in_situ(raw: Any, wrapped: Any, rounds: int, calls: int) -> None:
             self.call.record(observation, end)
             spent["record"] += clock() - started
 
+        def record_counts(self, counts: Any) -> None:  # (a plain call's counts, read without objects: llm2)
+            started = clock()
+            self.call.record_counts(counts)
+            spent["record"] += clock() - started
+
     class TimedBilling:
         def start(self, request: Any) -> TimedCall:
             started = clock()
@@ -341,6 +346,14 @@ def in_situ(raw: Any, wrapped: Any, rounds: int, calls: int) -> None:
         spent["read"] += clock() - started
         return observation
 
+    counts_of = getattr(routes.CHAT_CREATE, "counts", None)
+
+    def counts(response: Any) -> Any:
+        started = clock()
+        counted = counts_of(response) if counts_of is not None else None
+        spent["read"] += clock() - started
+        return counted
+
     def provider_call(*args: Any, **kwargs: Any) -> Any:
         started = clock()
         response = raw.chat.completions.create(*args, **kwargs)
@@ -350,7 +363,9 @@ def in_situ(raw: Any, wrapped: Any, rounds: int, calls: int) -> None:
     # the same client tree and routes as the wrap, with the timed seams
     namespace = types.SimpleNamespace
     provider = namespace(chat=namespace(completions=namespace(create=provider_call)))
-    table: Any = {"chat": {"completions": {"create": dataclasses.replace(routes.CHAT_CREATE, read=read)}}}
+    seams: dict[str, Any] = {"read": read, **({"counts": counts} if counts_of else {})}
+    timed_method = dataclasses.replace(routes.CHAT_CREATE, **seams)
+    table: Any = {"chat": {"completions": {"create": timed_method}}}
     make = getattr(proxies, "tracked_client", None) or proxies.TrackedClient  # (before issue 14: the class)
     timed = make(provider, table, TimedBilling(), table)
 
@@ -403,6 +418,9 @@ def goal(raw: Any, wrapped: Any, rounds: int, calls: int) -> float:
             if not self.recorded:
                 self.recorded = True
                 self._fields(observation, end)
+
+        def _write(self, fields: Any, adjusted: str, model: Any) -> None:
+            """(`record_counts`, a plain call's counts read without objects: its fields made, then this)"""
 
     class FieldsOnlyBilling:
         def start(self, request: Any) -> Call:

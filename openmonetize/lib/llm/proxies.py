@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import wrapt
 
 from openmonetize.lib.llm.routes import CLIENT_COPIES, Method, Routes
-from openmonetize.lib.llm.usage import Observation, Tally
+from openmonetize.lib.llm.usage import Observation, PlainCounts, Tally
 
 logger = logging.getLogger("openmonetize.llm")
 
@@ -32,6 +32,9 @@ class Recording(Protocol):
 
     def record(self, observation: Observation, end: str = COMPLETED) -> None:
         """Queue the call's one usage event (later calls do nothing); never raises."""
+
+    def record_counts(self, counts: PlainCounts) -> None:
+        """`record` of a completed call whose answer is nothing but these counts (`Method.counts`)."""
 
 
 class Recorder(Protocol):
@@ -159,7 +162,7 @@ def _tracked_method(target: Callable[..., Any], method: Method, recorder: Record
         return tracked_async
 
     # `_observe`'s most common case, made here without its frame: the answer is the response, billed now
-    read = method.read
+    read, counts_of = method.read, method.counts
     answers = read is not None and not method.raw and method.streams in ("never", "when_asked")
     never_streams = method.streams == "never"
 
@@ -173,7 +176,11 @@ def _tracked_method(target: Callable[..., Any], method: Method, recorder: Record
             return _observe_when_done(result, method, kwargs, hide, call)
         if answers and (never_streams or kwargs.get("stream") is not True):
             try:
-                call.record(read(result, kwargs))  # type: ignore[misc]
+                counts = counts_of(result) if counts_of is not None else None
+                if counts is not None:
+                    call.record_counts(counts)
+                else:
+                    call.record(read(result, kwargs))  # type: ignore[misc]
             except Exception:
                 logger.exception(_UNTRACKED)
             return result
