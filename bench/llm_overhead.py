@@ -396,6 +396,94 @@ def in_situ(raw: Any, wrapped: Any, rounds: int, calls: int) -> None:
           flush=True)
 
 
+def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
+    """The parts of a wrapped plain call, each timed alone right after a real unwrapped call (so as cold as
+    in a real call, where the HTTP client's and the SDK's code had the caches): the tracker's own, and
+    those of the event's writing (`event_json`, `event_ids`) it calls. perf_counter_ns, median over `n`
+    calls less an empty timing's; the parts are timed in turn, one per real call."""
+    from openmonetize.lib import event_ids, event_json
+    from openmonetize.lib.event_types import MODELS_BY_TYPE
+    from openmonetize.lib.llm import routes, usage
+    from openmonetize.lib.llm.tracker import Call
+
+    billing = wrapped._self_recorder
+    request = {"model": "gpt-4o", "messages": MESSAGES}
+    response = raw.chat.completions.create(**request)
+    counts_of = getattr(usage, "read_openai_chat_counts", None)  # (llm2's shortcut; absent before)
+    counts = counts_of(response) if counts_of is not None else None
+    captured: dict[str, Any] = {}
+
+    class Fields(Call):
+        __slots__ = ()
+
+        def _write(self, fields: Any, adjusted: str, model: Any) -> None:
+            captured.update(fields)
+
+    def fields() -> None:
+        call = Fields(billing, billing.attribution, request)
+        if counts is not None:
+            call.record_counts(counts)
+        else:
+            captured.update(call._fields(routes.CHAT_CREATE.read(response, request), "completed")[0])  # type: ignore
+
+    fields()
+    values = {key: value for key, value in captured.items() if key != "event_type"}
+    plan = event_json.PLANS[MODELS_BY_TYPE["TOKEN_USAGE"]]
+    assert plan is not None
+    no_metadata = {**values, "metadata": None}
+    client = billing.client
+    body = plan.write(dict(values), time.time_ns())
+    assert body is not None
+    now = [0]
+
+    def general() -> None:  # the Observation, then `Call._fields` (the only way before llm2's shortcut)
+        Call(billing, billing.attribution, request)._fields(routes.CHAT_CREATE.read(response, request), "completed")  # type: ignore[misc]
+
+    def read() -> object:
+        if counts_of is not None and counts is not None:
+            return counts_of(response)
+        return routes.CHAT_CREATE.read(response, request)  # type: ignore[misc]
+
+    def cached_id() -> None:  # before the real call: the write then finds its millisecond's id prefix made
+        now[0] = time.time_ns()
+        event_ids.id_and_timestamp(now[0])
+
+    parts: list[tuple[str, Callable[[], object], Callable[[], object] | None]] = [
+        ("(empty)", lambda: None, None),
+        ("lookups: client.chat.completions.create", lambda: wrapped.chat.completions.create, None),
+        ("  the same on the unwrapped client", lambda: raw.chat.completions.create, None),
+        ("start (Billing.start)", lambda: billing.start(request), None),
+        ("reading the response" + (" (the counts shortcut)" if counts is not None else ""), read, None),
+        ("the event's fields", fields, None),
+        ("  reading and fields, the general way", general, None),
+        ("event_ids: id + timestamp, a new millisecond", lambda: event_ids.id_and_timestamp(time.time_ns()), None),
+        ("event_json write, its millisecond's id made", lambda: plan.write(dict(values), now[0]), cached_id),
+        ("  the same without metadata", lambda: plan.write(dict(no_metadata), now[0]), cached_id),
+        ("event_json.dump (a new millisecond)",
+         lambda: event_json.dump(MODELS_BY_TYPE["TOKEN_USAGE"], dict(values), time.time_ns()), None),
+        ("queueing (_enqueue_json)", lambda: client._enqueue_json(*body, wait=False), None),
+        ("the whole record", lambda: (Call(billing, billing.attribution, request).record_counts(counts)
+                                      if counts is not None else
+                                      Call(billing, billing.attribution, request).record(
+                                          routes.CHAT_CREATE.read(response, request))), None),  # type: ignore
+    ]
+    times: dict[str, list[int]] = {name: [] for name, _, _ in parts}
+    clock = time.perf_counter_ns
+    for _ in range(n):
+        for name, part, before in parts:
+            if before is not None:
+                before()
+            plain(raw)
+            started = clock()
+            part()
+            times[name].append(clock() - started)
+    empty = statistics.median(times["(empty)"])
+    print(f"\nthe wrapped plain call's parts, each timed alone right after a real unwrapped call ({n} calls; "
+          f"median us, less an empty timing's {empty / 1000:.2f})")
+    for name, _, _ in parts[1:]:
+        print(f"  {name:<50} {(statistics.median(times[name]) - empty) / 1000:6.2f}", flush=True)
+
+
 GOAL_US = 35.0  # issue 14: added caller cost per plain chat call in a real call
 
 
@@ -474,6 +562,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--paths-only", action="store_true", help="only the caller-thread CPU table of every path")
     parser.add_argument("--goal-only", action="store_true", help="only the issue-14 goal line (plain chat call)")
+    parser.add_argument("--parts", type=int, metavar="N", default=0,
+                        help="with --goal-only: first the wrapped call's parts, each timed alone after N real calls")
     parser.add_argument("--library", metavar="CHECKOUT",
                         help="import openmonetize from this checkout instead of the installed one (a before/after "
                              "comparison: `git worktree add --detach /tmp/before main`)")
@@ -493,6 +583,8 @@ def main() -> None:
         raw = openai.OpenAI(api_key="sk-fake", base_url=base_url, max_retries=0)
         wrapped = tracker.wrap(client=raw, customer_id="cust_1", metadata={"feature": "chat"})
         if args.goal_only:
+            if args.parts:
+                cold_parts(raw, wrapped, args.parts)
             in_situ(raw, wrapped, args.rounds, args.calls)
             goal(raw, wrapped, args.rounds, args.calls)
             tracker.shutdown(30)
