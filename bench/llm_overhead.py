@@ -433,7 +433,8 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
     no_metadata = {**values, "metadata": None}
     client = billing.client
     body = plan.write(dict(values), time.time_ns())
-    assert body is not None
+    assert body is not None, "the tracker's fields fall back to the model: event_json's written path declines them"
+    print("\nthe tracker's event takes event_json's written path (the plan answers its fields, no model built)")
     now = [0]
 
     def general() -> None:  # the Observation, then `Call._fields` (the only way before llm2's shortcut)
@@ -482,6 +483,86 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
           f"median us, less an empty timing's {empty / 1000:.2f})")
     for name, _, _ in parts[1:]:
         print(f"  {name:<50} {(statistics.median(times[name]) - empty) / 1000:6.2f}", flush=True)
+
+
+def cuts(raw: Any, wrapped: Any, rounds: int, calls: int) -> None:
+    """What each of the wrapper's cuts of issue 14's second attempt (branch llm2) saves in a real call,
+    measured as the goal line is (caller-thread CPU, wrapped minus unwrapped, rotating order) with the
+    cut undone in one more wrap of the same client, in the same rounds, so that the difference is paired
+    round by round (a before/after pair of runs on this shared machine differs by more than the cuts).
+
+    - wrapt's lookup: the proxies read attributes through wrapt's `__getattribute__` again;
+    - the general reading: no `Method.counts`, the `Observation`, `Usage` and `Call._fields`;
+    - the id at start: each call mints its event id when it starts, as before (then its event is written
+      with that id, and the write formats one more, unused, as before)."""
+    import dataclasses
+
+    import wrapt
+
+    from openmonetize.lib.event_ids import new_event_id
+    from openmonetize.lib.llm import proxies, routes
+    from openmonetize.lib.llm.tracker import Call
+
+    if not hasattr(routes.CHAT_CREATE, "counts"):
+        print("\n(--cuts: this library has none of llm2's cuts)")
+        return
+    billing = wrapped._self_recorder
+
+    class IdAtStart(Call):
+        __slots__ = ()
+
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self.event_id = new_event_id(self.now_ns)
+
+    class StartsWithId:
+        def start(self, request: Any) -> Call:
+            return IdAtStart(billing, billing.attribution, request)
+
+    def wrap(recorder: Any, general: bool = False, wrapt_lookup: bool = False) -> Any:
+        table: Any = routes.OPENAI
+        if general:
+            table = {"chat": {"completions": {"create": dataclasses.replace(routes.CHAT_CREATE, counts=None)}}}
+        if not wrapt_lookup:
+            return proxies.tracked_client(raw, table, recorder, table)
+        base, classes = proxies.TrackedClient, proxies._CLASSES
+        proxies.TrackedClient = type("TrackedClient", (base,), {  # type: ignore[misc,assignment]
+            "__slots__": (), "__getattribute__": wrapt.ObjectProxy.__getattribute__})
+        proxies._CLASSES = {}
+        try:  # the children are made now, of classes with wrapt's lookup, and kept
+            client = proxies.tracked_client(raw, table, recorder, table)
+            client.chat.completions.create  # noqa: B018
+            return client
+        finally:
+            proxies.TrackedClient, proxies._CLASSES = base, classes  # type: ignore[misc]
+
+    clients = {
+        "unwrapped": raw, "wrapped": wrapped,
+        "wrapt's lookup": wrap(billing, wrapt_lookup=True),
+        "the general reading": wrap(billing, general=True),
+        "the id at start": wrap(StartsWithId()),
+        "all three undone": wrap(StartsWithId(), general=True, wrapt_lookup=True),
+    }
+    names = list(clients)
+    for client in clients.values():
+        for _ in range(calls):
+            plain(client)
+    thread: dict[str, list[float]] = {name: [] for name in clients}
+    for i in range(rounds):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            started = time.thread_time()
+            for _ in range(calls):
+                plain(clients[name])
+            thread[name].append((time.thread_time() - started) / calls * 1e6)
+    added = {name: [t - r for t, r in zip(thread[name], thread["unwrapped"], strict=True)] for name in names[1:]}
+    print(f"\neach cut undone, in the same rounds ({rounds} rounds x {calls} calls; caller-thread CPU, median per "
+          f"call): added by the wrap as it is {statistics.median(added['wrapped']):.1f} us")
+    for name in names[2:]:
+        saved = [u - w for u, w in zip(added[name], added["wrapped"], strict=True)]
+        q1, _, q3 = statistics.quantiles(saved, n=4)
+        print(f"  {name:<22} added {statistics.median(added[name]):6.1f} us: the cut saves "
+              f"{statistics.median(saved):5.1f} us (paired per round; IQR {q1:.1f} .. {q3:.1f})", flush=True)
 
 
 GOAL_US = 35.0  # issue 14: added caller cost per plain chat call in a real call
@@ -564,6 +645,8 @@ def main() -> None:
     parser.add_argument("--goal-only", action="store_true", help="only the issue-14 goal line (plain chat call)")
     parser.add_argument("--parts", type=int, metavar="N", default=0,
                         help="with --goal-only: first the wrapped call's parts, each timed alone after N real calls")
+    parser.add_argument("--cuts", action="store_true",
+                        help="only what each of llm2's cuts saves, undone in turn in the same rounds (paired)")
     parser.add_argument("--library", metavar="CHECKOUT",
                         help="import openmonetize from this checkout instead of the installed one (a before/after "
                              "comparison: `git worktree add --detach /tmp/before main`)")
@@ -582,6 +665,10 @@ def main() -> None:
         tracker = create_llm_tracker(api_key=KEY, base_url=sink_url)
         raw = openai.OpenAI(api_key="sk-fake", base_url=base_url, max_retries=0)
         wrapped = tracker.wrap(client=raw, customer_id="cust_1", metadata={"feature": "chat"})
+        if args.cuts:
+            cuts(raw, wrapped, args.rounds, args.calls)
+            tracker.shutdown(30)
+            return
         if args.goal_only:
             if args.parts:
                 cold_parts(raw, wrapped, args.parts)
