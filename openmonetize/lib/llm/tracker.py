@@ -213,8 +213,8 @@ class Call:
         # The call's instant, read now: the event's timestamp, and the millisecond of its id. The id is
         # minted per call from it, never derived from the provider's response id (gateways repeat those, and
         # the service wants UUIDs; the response id is kept in metadata instead), when the event is written
-        # (`event_json.dump`: the id and the timestamp's text in one lookup). Minting it here as well cost a
-        # second id's formatting per call, 3-5 us in a real call (bench/llm_overhead.py's goal line).
+        # (`event_json.dump`: the id and the timestamp's text in one lookup); minting it here as well made
+        # the write format a second, unused one.
         self.now_ns = time.time_ns()
         self.event_id: str | None = None  # the recorded event's, once there is one
         self.recorded = False
