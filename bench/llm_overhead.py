@@ -328,6 +328,11 @@ def in_situ(raw: Any, wrapped: Any, rounds: int, calls: int) -> None:
             self.call.record(observation, end)
             spent["record"] += clock() - started
 
+        def record_counts(self, counts: Any) -> None:  # (a plain call's counts, read without objects: llm2)
+            started = clock()
+            self.call.record_counts(counts)
+            spent["record"] += clock() - started
+
     class TimedBilling:
         def start(self, request: Any) -> TimedCall:
             started = clock()
@@ -341,6 +346,14 @@ def in_situ(raw: Any, wrapped: Any, rounds: int, calls: int) -> None:
         spent["read"] += clock() - started
         return observation
 
+    counts_of = getattr(routes.CHAT_CREATE, "counts", None)
+
+    def counts(response: Any) -> Any:
+        started = clock()
+        counted = counts_of(response) if counts_of is not None else None
+        spent["read"] += clock() - started
+        return counted
+
     def provider_call(*args: Any, **kwargs: Any) -> Any:
         started = clock()
         response = raw.chat.completions.create(*args, **kwargs)
@@ -350,7 +363,9 @@ def in_situ(raw: Any, wrapped: Any, rounds: int, calls: int) -> None:
     # the same client tree and routes as the wrap, with the timed seams
     namespace = types.SimpleNamespace
     provider = namespace(chat=namespace(completions=namespace(create=provider_call)))
-    table: Any = {"chat": {"completions": {"create": dataclasses.replace(routes.CHAT_CREATE, read=read)}}}
+    seams: dict[str, Any] = {"read": read, **({"counts": counts} if counts_of else {})}
+    timed_method = dataclasses.replace(routes.CHAT_CREATE, **seams)
+    table: Any = {"chat": {"completions": {"create": timed_method}}}
     make = getattr(proxies, "tracked_client", None) or proxies.TrackedClient  # (before issue 14: the class)
     timed = make(provider, table, TimedBilling(), table)
 
@@ -381,6 +396,175 @@ def in_situ(raw: Any, wrapped: Any, rounds: int, calls: int) -> None:
           flush=True)
 
 
+def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
+    """The parts of a wrapped plain call, each timed alone right after a real unwrapped call (so as cold as
+    in a real call, where the HTTP client's and the SDK's code had the caches): the tracker's own, and
+    those of the event's writing (`event_json`, `event_ids`) it calls. perf_counter_ns, median over `n`
+    calls less an empty timing's; the parts are timed in turn, one per real call."""
+    from openmonetize.lib import event_ids, event_json
+    from openmonetize.lib.event_types import MODELS_BY_TYPE
+    from openmonetize.lib.llm import routes, usage
+    from openmonetize.lib.llm.tracker import Call
+
+    billing = wrapped._self_recorder
+    request = {"model": "gpt-4o", "messages": MESSAGES}
+    response = raw.chat.completions.create(**request)
+    counts_of = getattr(usage, "read_openai_chat_counts", None)  # (llm2's shortcut; absent before)
+    counts = counts_of(response) if counts_of is not None else None
+    captured: dict[str, Any] = {}
+
+    class Fields(Call):
+        __slots__ = ()
+
+        def _write(self, fields: Any, adjusted: str, model: Any) -> None:
+            captured.update(fields)
+
+    def fields() -> None:
+        call = Fields(billing, billing.attribution, request)
+        if counts is not None:
+            call.record_counts(counts)
+        else:
+            captured.update(call._fields(routes.CHAT_CREATE.read(response, request), "completed")[0])  # type: ignore
+
+    fields()
+    values = {key: value for key, value in captured.items() if key != "event_type"}
+    plan = event_json.PLANS[MODELS_BY_TYPE["TOKEN_USAGE"]]
+    assert plan is not None
+    no_metadata = {**values, "metadata": None}
+    client = billing.client
+    body = plan.write(dict(values), time.time_ns())
+    assert body is not None, "the tracker's fields fall back to the model: event_json's written path declines them"
+    print("\nthe tracker's event takes event_json's written path (the plan answers its fields, no model built)")
+    now = [0]
+
+    def general() -> None:  # the Observation, then `Call._fields` (the only way before llm2's shortcut)
+        Call(billing, billing.attribution, request)._fields(routes.CHAT_CREATE.read(response, request), "completed")  # type: ignore[misc]
+
+    def read() -> object:
+        if counts_of is not None and counts is not None:
+            return counts_of(response)
+        return routes.CHAT_CREATE.read(response, request)  # type: ignore[misc]
+
+    def cached_id() -> None:  # before the real call: the write then finds its millisecond's id prefix made
+        now[0] = time.time_ns()
+        event_ids.id_and_timestamp(now[0])
+
+    parts: list[tuple[str, Callable[[], object], Callable[[], object] | None]] = [
+        ("(empty)", lambda: None, None),
+        ("lookups: client.chat.completions.create", lambda: wrapped.chat.completions.create, None),
+        ("  the same on the unwrapped client", lambda: raw.chat.completions.create, None),
+        ("start (Billing.start)", lambda: billing.start(request), None),
+        ("reading the response" + (" (the counts shortcut)" if counts is not None else ""), read, None),
+        ("the event's fields", fields, None),
+        ("  reading and fields, the general way", general, None),
+        ("event_ids: id + timestamp, a new millisecond", lambda: event_ids.id_and_timestamp(time.time_ns()), None),
+        ("event_json write, its millisecond's id made", lambda: plan.write(dict(values), now[0]), cached_id),
+        ("  the same without metadata", lambda: plan.write(dict(no_metadata), now[0]), cached_id),
+        ("event_json.dump (a new millisecond)",
+         lambda: event_json.dump(MODELS_BY_TYPE["TOKEN_USAGE"], dict(values), time.time_ns()), None),
+        ("queueing (_enqueue_json)", lambda: client._enqueue_json(*body, wait=False), None),
+        ("the whole record", lambda: (Call(billing, billing.attribution, request).record_counts(counts)
+                                      if counts is not None else
+                                      Call(billing, billing.attribution, request).record(
+                                          routes.CHAT_CREATE.read(response, request))), None),  # type: ignore
+    ]
+    times: dict[str, list[int]] = {name: [] for name, _, _ in parts}
+    clock = time.perf_counter_ns
+    for _ in range(n):
+        for name, part, before in parts:
+            if before is not None:
+                before()
+            plain(raw)
+            started = clock()
+            part()
+            times[name].append(clock() - started)
+    empty = statistics.median(times["(empty)"])
+    print(f"\nthe wrapped plain call's parts, each timed alone right after a real unwrapped call ({n} calls; "
+          f"median us, less an empty timing's {empty / 1000:.2f})")
+    for name, _, _ in parts[1:]:
+        print(f"  {name:<50} {(statistics.median(times[name]) - empty) / 1000:6.2f}", flush=True)
+
+
+def cuts(raw: Any, wrapped: Any, rounds: int, calls: int) -> None:
+    """What each of the wrapper's cuts of issue 14's second attempt (branch llm2) saves in a real call,
+    measured as the goal line is (caller-thread CPU, wrapped minus unwrapped, rotating order) with the
+    cut undone in one more wrap of the same client, in the same rounds, so that the difference is paired
+    round by round (a before/after pair of runs on this shared machine differs by more than the cuts).
+
+    - wrapt's lookup: the proxies read attributes through wrapt's `__getattribute__` again;
+    - the general reading: no `Method.counts`, the `Observation`, `Usage` and `Call._fields`;
+    - the id at start: each call mints its event id when it starts, as before (then its event is written
+      with that id, and the write formats one more, unused, as before)."""
+    import dataclasses
+
+    import wrapt
+
+    from openmonetize.lib.event_ids import new_event_id
+    from openmonetize.lib.llm import proxies, routes
+    from openmonetize.lib.llm.tracker import Call
+
+    if not hasattr(routes.CHAT_CREATE, "counts"):
+        print("\n(--cuts: this library has none of llm2's cuts)")
+        return
+    billing = wrapped._self_recorder
+
+    class IdAtStart(Call):
+        __slots__ = ()
+
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self.event_id = new_event_id(self.now_ns)
+
+    class StartsWithId:
+        def start(self, request: Any) -> Call:
+            return IdAtStart(billing, billing.attribution, request)
+
+    def wrap(recorder: Any, general: bool = False, wrapt_lookup: bool = False) -> Any:
+        table: Any = routes.OPENAI
+        if general:
+            table = {"chat": {"completions": {"create": dataclasses.replace(routes.CHAT_CREATE, counts=None)}}}
+        if not wrapt_lookup:
+            return proxies.tracked_client(raw, table, recorder, table)
+        base, classes = proxies.TrackedClient, proxies._CLASSES
+        proxies.TrackedClient = type("TrackedClient", (base,), {  # type: ignore[misc,assignment]
+            "__slots__": (), "__getattribute__": wrapt.ObjectProxy.__getattribute__})
+        proxies._CLASSES = {}
+        try:  # the children are made now, of classes with wrapt's lookup, and kept
+            client = proxies.tracked_client(raw, table, recorder, table)
+            client.chat.completions.create  # noqa: B018
+            return client
+        finally:
+            proxies.TrackedClient, proxies._CLASSES = base, classes  # type: ignore[misc]
+
+    clients = {
+        "unwrapped": raw, "wrapped": wrapped,
+        "wrapt's lookup": wrap(billing, wrapt_lookup=True),
+        "the general reading": wrap(billing, general=True),
+        "the id at start": wrap(StartsWithId()),
+        "all three undone": wrap(StartsWithId(), general=True, wrapt_lookup=True),
+    }
+    names = list(clients)
+    for client in clients.values():
+        for _ in range(calls):
+            plain(client)
+    thread: dict[str, list[float]] = {name: [] for name in clients}
+    for i in range(rounds):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            started = time.thread_time()
+            for _ in range(calls):
+                plain(clients[name])
+            thread[name].append((time.thread_time() - started) / calls * 1e6)
+    added = {name: [t - r for t, r in zip(thread[name], thread["unwrapped"], strict=True)] for name in names[1:]}
+    print(f"\neach cut undone, in the same rounds ({rounds} rounds x {calls} calls; caller-thread CPU, median per "
+          f"call): added by the wrap as it is {statistics.median(added['wrapped']):.1f} us")
+    for name in names[2:]:
+        saved = [u - w for u, w in zip(added[name], added["wrapped"], strict=True)]
+        q1, _, q3 = statistics.quantiles(saved, n=4)
+        print(f"  {name:<22} added {statistics.median(added[name]):6.1f} us: the cut saves "
+              f"{statistics.median(saved):5.1f} us (paired per round; IQR {q1:.1f} .. {q3:.1f})", flush=True)
+
+
 GOAL_US = 35.0  # issue 14: added caller cost per plain chat call in a real call
 
 
@@ -403,6 +587,9 @@ def goal(raw: Any, wrapped: Any, rounds: int, calls: int) -> float:
             if not self.recorded:
                 self.recorded = True
                 self._fields(observation, end)
+
+        def _write(self, fields: Any, adjusted: str, model: Any) -> None:
+            """(`record_counts`, a plain call's counts read without objects: its fields made, then this)"""
 
     class FieldsOnlyBilling:
         def start(self, request: Any) -> Call:
@@ -456,6 +643,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--paths-only", action="store_true", help="only the caller-thread CPU table of every path")
     parser.add_argument("--goal-only", action="store_true", help="only the issue-14 goal line (plain chat call)")
+    parser.add_argument("--parts", type=int, metavar="N", default=0,
+                        help="with --goal-only: first the wrapped call's parts, each timed alone after N real calls")
+    parser.add_argument("--cuts", action="store_true",
+                        help="only what each of llm2's cuts saves, undone in turn in the same rounds (paired)")
     parser.add_argument("--library", metavar="CHECKOUT",
                         help="import openmonetize from this checkout instead of the installed one (a before/after "
                              "comparison: `git worktree add --detach /tmp/before main`)")
@@ -474,7 +665,13 @@ def main() -> None:
         tracker = create_llm_tracker(api_key=KEY, base_url=sink_url)
         raw = openai.OpenAI(api_key="sk-fake", base_url=base_url, max_retries=0)
         wrapped = tracker.wrap(client=raw, customer_id="cust_1", metadata={"feature": "chat"})
+        if args.cuts:
+            cuts(raw, wrapped, args.rounds, args.calls)
+            tracker.shutdown(30)
+            return
         if args.goal_only:
+            if args.parts:
+                cold_parts(raw, wrapped, args.parts)
             in_situ(raw, wrapped, args.rounds, args.calls)
             goal(raw, wrapped, args.rounds, args.calls)
             tracker.shutdown(30)

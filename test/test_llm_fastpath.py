@@ -7,6 +7,7 @@ over the child the first access made): each is checked against the behaviour it 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -16,13 +17,15 @@ from typing import Any
 import openai
 import pytest
 import wrapt
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
+from openmonetize.lib.llm import routes
+from openmonetize.lib.llm import tracker as tracker_module
 from openmonetize.lib.llm import usage as u
 from openmonetize.lib.llm.proxies import COMPLETED, TrackedClient, tracked_client
-from openmonetize.lib.llm.routes import Method
+from openmonetize.lib.llm.routes import CLIENT_COPIES, Method
 from openmonetize.lib.llm.tracker import RESPONSE_ID_NAMESPACE, TRACKER_METADATA_KEYS, Attribution, Billing, Call
 
 _ABSENT = object()
@@ -221,6 +224,10 @@ class Recorder:
     def record(self, observation: u.Observation, end: str = COMPLETED) -> None:
         self.observed.append(observation)
 
+    def record_counts(self, counts: u.PlainCounts) -> None:
+        model, response_id, input_tokens, output_tokens, cached, reasoning = counts
+        self.observed.append(u.Observation(u.Usage(input_tokens, output_tokens, cached, reasoning), model, response_id))
+
 
 def read(response: Any, request: Mapping[str, Any]) -> u.Observation:
     return u.Observation(u.Usage(response, 1), "m")
@@ -250,3 +257,171 @@ def test_a_routed_name_is_read_through_the_child_its_first_access_made():
     assert type(other) is type(tracked) and other.resource is not resource
     other.resource.create(1)
     assert len(recorder.observed) == 2
+
+
+def outcome(obj: Any, name: str) -> tuple[str, Any]:
+    """What looking `name` up on `obj` gives: the value, or the error's type and message."""
+    try:
+        return "value", getattr(obj, name)
+    except AttributeError as exc:
+        return "error", (type(exc), str(exc))
+
+
+def test_the_generic_lookup_finds_what_wrapts_own_lookup_finds_at_every_level():
+    """The proxies read attributes with `object.__getattribute__`, not wrapt's: the same answers, names
+    routed or not, dunders included (wrapt's `__doc__` special case too)."""
+    raw = openai.OpenAI(api_key="sk-fake", base_url="http://127.0.0.1:9/v1", max_retries=0)
+    tracked = tracked_client(raw, routes.OPENAI, Recorder(), routes.OPENAI)
+    levels = [(tracked, raw), (tracked.chat, raw.chat), (tracked.chat.completions, raw.chat.completions),
+              (tracked.chat.completions.with_raw_response, raw.chat.completions.with_raw_response)]
+    for ours, underneath in levels:
+        assert vars(TrackedClient)["__getattribute__"] is object.__getattribute__
+        # the same proxy class with wrapt's own lookup, as before issue 14
+        wrapts = type("Reference", (type(ours),),
+                      {"__slots__": (), "__getattribute__": wrapt.ObjectProxy.__getattribute__})
+        reference = wrapts(underneath, ours._self_routes, ours._self_recorder, ours._self_root)
+        # every name of the object underneath, except the proxy class's own (both lookups find those first)
+        names = (set(dir(underneath)) - set(dir(type(ours))) - set(ours._self_routes) - CLIENT_COPIES) | {
+            "__module__", "__doc__", "__class__", "__wrapped__", "__dict__", "__name__", "__qualname__",
+            "__annotations__", "absent", "_self_absent"}
+        for name in sorted(names):
+            if outcome(underneath, name) == outcome(underneath, name):
+                assert outcome(ours, name) == outcome(reference, name), name
+            else:  # a property making a new object per access (`default_headers`): the same kind of answer
+                assert type(outcome(ours, name)[1]) is type(outcome(reference, name)[1]), name
+        assert isinstance(ours, type(underneath)) and repr(ours) == repr(underneath) and dir(ours) == dir(underneath)
+    # the routed names: tracked children, made once, kept on the proxy and never on the client
+    assert tracked.chat is tracked.chat and tracked.chat.__wrapped__ is raw.chat
+    assert tracked.chat.completions.create is not raw.chat.completions.create
+    assert "completions" not in vars(raw.chat) or vars(raw.chat)["completions"] is raw.chat.completions
+    assert isinstance(tracked.with_options(timeout=3), TrackedClient)
+
+
+class Queue:
+    """The delivery client's two entry points the tracker uses, recording what they get."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[str, bytes]] = []
+        self.reports: list[Any] = []
+
+    def _enqueue_json(self, event_id: str, body: bytes, *, wait: bool = True) -> str:
+        self.queued.append((event_id, body))
+        return event_id
+
+    def _report(self, failure: Any) -> None:
+        self.reports.append(failure)
+
+
+START_NS = 1_764_612_000_123_456_789  # 2025-12-01T18:00:00.123456789Z
+
+
+@pytest.mark.parametrize("attributed", [True, False])
+def test_an_events_id_and_timestamp_are_the_calls_start_though_made_when_it_is_recorded(monkeypatch, attributed):
+    """The call's instant is read when the call starts; the id is minted from it when the event is written
+    (or, for an untracked call, reported), so both name the start, however late the call ends."""
+    queue = Queue()
+    billing = Billing(queue, ContextVar("scope", default=None), provider="openai",  # type: ignore[arg-type]
+                      attribution=Attribution("cust_1") if attributed else None, metadata=None,
+                      feature_id="chat", team_id=None)
+    monkeypatch.setattr(tracker_module, "time", SimpleNamespace(time_ns=lambda: START_NS))
+    call = billing.start({"model": "gpt-4o"})
+    monkeypatch.undo()  # the call ends later, in another millisecond
+    assert call.event_id is None
+    call.record(u.Observation(u.Usage(3, 2), "gpt-4o", "resp_1"))
+    if attributed:
+        [(event_id, body)] = queue.queued
+        event = json.loads(body)
+    else:
+        [failure] = queue.reports
+        [event] = failure.events
+        event_id = event["event_id"]
+    assert call.event_id == event_id == event["event_id"]
+    assert uuid.UUID(event_id).version == 7 and int(event_id.replace("-", "")[:12], 16) == START_NS // 1_000_000
+    assert event["timestamp"] in ("2025-12-01T18:00:00.123000Z", "2025-12-01T18:00:00.123000+00:00")
+
+
+# -- a plain chat call's counts, read without objects ---------------------------------------------------
+
+
+class Written(Call):
+    """A Call that keeps the fields it would write."""
+
+    __slots__ = ("written",)
+
+    def _write(self, fields: dict[str, Any], adjusted: str, model: str | None) -> None:
+        self.written = (fields, adjusted)
+
+
+# mostly what the shortcut answers (about half the examples), with every way out of it mixed in
+tokens = st.one_of(st.integers(0, 50), st.integers(0, 50), st.integers(-2, 50), st.sampled_from([None, "7"]))
+other_kinds = st.sampled_from([0, 0, 0, None, None, 3, -1, "7"])
+
+
+def details(parts: str, kinds: list[str]) -> st.SearchStrategy[Any]:
+    optional = {parts: tokens, **dict.fromkeys(kinds, other_kinds)}
+    return st.one_of(st.none(), st.fixed_dictionaries({}, optional=optional))
+
+
+chat_usages = st.fixed_dictionaries(
+    {"prompt_tokens": tokens, "completion_tokens": tokens, "total_tokens": st.integers(0, 99)},
+    optional={"prompt_tokens_details": details("cached_tokens", ["audio_tokens", "image_tokens", "cache_write_tokens",
+                                                                 "text_tokens", "some_new_kind"]),
+              "completion_tokens_details": details("reasoning_tokens", ["audio_tokens", "accepted_prediction_tokens",
+                                                                        "rejected_prediction_tokens", "text_tokens"]),
+              "cost": st.sampled_from([None, None, None, 0.25, 0, True, "0.1"])},
+)
+
+
+def chat_completion(usage: dict[str, Any] | None, model: str, response_id: str) -> Any:
+    """As the SDK makes it from an HTTP answer: constructed, not validated (a count may be a string)."""
+    from openai._models import construct_type
+
+    return construct_type(type_=openai.types.chat.ChatCompletion, value={
+        "id": response_id, "object": "chat.completion", "created": 1, "model": model, "usage": usage,
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hi"}}]})
+
+
+@settings(max_examples=400)
+@given(usage=st.one_of(st.none(), chat_usages, chat_usages), model=st.sampled_from(["gpt-4o"] * 5 + [""]),
+       response_id=st.sampled_from(["chatcmpl-1"] * 4 + ["", "r" * 200, "r" * 201]), scope_metadata=metadata,
+       wrap_metadata=metadata, attributed=st.booleans(), dicts=st.sampled_from([False] * 5 + [True]))
+def test_a_plain_chat_calls_counts_make_the_event_the_general_reading_makes(usage, model, response_id, scope_metadata,
+                                                                          wrap_metadata, attributed, dicts):
+    response = chat_completion(usage, model, response_id)
+    if dicts and response.usage is not None:  # the usage a dict, as some gateways' SDKs leave it: never the shortcut
+        response.usage = usage
+    billing = Billing(None, ContextVar("scope", default=None), provider="openai",  # type: ignore[arg-type]
+                      attribution=None, metadata=wrap_metadata, feature_id="chat", team_id=None)
+    attribution = Attribution("cust_1", "user_1", scope_metadata) if attributed else None
+    counts = u.read_openai_chat_counts(response)
+    if counts is None:
+        return  # `read_openai_chat` reads it, as before
+    assert not dicts or response.usage is None or not isinstance(response.usage, dict)
+    general = Written(billing, attribution, {"model": "gpt-4o-mini"})
+    general.record(u.read_openai_chat(response))
+    shortcut = Written(billing, attribution, {"model": "gpt-4o-mini"})
+    shortcut.record_counts(counts)
+    assert shortcut.written == general.written
+    fields, _ = shortcut.written
+    assert list(fields) == list(general.written[0]) and list(fields["metadata"]) == list(general.written[0]["metadata"])
+
+
+def test_a_usual_chat_completion_takes_the_shortcut_and_unusual_ones_do_not():
+    usage = {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29,
+             "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0},
+             "completion_tokens_details": {"reasoning_tokens": 5, "audio_tokens": 0, "accepted_prediction_tokens": 0,
+                                           "rejected_prediction_tokens": 0}}
+    assert u.read_openai_chat_counts(chat_completion(usage, "gpt-4o", "chatcmpl-1")) == ("gpt-4o", "chatcmpl-1", 20, 9,
+                                                                                          4, 5)
+    assert u.read_openai_chat_counts(chat_completion({**usage, "prompt_tokens_details": None,
+                                                      "completion_tokens_details": None}, "gpt-4o", "c")) == (
+        "gpt-4o", "c", 20, 9, None, None)
+    unusual = [
+        chat_completion(None, "gpt-4o", "c"), chat_completion(usage, "", "c"), chat_completion(usage, "gpt-4o", ""),
+        chat_completion(usage, "gpt-4o", "r" * 201), chat_completion({**usage, "cost": 0.5}, "gpt-4o", "c"),
+        chat_completion({**usage, "prompt_tokens_details": {"cached_tokens": 21}}, "gpt-4o", "c"),
+        chat_completion({**usage, "completion_tokens_details": {"audio_tokens": 2}}, "gpt-4o", "c"),
+        chat_completion({**usage, "prompt_tokens": -1}, "gpt-4o", "c"),
+        SimpleNamespace(usage=SimpleNamespace(prompt_tokens=1, completion_tokens=1), model="m", id="c"),
+    ]
+    assert [u.read_openai_chat_counts(response) for response in unusual] == [None] * len(unusual)

@@ -13,14 +13,13 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import replace
-from operator import attrgetter
 from types import CoroutineType, TracebackType
 from typing import Any, Protocol
 
 import wrapt
 
 from openmonetize.lib.llm.routes import CLIENT_COPIES, Method, Routes
-from openmonetize.lib.llm.usage import Observation, Tally
+from openmonetize.lib.llm.usage import Observation, PlainCounts, Tally
 
 logger = logging.getLogger("openmonetize.llm")
 
@@ -34,6 +33,9 @@ class Recording(Protocol):
     def record(self, observation: Observation, end: str = COMPLETED) -> None:
         """Queue the call's one usage event (later calls do nothing); never raises."""
 
+    def record_counts(self, counts: PlainCounts) -> None:
+        """`record` of a completed call whose answer is nothing but these counts (`Method.counts`)."""
+
 
 class Recorder(Protocol):
     """One wrap (`tracker.Billing`): a call starts when the method is called, so who pays is fixed then."""
@@ -42,11 +44,26 @@ class Recorder(Protocol):
 
 
 class TrackedClient(wrapt.ObjectProxy[Any]):
-    """A provider client (or one of its resources) with the billed methods intercepted.
+    # A provider client (or one of its resources) with the billed methods intercepted.
+    #
+    # Made by `tracked_client`, as a subclass per route table with a `_Routed` descriptor per routed name:
+    # the first access makes the child (tracked resource or method) and keeps it as the proxy's own
+    # attribute, which later accesses find before the descriptor, in one lookup and no Python frame.
+    #
+    # Its attributes are read by the C lookup every Python object has (`object.__getattribute__`), not
+    # wrapt's, which costs about 2.5 us a level in a real call: `client.chat.completions.create` (three
+    # levels) took 8.8 us through wrapt's lookup and properties, 3.0 through this one, 1.0 on the
+    # unwrapped client (bench/llm_overhead.py --parts). It finds the same things: the proxy's own
+    # attributes (the children, `_self_*`), then wrapt's descriptors (`__class__`, `__wrapped__`...) and
+    # `__module__`, which wrapt keeps on the proxy; a name the proxy lacks reaches `__getattr__`, the
+    # client's own, as through wrapt. wrapt's one special case on lookup, `__doc__`, is the property below.
 
-    Made by `tracked_client`, as a subclass per route table whose routed names are properties reading
-    the child (tracked resource or method) the first access made, so later accesses cost no Python frame.
-    """
+    __getattribute__ = object.__getattribute__
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        """The wrapped object's docstring, as wrapt answers it."""
+        return self.__wrapped__.__doc__  # type: ignore[no-any-return]
 
     def __init__(self, wrapped: Any, routes: Routes, recorder: Recorder, root: Routes) -> None:
         super().__init__(wrapped)
@@ -59,6 +76,10 @@ class TrackedClient(wrapt.ObjectProxy[Any]):
         route = self._self_routes.get(name)
         if route is None and not (name in CLIENT_COPIES and self._self_routes is self._self_root):
             return getattr(self.__wrapped__, name)
+        return self._self_child(name, route)
+
+    def _self_child(self, name: str, route: Routes | Method | None) -> Any:
+        """The routed name's child, made now and kept on the proxy (AttributeError: the client lacks it)."""
         target = getattr(self.__wrapped__, name)
         child: Any
         if isinstance(route, Method):
@@ -67,7 +88,10 @@ class TrackedClient(wrapt.ObjectProxy[Any]):
             child = _rewrapping(target, self._self_root, self._self_recorder)
         else:
             child = tracked_client(target, route, self._self_recorder, self._self_root)
-        setattr(self, _CHILD + name, child)  # a `_self_` name: kept on the proxy, read by the property
+        if name.isidentifier():
+            # the class has this name (a `_Routed`), so the proxy's setattr keeps the value on the proxy (in
+            # its own instance dict, never the client's), where attribute lookup finds it before the descriptor
+            setattr(self, name, child)
         return child
 
     def __enter__(self) -> Any:
@@ -82,7 +106,22 @@ class TrackedClient(wrapt.ObjectProxy[Any]):
         return repr(self.__wrapped__)
 
 
-_CHILD = "_self_child_"
+class _Routed:
+    """A routed name on a `TrackedClient` class. A non-data descriptor (no `__set__`): once the first
+    access has made the child and kept it on the proxy, attribute lookup finds the proxy's own value first
+    and never calls this again."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, proxy: TrackedClient | None, owner: type | None = None) -> Any:
+        if proxy is None:
+            return self
+        return proxy._self_child(self.name, proxy._self_routes.get(self.name))
+
+
 #: the TrackedClient subclass for each set of routed names (route tables are module constants: few)
 _CLASSES: dict[frozenset[str], type[TrackedClient]] = {}
 
@@ -92,11 +131,8 @@ def tracked_client(wrapped: Any, routes: Routes, recorder: Recorder, root: Route
     names = frozenset(name for name in (*routes, *(CLIENT_COPIES if routes is root else ())) if name.isidentifier())
     kind = _CLASSES.get(names)
     if kind is None:
-        # a property per routed name: found without a Python frame once the child exists; before that it
-        # raises AttributeError, and the proxy's __getattr__ makes the child
         kind = _CLASSES[names] = type("TrackedClient", (TrackedClient,), {
-            "__slots__": (), "__module__": __name__,
-            **{name: property(attrgetter(_CHILD + name)) for name in names},
+            "__slots__": (), "__module__": __name__, **{name: _Routed(name) for name in names},
         })
     return kind(wrapped, routes, recorder, root)
 
@@ -127,7 +163,7 @@ def _tracked_method(target: Callable[..., Any], method: Method, recorder: Record
         return tracked_async
 
     # `_observe`'s most common case, made here without its frame: the answer is the response, billed now
-    read = method.read
+    read, counts_of = method.read, method.counts
     answers = read is not None and not method.raw and method.streams in ("never", "when_asked")
     never_streams = method.streams == "never"
 
@@ -141,7 +177,11 @@ def _tracked_method(target: Callable[..., Any], method: Method, recorder: Record
             return _observe_when_done(result, method, kwargs, hide, call)
         if answers and (never_streams or kwargs.get("stream") is not True):
             try:
-                call.record(read(result, kwargs))  # type: ignore[misc]
+                counts = counts_of(result) if counts_of is not None else None
+                if counts is not None:
+                    call.record_counts(counts)
+                else:
+                    call.record(read(result, kwargs))  # type: ignore[misc]
             except Exception:
                 logger.exception(_UNTRACKED)
             return result

@@ -37,6 +37,9 @@ class Method:
     #: the answer is binary (TTS audio) that callers read without `.parse()` (`stream_to_file`,
     #: `iter_bytes`): a raw view records as soon as the successful response arrives, from the request
     binary: bool = False
+    #: `read`'s usual answer for a plain (not streamed) call, when it is nothing but token counts, read
+    #: without its objects (`Recording.record_counts`); None: `read` reads that answer
+    counts: Callable[[Any], u.PlainCounts | None] | None = None
 
 
 Routes = dict[str, Union["Routes", Method]]
@@ -51,8 +54,9 @@ def _with_raw(resource: Routes) -> Routes:
 #: the client methods that return a new client of the same kind (`with_options(timeout=...)`)
 CLIENT_COPIES = frozenset({"with_options", "copy"})
 
-CHAT_CREATE = Method("when_asked", u.read_openai_chat, lambda hide: u.ChatChunkTally(hide), asks_for_usage=True)
-_CHAT_PARSE = Method("never", u.read_openai_chat)
+CHAT_CREATE = Method("when_asked", u.read_openai_chat, lambda hide: u.ChatChunkTally(hide), asks_for_usage=True,
+                     counts=u.read_openai_chat_counts)
+_CHAT_PARSE = Method("never", u.read_openai_chat, counts=u.read_openai_chat_counts)
 _CHAT_STREAM = Method("manager", tally=lambda hide: u.ChatHelperTally(hide), snapshot=u.read_chat_helper_snapshot,
                       asks_for_usage=True)
 _OPENAI_CHAT: Routes = {"completions": _with_raw({"create": CHAT_CREATE, "parse": _CHAT_PARSE, "stream": _CHAT_STREAM})}

@@ -27,7 +27,7 @@ from openmonetize.lib.event_types import MODELS_BY_TYPE
 from openmonetize.lib.failures import DeliveryFailure
 from openmonetize.lib.llm.proxies import COMPLETED, tracked_client
 from openmonetize.lib.llm.routes import SUPPORTED, describe, detect_provider, routes_for
-from openmonetize.lib.llm.usage import Observation, Usage
+from openmonetize.lib.llm.usage import Observation, PlainCounts, Usage
 from openmonetize.models.token_usage_event import TokenUsageEvent
 
 if TYPE_CHECKING:
@@ -196,7 +196,8 @@ class Billing:
         self.team_id = team_id
 
     def start(self, request: Mapping[str, Any]) -> Call:
-        """A call begins: fix who pays and its event id now, at call time (a stream may end elsewhere)."""
+        """A call begins: who pays and the event's instant are fixed now, at call time (a stream may end
+        elsewhere)."""
         return Call(self, self.attribution or self.scope.get(), request)
 
 
@@ -209,10 +210,13 @@ class Call:
         self.billing = billing
         self.attribution = attribution
         self.request = request
-        # minted per call, never derived from the provider's response id: gateways repeat those, and the
-        # service wants UUIDs; the response id is kept in metadata instead
-        self.now_ns = time.time_ns()  # one reading: the id's millisecond is the event's timestamp
-        self.event_id = new_event_id(self.now_ns)
+        # The call's instant, read now: the event's timestamp, and the millisecond of its id. The id is
+        # minted per call from it, never derived from the provider's response id (gateways repeat those, and
+        # the service wants UUIDs; the response id is kept in metadata instead), when the event is written
+        # (`event_json.dump`: the id and the timestamp's text in one lookup); minting it here as well made
+        # the write format a second, unused one.
+        self.now_ns = time.time_ns()
+        self.event_id: str | None = None  # the recorded event's, once there is one
         self.recorded = False
 
     def record(self, observation: Observation, end: str = COMPLETED) -> None:
@@ -225,6 +229,38 @@ class Call:
             logger.exception("openmonetize: could not record LLM usage (provider %s, model %r)",
                              self.billing.provider, observation.model)
             return
+        self._write(fields, adjusted, observation.model)
+
+    def record_counts(self, counts: PlainCounts) -> None:
+        """`record` of a completed call whose answer is nothing but `counts` (`routes.Method.counts`): the
+        event `record(read(answer))` makes, without the `Observation`, `Usage` and `_fields`' general cases
+        (test_llm_fastpath compares the two)."""
+        if self.recorded:
+            return
+        self.recorded = True
+        model, response_id, input_tokens, output_tokens, cached, reasoning = counts
+        billing, attribution = self.billing, self.attribution
+        scope_metadata = attribution.metadata if attribution is not None else None
+        if scope_metadata or billing.metadata:  # as `_fields` merges them: the scope's, the wrap's, the tracker's
+            metadata: dict[str, Any] = {}
+            if scope_metadata:
+                metadata.update(scope_metadata)
+            if billing.metadata:
+                metadata.update(billing.metadata)
+            metadata["response_id"] = response_id
+        else:
+            metadata = {"response_id": response_id}
+        self._write({
+            "event_id": self.event_id,
+            "customer_id": attribution.customer_id if attribution else None,
+            "user_id": attribution.user_id if attribution else None,
+            "team_id": billing.team_id, "feature_id": billing.feature_id, "event_type": "TOKEN_USAGE",
+            "provider": billing.provider, "model": model, "input_tokens": input_tokens, "output_tokens": output_tokens,
+            "cached_input_tokens": cached, "reasoning_tokens": reasoning, "metadata": metadata,
+        }, "", model)
+
+    def _write(self, fields: dict[str, Any], adjusted: str, model: str | None) -> None:
+        """Queue the event of these fields (`_fields`), or report it: no customer, or a rule it breaks."""
         client = self.billing.client
         if self.attribution is None:
             client._report(DeliveryFailure("untracked", [self._as_sent(fields)], (
@@ -237,20 +273,23 @@ class Call:
         except Exception as exc:  # the model names what breaks a rule
             fields["event_type"] = event_type
             logger.exception("openmonetize: could not record LLM usage for customer_id=%r (provider %s, "
-                             "model %r)", self.attribution.customer_id, self.billing.provider, observation.model)
+                             "model %r)", self.attribution.customer_id, self.billing.provider, model)
             client._report(DeliveryFailure("untracked", [self._as_sent(fields)], f"the event breaks a rule: {exc}"))
             return
+        self.event_id = written[0]
         try:
             client._enqueue_json(*written, wait=False)
         except Exception:
             logger.exception("openmonetize: could not record LLM usage for customer_id=%r (provider %s, model %r)",
-                             self.attribution.customer_id, self.billing.provider, observation.model)
+                             self.attribution.customer_id, self.billing.provider, model)
             return
         if adjusted:
             client._report(DeliveryFailure("adjusted", [json.loads(written[1])], adjusted))
 
     def _as_sent(self, fields: dict[str, Any]) -> dict[str, Any]:
         """The fields of an event that could not be built, as they would have been sent (for `on_error`)."""
+        if fields.get("event_id") is None:  # (the id an event gets when it is written: made here instead)
+            fields["event_id"] = self.event_id = new_event_id(self.now_ns)
         out = {key: value for key, value in fields.items() if value is not None}
         out["timestamp"] = utc_datetime(self.now_ns).isoformat()
         return out
