@@ -25,7 +25,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,7 @@ from openmonetize.lib.spool_format import (
 from openmonetize.lib.spool_format import code as _code
 from openmonetize.lib.spool_format import has_table as _has_table
 from openmonetize.lib.spool_format import is_corrupt as _is_corrupt
-from openmonetize.lib.spool_queue import DiskKey, Group, GroupQueue
+from openmonetize.lib.spool_queue import DiskKey, Group, GroupQueue, disk_key
 from openmonetize.lib.spool_writer import RANGES_PER_STATEMENT, RECLAIM_BYTES, WriteJob, Writer, give_space_back, write
 
 logger = logging.getLogger("openmonetize")
@@ -464,10 +463,9 @@ class SpoolBuffer(MemoryBuffer):
                 self._unsaved.setdefault(row_id, set()).update(more)
             self._failed(job.error)
             return
-        seqs = list(map(itemgetter(0), job.rows))
-        bodies = list(map(itemgetter(1), job.rows))
+        seqs, bodies = job.seqs, job.bodies  # (split by the writer)
         for (a, b), row_id in zip(job.cuts, job.ids, strict=True):
-            self._queue.add(row_id, array("q", seqs[a:b]), bodies[a:b])
+            self._queue.add(row_id, seqs[a:b], bodies[a:b])
         if job.reclaimed:
             self._freed = 0
 
@@ -518,9 +516,8 @@ class SpoolBuffer(MemoryBuffer):
         """Write `rows` as groups in one transaction (on this thread), then queue them; the groups, in order."""
         job = WriteJob(rows, [])
         write(self._require_db(), job)
-        seqs = list(map(itemgetter(0), rows))
-        bodies = list(map(itemgetter(1), rows))
-        return [self._queue.add(row_id, array("q", seqs[a:b]), bodies[a:b] if cache else None)
+        seqs, bodies = job.seqs, job.bodies
+        return [self._queue.add(row_id, seqs[a:b] if cache else array("q", seqs[a:b]), bodies[a:b] if cache else None)
                 for row_id, (a, b) in zip(job.ids, job.cuts, strict=True)]
 
     def _hold(self, rows: Iterable[Entry]) -> None:
@@ -546,14 +543,13 @@ class SpoolBuffer(MemoryBuffer):
             for start in range(0, len(movable), CHUNK):
                 chunk = movable[start:start + CHUNK]
                 groups = self._insert_groups([entry for _, entry in chunk], cache=False)
-                keys = [(group.row_id, i) for group in groups for i in range(group.size)]
+                keys = [disk_key(group.row_id, i) for group in groups for i in range(group.size)]
                 for (held_key, _), key in zip(chunk, keys, strict=True):
                     del self._held[held_key]
                     if held_key in self._held_reserved:  # in flight: on disk too (a retry may wait long)
                         self._held_reserved.discard(held_key)
                         self._moved[held_key] = key
-                        self._queue.groups[key[0]].out.add(key[1])
-                        self._queue.out += 1
+                        self._queue.mark_out(key)
                 wrote = True
         except sqlite3.Error as exc:
             self._failed(exc)
@@ -617,7 +613,7 @@ class SpoolBuffer(MemoryBuffer):
         disk: list[DiskKey] = []
         held: list[int] = []
         for key in keys:
-            if isinstance(key, tuple):
+            if key >= 0:
                 disk.append(key)
             elif -key in self._moved:
                 disk.append(self._moved.pop(-key))
@@ -702,13 +698,12 @@ class SpoolBuffer(MemoryBuffer):
         with the status, the reason, each event's detail and when (UTC). False when the disk refused that:
         the events are then resolved as if acknowledged and the caller reports them."""
         self._settle()  # (it writes at once, on this thread)
-        mapped: list[Any] = [key if isinstance(key, tuple) else self._moved.get(-key, key) for key in batch.keys]
-        known = [i for i, key in enumerate(mapped)
-                 if (self._queue.holds(key) if isinstance(key, tuple) else -key in self._held)]
+        mapped: list[int] = [key if key >= 0 else self._moved.get(-key, key) for key in batch.keys]
+        known = [i for i, key in enumerate(mapped) if (self._queue.holds(key) if key >= 0 else -key in self._held)]
         if not known:
             return True
         for key in batch.keys:
-            if not isinstance(key, tuple):
+            if key < 0:
                 self._moved.pop(-key, None)
         when = _utc_now()
         rows = []
@@ -717,9 +712,9 @@ class SpoolBuffer(MemoryBuffer):
             event_id = _event_id(body)
             rows.append((event_id, body, failure.kind, failure.status, failure.reason,
                          _details_for(event_id, failure, len(batch)), when))
-        kept = self._resolve([mapped[i] for i in known if isinstance(mapped[i], tuple)], rows)
+        kept = self._resolve([mapped[i] for i in known if mapped[i] >= 0], rows)
         for i in known:
-            if not isinstance(mapped[i], tuple):
+            if mapped[i] < 0:
                 self._held.pop(-mapped[i], None)
                 self._held_reserved.discard(-mapped[i])
         if kept:
