@@ -400,9 +400,13 @@ class DeliveryWorker:
                 self.wakeup.clear()
                 now = time.monotonic()
                 try:
-                    # a commit is due every commit interval, and sooner when a full batch waits for it
+                    # a commit is due every commit interval, at a flush (what it leaves unresolved is then on
+                    # disk: a shutdown whose flush runs out of time leaves it there), at shutdown; and when a
+                    # full batch waits for it, if the buffer hands events out only once written (a spool
+                    # whose disk refused a write: a healthy spool hands them out at once)
+                    full = len(self.buffer.intake) >= d.batch_limit and not self.buffer.hands_out_unwritten()
                     due = (now - last_commit >= self.settings.commit_interval or self.flush_waiters > 0
-                           or self.stopping or len(self.buffer.intake) >= d.batch_limit)
+                           or self.stopping or full)
                     self.buffer.commit(due)  # (a spool writes only when due: see SpoolBuffer.paced)
                     if due:
                         last_commit = now

@@ -14,10 +14,10 @@ entry) per event: a batch of 1000 events covers ~17 groups, and this runs on the
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate, compress
-from operator import add, attrgetter
+from operator import add, attrgetter, itemgetter
 
 DiskKey = int  # disk_key(row id, index in its group)
 _SHIFT = 32  # a group's index in the low bits (a group holds at most spool_format.GROUP_EVENTS events)
@@ -63,8 +63,9 @@ class Group:
         "state",
     )
 
-    def __init__(self, row_id: int, seqs: Sequence[int], done: Iterable[int] = ()) -> None:
-        if len(seqs) > _MASK:
+    def __init__(self, row_id: int, seqs: Sequence[int], done: Iterable[int] = (),
+                 state: bytearray | None = None) -> None:
+        if len(seqs) > _MASK or (state is not None and len(state) != len(seqs)):
             raise ValueError(f"spool row {row_id} holds {len(seqs)} events")
         self.row_id = row_id
         self.base = row_id << _SHIFT
@@ -73,12 +74,12 @@ class Group:
         self.nbytes = 0  # the bodies' bytes in a batch body (each + 1 for its comma), once cached
         self.ends: list[int] | None = None  # running sum of (length + 1), from 0: built when a batch nears its limit
         self.size = len(seqs)
-        self.state = bytearray(self.size)
+        self.state = bytearray(self.size) if state is None else state
         for i in done:
             if 0 <= i < self.size:
                 self.state[i] = DONE
         self.n_done = self.state.count(DONE)
-        self.n_out = 0
+        self.n_out = self.state.count(OUT) if state is not None else 0
         self.lo = 0  # every index below it is out or done
         self.low: float = 0.0  # the lowest seq not resolved
         self._set_low()
@@ -122,17 +123,20 @@ class Group:
         return bisect_right(ends, ends[start] + room, start, stop + 1) - 1
 
     def queued_run(self, start: int) -> tuple[int, int]:
-        """The first run of queued events at or after `start`: (first, end); first == -1 if none."""
-        state = self.state
-        first = state.find(QUEUED, start)
-        if first < 0:
-            return -1, -1
-        end = self.size
-        for other in (OUT, DONE):
-            found = state.find(other, first)
-            if 0 <= found < end:
-                end = found
-        return first, end
+        return queued_run(self.state, start)
+
+
+def queued_run(state: bytearray, start: int) -> tuple[int, int]:
+    """The first run of queued events at or after `start`: (first, end); first == -1 if none."""
+    first = state.find(QUEUED, start)
+    if first < 0:
+        return -1, -1
+    end = len(state)
+    for other in (OUT, DONE):
+        found = state.find(other, first)
+        if 0 <= found < end:
+            end = found
+    return first, end
 
 
 class GroupQueue:
@@ -145,15 +149,18 @@ class GroupQueue:
         self.cache_bytes = cache_bytes  # bodies kept in memory after a commit, at most
         self.cached = 0
 
-    def add(self, row_id: int, seqs: Sequence[int], bodies: list[bytes] | None, done: Iterable[int] = ()) -> Group:
-        group = Group(row_id, seqs, done)
-        if bodies is not None and self.cached + group_bytes(bodies) <= self.cache_bytes:
+    def add(self, row_id: int, seqs: Sequence[int], bodies: list[bytes] | None, done: Iterable[int] = (),
+            state: bytearray | None = None) -> Group:
+        """A group written: its events queued, or as `state` says (some already handed out or resolved,
+        from memory before the write); a group with nothing left to resolve is not kept."""
+        group = Group(row_id, seqs, done, state)
+        if group.n_done == group.size:
+            return group
+        if group.available and bodies is not None and self.cached + group_bytes(bodies) <= self.cache_bytes:
             self._cache(group, bodies)
         self.groups[row_id] = group
         self.queued += group.size - group.n_done
-        if not group.available:
-            del self.groups[row_id]
-            self._uncache(group)
+        self.out += group.n_out
         return group
 
     def low(self) -> float:
@@ -306,3 +313,173 @@ class GroupQueue:
 
 def group_bytes(bodies: list[bytes]) -> int:
     return sum(map(len, bodies)) + len(bodies)
+
+
+class Fresh:
+    """Events taken from the intake and not yet on disk, handed out from memory before their write (a
+    commit writes those not yet resolved). Event `i` is numbered `base + i`; its key in a batch is the
+    number's negative (the spool's keys for events in memory); `state` as a group's."""
+
+    __slots__ = ("base", "ids", "lo", "n_done", "n_out", "positions", "rows", "starts", "state", "written")
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+        self.rows: list[tuple[int, bytes]] = []
+        self.state = bytearray()
+        self.n_out = self.n_done = 0
+        self.lo = 0  # every index below it is out or done
+        self.positions: list[int] | None = None  # once handed to the writer: the index of each row written
+        # once written (`placed`): the groups' row ids, the position of each one's first row, the rows written
+        self.ids: list[int] | None = None
+        self.starts: list[int] = []
+        self.written = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def available(self) -> int:
+        return len(self.rows) - self.n_out - self.n_done
+
+    def holds(self, number: int) -> bool:
+        return 0 <= number - self.base < len(self.rows)
+
+    def extend(self, rows: list[tuple[int, bytes]]) -> None:
+        self.rows += rows
+        self.state += bytes(len(rows))
+
+    def low(self) -> float:
+        """The lowest seq not resolved (the rows are in tracking order)."""
+        first = min((i for i in (self.state.find(QUEUED), self.state.find(OUT)) if i >= 0), default=-1)
+        return self.rows[first][0] if first >= 0 else math.inf
+
+    def unresolved(self) -> list[tuple[int, bytes]]:
+        """The rows to write (all but the resolved), noting their indexes in `positions`."""
+        if not self.n_done:
+            self.positions = None
+            return self.rows
+        mask = self.state.translate(_NOT_DONE)
+        self.positions = list(compress(range(len(self.rows)), mask))
+        return list(compress(self.rows, mask))
+
+    def index(self, position: int) -> int:
+        """The index of the `position`th row written."""
+        return position if self.positions is None else self.positions[position]
+
+    def states(self, start: int, stop: int) -> bytearray:
+        """The states of the rows written at positions `start`..`stop`."""
+        if self.positions is None:
+            return self.state[start:stop]
+        return bytearray(map(self.state.__getitem__, self.positions[start:stop]))
+
+    def take(self, limit: int, max_bytes: int, size: int, keys: list[int], seqs: list[int],
+             bodies: list[bytes]) -> tuple[int, bool]:
+        """Hand out queued rows in order (as `GroupQueue.take`); returns the batch's new size and whether
+        it is full (a row did not fit)."""
+        i = self.lo
+        full = False
+        while len(keys) < limit:
+            i, end = queued_run(self.state, i)
+            if i < 0:
+                i = len(self.rows)
+                break
+            stop = min(end, i + limit - len(keys))
+            part = list(map(itemgetter(1), self.rows[i:stop]))
+            added = sum(map(len, part)) + len(part)
+            if size + added > max_bytes:
+                fits, added = i, 0
+                for body in part:
+                    if (keys or fits > i) and size + added + len(body) + 1 > max_bytes:
+                        break
+                    added += len(body) + 1
+                    fits += 1
+                part = part[:fits - i]
+                full = True
+            else:
+                fits = stop
+            number = self.base + i
+            keys.extend(range(-number, -(number + fits - i), -1))
+            seqs.extend(map(itemgetter(0), self.rows[i:fits]))
+            bodies.extend(part)
+            self.state[i:fits] = _run(OUT, fits - i)
+            self.n_out += fits - i
+            size += added
+            i = fits
+            if full:
+                break
+        self.lo = i
+        return size, full
+
+    def resolve(self, numbers: Sequence[int]) -> Sequence[int]:
+        """Rows handed out, now resolved (acknowledged or dead-lettered; not yet written, they never will
+        be), or, once written, no longer followed here (the disk's keys name them): the numbers that were out."""
+        return self._move(numbers, OUT, DONE)
+
+    def give_back(self, numbers: Sequence[int]) -> None:
+        self._move(numbers, OUT, QUEUED)
+
+    def place(self, cuts: list[tuple[int, int]], ids: list[int]) -> None:
+        """The rows are written, as groups `cuts` (positions among the rows written) with row ids `ids`."""
+        self.starts = [a for a, _ in cuts]
+        self.ids = ids
+        self.written = cuts[-1][1] if cuts else 0
+
+    def disk_keys(self, numbers: Sequence[int]) -> list[DiskKey]:
+        """Once placed: the disk's keys of rows written (those out when written: nothing else is followed)."""
+        assert self.ids is not None
+        out: list[DiskKey] = []
+        if not numbers:
+            return out
+        positions, starts, ids = self.positions, self.starts, self.ids
+        runs = [(numbers[0] - self.base, len(numbers))]
+        if list(numbers) != list(range(numbers[0], numbers[0] + len(numbers))):
+            runs = [(number - self.base, 1) for number in numbers]
+        while runs:
+            index, length = runs.pop()
+            at = index
+            if positions is not None:  # (rows resolved before the write were not written: positions skip them)
+                at = bisect_left(positions, index)
+                if at + length > len(positions) or positions[at] != index \
+                        or positions[at + length - 1] != index + length - 1:
+                    if length > 1:
+                        runs += [(i, 1) for i in range(index, index + length)]
+                    continue  # (a single row not written: nothing to name)
+            while length > 0:
+                g = bisect_right(starts, at) - 1
+                stop = starts[g + 1] if g + 1 < len(starts) else self.written
+                step = min(length, stop - at)
+                key = (ids[g] << _SHIFT) + at - starts[g]
+                out.extend(range(key, key + step))
+                at += step
+                length -= step
+        return out
+
+    def _move(self, numbers: Sequence[int], old: int, new: int) -> Sequence[int]:
+        state = self.state
+        moved: Sequence[int]
+        first = numbers[0] - self.base if numbers else 0
+        length = len(numbers)
+        if length > 1 and first >= 0 and first + length <= len(state) \
+                and numbers[-1] - self.base == first + length - 1 \
+                and list(numbers) == list(range(numbers[0], numbers[0] + length)) \
+                and state[first:first + length] == _run(old, length):
+            state[first:first + length] = _run(new, length)
+            moved = range(numbers[0], numbers[0] + length)
+            low = first
+        else:
+            low = len(state)
+            found: list[int] = []
+            for number in dict.fromkeys(numbers):
+                i = number - self.base
+                if 0 <= i < len(state) and state[i] == old:
+                    state[i] = new
+                    found.append(number)
+                    low = min(low, i)
+            moved = found
+        if old == OUT:
+            self.n_out -= len(moved)
+        if new == DONE:
+            self.n_done += len(moved)
+        elif new == QUEUED:
+            self.lo = min(self.lo, low)
+        return moved
