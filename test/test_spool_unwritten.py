@@ -183,3 +183,20 @@ def test_events_in_flight_that_never_got_an_answer_survive_kill_9_with_their_ids
         assert server.event_ids == {f"ev-{i:03d}" for i in range(50)}
     finally:
         server.stop()
+
+
+def test_reading_a_group_back_while_a_write_is_done_takes_the_write_in_without_losing_the_batch(tmp_path):
+    buffer = paced(tmp_path / "spool")
+    buffer._queue.cache_bytes = 0  # every group is read back from the file (as past the memory cache)
+    buffer.intake.extend((i, body(i)) for i in range(1, 101))
+    written(buffer)
+    buffer.intake.extend((i, body(i)) for i in range(101, 201))
+    buffer.commit(True)
+    job = buffer._job
+    assert job is not None and wait_for(job.done.is_set, 60)
+    first = buffer.take(1000, 1 << 30)  # reading a group back first takes the finished write in
+    assert first is not None and first.bodies == [body(i) for i in range(1, 101)]
+    buffer.ack(first)
+    assert drain(buffer) == [body(i) for i in range(101, 201)]
+    assert buffer.stored == 0
+    buffer.close()

@@ -14,6 +14,7 @@ entry) per event: a batch of 1000 events covers ~17 groups, and this runs on the
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate, compress
@@ -158,6 +159,8 @@ class GroupQueue:
             return group
         if group.available and bodies is not None and self.cached + group_bytes(bodies) <= self.cache_bytes:
             self._cache(group, bodies)
+        elif not isinstance(seqs, array):  # (read back later: a backlog's seqs kept compact, 8 bytes each)
+            group.seqs = array("q", seqs)
         self.groups[row_id] = group
         self.queued += group.size - group.n_done
         self.out += group.n_out
@@ -171,7 +174,7 @@ class GroupQueue:
         """Hand out events in order into `keys`, `seqs`, `bodies` (up to `limit` in all, the batch's bytes
         `size` so far up to `max_bytes`, at least one); returns the new size, and the error of `load` (which
         reads a group's bodies) if it failed: then what was handed out before that group is kept."""
-        for group in self.groups.values():  # (nothing is added or removed here)
+        for group in list(self.groups.values()):  # (`load` may take a finished write in: groups join)
             if len(keys) >= limit:
                 break
             if group.n_out + group.n_done == group.size:
