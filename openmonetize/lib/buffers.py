@@ -52,7 +52,7 @@ from openmonetize.lib.spool_format import (
 from openmonetize.lib.spool_format import code as _code
 from openmonetize.lib.spool_format import has_table as _has_table
 from openmonetize.lib.spool_format import is_corrupt as _is_corrupt
-from openmonetize.lib.spool_queue import OUT, DiskKey, Fresh, Group, GroupQueue, disk_key
+from openmonetize.lib.spool_queue import DONE, OUT, DiskKey, Fresh, Group, GroupQueue, disk_key
 from openmonetize.lib.spool_writer import RANGES_PER_STATEMENT, RECLAIM_BYTES, WriteJob, Writer, give_space_back, write
 
 logger = logging.getLogger("openmonetize")
@@ -521,8 +521,8 @@ class SpoolBuffer(MemoryBuffer):
 
     def _place(self, fresh: Fresh, job: WriteJob, *, cache: bool) -> None:
         """`fresh`'s rows are written (`job`): queue their groups, with what happened to them meanwhile:
-        the events in flight stay out (their batch's keys now name the disk, `_moved`); those resolved are
-        recorded at the next commit."""
+        the events in flight stay out (`_placed` maps their batches' keys to the disk's); those resolved
+        are recorded at the next commit."""
         seqs, bodies = job.seqs, job.bodies  # (split by the writer)
         for (a, b), row_id in zip(job.cuts, job.ids, strict=True):
             state = fresh.states(a, b)
@@ -532,7 +532,7 @@ class SpoolBuffer(MemoryBuffer):
                 if group.n_done == group.size:
                     self._pending.setdefault(row_id, set())
                 else:
-                    self._pending.setdefault(row_id, set()).update(i for i, st in enumerate(state) if st == 2)
+                    self._pending.setdefault(row_id, set()).update(i for i, st in enumerate(state) if st == DONE)
         fresh.place(job.cuts, job.ids)
         if fresh.n_out:
             self._placed.append(fresh)
@@ -541,7 +541,7 @@ class SpoolBuffer(MemoryBuffer):
         """The disk refused `fresh`'s rows: those not resolved are held in memory, in order, under their
         numbers (so that their batches' keys name them), the ones in flight reserved."""
         for i, (entry, state) in enumerate(zip(fresh.rows, fresh.state, strict=True)):
-            if state != 2:
+            if state != DONE:
                 number = fresh.base + i
                 self._held[number] = entry
                 if state == OUT:
