@@ -21,11 +21,12 @@ import secrets
 import sqlite3
 import stat
 from array import array
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from operator import itemgetter
+from operator import neg
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ from openmonetize.lib.spool_format import (
 from openmonetize.lib.spool_format import code as _code
 from openmonetize.lib.spool_format import has_table as _has_table
 from openmonetize.lib.spool_format import is_corrupt as _is_corrupt
-from openmonetize.lib.spool_queue import DiskKey, Group, GroupQueue
+from openmonetize.lib.spool_queue import DONE, OUT, DiskKey, Fresh, Group, GroupQueue, disk_key
 from openmonetize.lib.spool_writer import RANGES_PER_STATEMENT, RECLAIM_BYTES, WriteJob, Writer, give_space_back, write
 
 logger = logging.getLogger("openmonetize")
@@ -66,6 +67,9 @@ LEGACY_SUFFIX = ".om-spool.sqlite3"
 _SUFFIXES = (SPOOL_SUFFIX, LEGACY_SUFFIX)
 _CACHE_BYTES = 8 << 20  # events just committed stay in memory for their batch up to this (else read back)
 _WAL_LIMIT = 4 << 20  # the WAL's size between checkpoints (as SQLite's default: 1000 pages of 4 KB)
+# Events in memory are named by negative keys in a batch: held rows (the disk refused them) by a counter
+# from 1, events handed out before their write (`spool_queue.Fresh`) by numbers from here.
+_FRESH_NUMBERS = 1 << 62
 
 # SQLite connections must never be finalized in a forked child: closing one checkpoints and deletes the
 # WAL that the parent is still writing. A child parks its inherited spool objects here instead.
@@ -141,6 +145,10 @@ class MemoryBuffer:
     def ready(self) -> int:
         """Events `take` can hand out now."""
         return len(self.intake)
+
+    def hands_out_unwritten(self) -> bool:
+        """Whether `take` hands out events just tracked, without waiting for a commit."""
+        return True
 
     def adopt_orphans(self) -> int:
         return 0
@@ -222,6 +230,10 @@ class SpoolError(OSError):
         return type(self), (self.directory, self.reason, self.errno)
 
 
+def _in_memory(key: int) -> bool:
+    return key < 0
+
+
 def _log_notice(failure: DeliveryFailure) -> None:
     logger.error("openmonetize: %s", failure)
 
@@ -243,9 +255,12 @@ class SpoolBuffer(MemoryBuffer):
     at a flush, at shutdown), tracked events are written at due commits only, with the events resolved
     meanwhile, in one transaction run by a writer thread (`spool_writer`): the delivery thread never waits
     on SQLite in the steady state. An event is on disk within a commit interval (and that write) of being
-    tracked, and handed out once written; an acknowledged event that a crash leaves unrecorded is sent
+    tracked unless it was resolved before: paced, events are handed out from the intake at once, before
+    their write (`Fresh`), and a commit writes those not yet resolved (in flight or not), so an event
+    acknowledged or dead-lettered before its commit is never written to `events` (a dead letter is written
+    to `dead_letters` at once, as always); an acknowledged event that a crash leaves unrecorded is sent
     again (with its id: the service deduplicates it). Driven directly (not paced), every call writes at
-    once, on the caller's thread.
+    once, on the caller's thread, and events are handed out once written.
 
     The file gives its space back while the client runs: it is created with `auto_vacuum=INCREMENTAL`, and
     once deliveries have freed half of it, free pages are returned to the file system and the WAL is
@@ -279,8 +294,12 @@ class SpoolBuffer(MemoryBuffer):
         self._unsaved: dict[int, set[int]] = {}  # resolved in memory, the disk refused to record them
         self._held: dict[int, Entry] = {}  # rows the disk refused, by a counter (their key is its negative)
         self._held_reserved: set[int] = set()
-        self._moved: dict[int, DiskKey] = {}  # held rows written back while in flight: held key -> disk key
+        self._moved: dict[int, DiskKey] = {}  # rows in memory written while in flight: number -> disk key
         self._next_held = itertools.count(1)
+        self._fresh: Fresh | None = None  # taken from the intake (paced), not yet handed to the writer
+        self._writing: Fresh | None = None  # those of `_job`
+        self._placed: list[Fresh] = []  # written while some were in flight: their batches' keys name them
+        self._next_fresh = _FRESH_NUMBERS
         self._dead = 0
         self._freed = 0  # groups deleted (about a page each) since the free space was last looked at
         self._fault: str | None = None  # the current episode's cause, reported once
@@ -382,6 +401,9 @@ class SpoolBuffer(MemoryBuffer):
         self._held.clear()
         self._queue.clear()
         self._pending.clear()
+        self._moved.clear()
+        self._fresh = self._writing = None
+        self._placed.clear()
         self._job = self._writer = None  # (the writer thread is the parent's: it does not exist here)
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # the parent keeps its lock: flock belongs to the open file
@@ -390,15 +412,26 @@ class SpoolBuffer(MemoryBuffer):
     # -- counts -------------------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return (len(self.intake) + self._queue.queued - self._queue.out
-                + len(self._held) - len(self._held_reserved) + (len(self._job.rows) if self._job else 0))
+        return (len(self.intake) + self._queue.queued - self._queue.out + len(self._held) - len(self._held_reserved)
+                + sum(fresh.available for fresh in (self._writing, self._fresh) if fresh is not None))
 
     @property
     def stored(self) -> int:
         return self._queue.queued
 
     def ready(self) -> int:
-        return self._queue.queued - self._queue.out + len(self._held) - len(self._held_reserved)
+        ready = self._queue.queued - self._queue.out + len(self._held) - len(self._held_reserved)
+        if self._hands_out_fresh():
+            ready += len(self.intake) + sum(fresh.available for fresh in (self._writing, self._fresh)
+                                            if fresh is not None)
+        return ready
+
+    def hands_out_unwritten(self) -> bool:
+        return self._hands_out_fresh()
+
+    def _hands_out_fresh(self) -> bool:
+        """Whether `take` hands out events from memory before their write: paced, and the disk healthy."""
+        return self.paced and self._fault is None and not self._held and not self._unsaved
 
     @property
     def held(self) -> int:
@@ -410,7 +443,8 @@ class SpoolBuffer(MemoryBuffer):
         return self._dead
 
     def low_seq(self) -> float:
-        low = min(super().low_seq(), self._queue.low(), self._job.low if self._job else math.inf)
+        low = min(super().low_seq(), self._queue.low(),
+                  *(fresh.low() for fresh in (self._writing, self._fresh) if fresh is not None))
         if self._held:
             low = min(low, next(iter(self._held.values()))[0])
         return low
@@ -436,13 +470,14 @@ class SpoolBuffer(MemoryBuffer):
         self._owed = False
         if self.paced and self._db is not None and self._schema_ready and self._fault is None \
                 and not self._held and not self._unsaved:
-            pop = self.intake.popleft
-            rows: list[Entry] = [pop() for _ in range(len(self.intake))]  # (callers only append meanwhile)
+            fresh = self._stage()
+            rows = fresh.unresolved() if fresh is not None else []
             resolved, self._pending = self._pending, {}
             if rows or resolved:
                 if self._writer is None:
                     self._writer = Writer(self._db, self._notify)
                 self._job_resolved = resolved
+                self._writing = fresh if rows else None
                 ranges_done = self._resolution_rows(resolved)
                 self._job = self._writer.submit(WriteJob(rows, ranges_done, reclaim=self._reclaim_due()))
             return
@@ -458,18 +493,59 @@ class SpoolBuffer(MemoryBuffer):
             return
         job.done.wait()
         self._job = None
+        fresh, self._writing = self._writing, None
         if job.error is not None:
-            self._hold(job.rows)  # (before anything tracked later: those are still in the intake)
+            if fresh is not None:
+                self._hold_fresh(fresh)  # (before anything tracked later: those are still in memory too)
             for row_id, more in self._job_resolved.items():
                 self._unsaved.setdefault(row_id, set()).update(more)
             self._failed(job.error)
             return
-        seqs = list(map(itemgetter(0), job.rows))
-        bodies = list(map(itemgetter(1), job.rows))
-        for (a, b), row_id in zip(job.cuts, job.ids, strict=True):
-            self._queue.add(row_id, array("q", seqs[a:b]), bodies[a:b])
+        if fresh is not None:
+            self._place(fresh, job, cache=True)
         if job.reclaimed:
             self._freed = 0
+
+    def _stage(self) -> Fresh | None:
+        """The events to write at this commit: those taken from the intake (`_fresh`) and the rest of it."""
+        fresh, self._fresh = self._fresh, None
+        pop = self.intake.popleft
+        rows: list[Entry] = [pop() for _ in range(len(self.intake))]  # (callers only append meanwhile)
+        if rows:
+            if fresh is None:
+                fresh = Fresh(self._next_fresh)
+            fresh.extend(rows)
+        if fresh is not None:
+            self._next_fresh = fresh.base + len(fresh)
+        return fresh
+
+    def _place(self, fresh: Fresh, job: WriteJob, *, cache: bool) -> None:
+        """`fresh`'s rows are written (`job`): queue their groups, with what happened to them meanwhile:
+        the events in flight stay out (`_placed` maps their batches' keys to the disk's); those resolved
+        are recorded at the next commit."""
+        seqs, bodies = job.seqs, job.bodies  # (split by the writer)
+        for (a, b), row_id in zip(job.cuts, job.ids, strict=True):
+            state = fresh.states(a, b)
+            group = self._queue.add(row_id, seqs[a:b] if cache else array("q", seqs[a:b]),
+                                    bodies[a:b] if cache else None, state=state)
+            if group.n_done:  # resolved while it was written
+                if group.n_done == group.size:
+                    self._pending.setdefault(row_id, set())
+                else:
+                    self._pending.setdefault(row_id, set()).update(i for i, st in enumerate(state) if st == DONE)
+        fresh.place(job.cuts, job.ids)
+        if fresh.n_out:
+            self._placed.append(fresh)
+
+    def _hold_fresh(self, fresh: Fresh) -> None:
+        """The disk refused `fresh`'s rows: those not resolved are held in memory, in order, under their
+        numbers (so that their batches' keys name them), the ones in flight reserved."""
+        for i, (entry, state) in enumerate(zip(fresh.rows, fresh.state, strict=True)):
+            if state != DONE:
+                number = fresh.base + i
+                self._held[number] = entry
+                if state == OUT:
+                    self._held_reserved.add(number)
 
     def _reclaim_due(self) -> bool:
         """Whether to look at the free space: after enough was deleted, or when everything was delivered."""
@@ -500,27 +576,31 @@ class SpoolBuffer(MemoryBuffer):
             self._failed(exc)
 
     def _commit_intake(self) -> None:
-        pop = self.intake.popleft
-        rows: list[Entry] = [pop() for _ in range(len(self.intake))]  # (callers only append meanwhile)
+        self._settle()  # (before anything taken later)
+        fresh = self._stage()
         if self._fault is None and not self._held and not self._unsaved and self._schema_ready:
-            if not rows:
+            rows = fresh.unresolved() if fresh is not None else []
+            if fresh is None or not rows:
                 return
             try:
-                self._insert_groups(rows, cache=True)
+                job = WriteJob(rows, [])
+                write(self._require_db(), job)
             except sqlite3.Error as exc:
-                self._hold(rows)
+                self._hold_fresh(fresh)
                 self._failed(exc)
+                return
+            self._place(fresh, job, cache=True)
             return
-        self._hold(rows)
+        if fresh is not None:
+            self._hold_fresh(fresh)
         self._write_back()
 
     def _insert_groups(self, rows: list[Entry], *, cache: bool) -> list[Group]:
         """Write `rows` as groups in one transaction (on this thread), then queue them; the groups, in order."""
         job = WriteJob(rows, [])
         write(self._require_db(), job)
-        seqs = list(map(itemgetter(0), rows))
-        bodies = list(map(itemgetter(1), rows))
-        return [self._queue.add(row_id, array("q", seqs[a:b]), bodies[a:b] if cache else None)
+        seqs, bodies = job.seqs, job.bodies
+        return [self._queue.add(row_id, seqs[a:b] if cache else array("q", seqs[a:b]), bodies[a:b] if cache else None)
                 for row_id, (a, b) in zip(job.ids, job.cuts, strict=True)]
 
     def _hold(self, rows: Iterable[Entry]) -> None:
@@ -546,14 +626,13 @@ class SpoolBuffer(MemoryBuffer):
             for start in range(0, len(movable), CHUNK):
                 chunk = movable[start:start + CHUNK]
                 groups = self._insert_groups([entry for _, entry in chunk], cache=False)
-                keys = [(group.row_id, i) for group in groups for i in range(group.size)]
+                keys = [disk_key(group.row_id, i) for group in groups for i in range(group.size)]
                 for (held_key, _), key in zip(chunk, keys, strict=True):
                     del self._held[held_key]
                     if held_key in self._held_reserved:  # in flight: on disk too (a retry may wait long)
                         self._held_reserved.discard(held_key)
                         self._moved[held_key] = key
-                        self._queue.groups[key[0]].out.add(key[1])
-                        self._queue.out += 1
+                        self._queue.mark_out(key)
                 wrote = True
         except sqlite3.Error as exc:
             self._failed(exc)
@@ -599,9 +678,29 @@ class SpoolBuffer(MemoryBuffer):
                 if len(keys) == limit:
                     break
             self._held_reserved.update(taken)
+        if len(keys) < limit and not (keys and size >= max_bytes) and self._hands_out_fresh():
+            size = self._take_fresh(limit, max_bytes, size, keys, seqs, bodies)
         if not keys:
             return None
         return Batch(bodies, seqs, keys)
+
+    def _take_fresh(self, limit: int, max_bytes: int, size: int, keys: list[Any], seqs: list[int],
+                    bodies: list[bytes]) -> int:
+        """Hand out events not yet written: those being written, those taken before, then the intake's."""
+        for fresh in (self._writing, self._fresh):
+            if fresh is not None and fresh.available:
+                size, full = fresh.take(limit, max_bytes, size, keys, seqs, bodies)
+                if full or len(keys) >= limit:
+                    return size
+        count = min(limit - len(keys), len(self.intake))
+        if count > 0:
+            pop = self.intake.popleft
+            rows: list[Entry] = [pop() for _ in range(count)]
+            if self._fresh is None:
+                self._fresh = Fresh(self._next_fresh)
+            self._fresh.extend(rows)
+            size, _ = self._fresh.take(limit, max_bytes, size, keys, seqs, bodies)
+        return size
 
     def _load(self, row_id: int) -> list[bytes]:
         self._settle()  # (the connection is the writer's until then)
@@ -610,33 +709,85 @@ class SpoolBuffer(MemoryBuffer):
             raise sqlite3.DatabaseError(f"spool row {row_id} is missing (database disk image is malformed)")
         return split(*row)
 
-    def _on_disk(self, keys: list[Any]) -> tuple[list[DiskKey], list[int]]:
-        """The batch's keys as (on disk, held in memory): held rows written back while in flight are on disk."""
-        if not self._held and not self._moved:  # (held keys exist only while their events are held)
-            return keys, []
+    def _on_disk(self, keys: list[Any]) -> tuple[list[DiskKey], list[int], list[tuple[Fresh, list[int]]]]:
+        """The batch's keys as (on disk, numbers of rows held in memory, numbers of rows taken from the
+        intake by the `Fresh` that holds them): rows in memory written while in flight are on disk."""
+        if not keys or min(keys) >= 0:
+            return keys, [], []
+        # (take's order: events on disk, then held, then not yet written; checked, else key by key)
+        cut = bisect_left(keys, True, key=_in_memory)
+        if cut == 0 or keys[cut - 1] >= 0:
+            numbers = list(map(neg, keys[cut:]))
+            if max(keys[cut:]) < 0 and (cut == 0 or min(keys[:cut]) >= 0) and numbers == sorted(numbers):
+                unwritten = self._by_fresh(numbers)
+                if unwritten is not None:
+                    return keys[:cut], [], unwritten
         disk: list[DiskKey] = []
         held: list[int] = []
+        fresh_numbers: list[int] = []
         for key in keys:
-            if isinstance(key, tuple):
+            if key >= 0:
                 disk.append(key)
             elif -key in self._moved:
                 disk.append(self._moved.pop(-key))
+            elif -key not in self._held and self._fresh_of(-key) is not None:
+                fresh_numbers.append(-key)
             else:
                 held.append(-key)
-        return disk, held
+        return disk, held, self._by_fresh(sorted(fresh_numbers)) or []
+
+    def _live_fresh(self) -> list[Fresh]:
+        """Every `Fresh` still followed, in the order of their numbers."""
+        return [*self._placed, *(fresh for fresh in (self._writing, self._fresh) if fresh is not None)]
+
+    def _fresh_of(self, number: int) -> Fresh | None:
+        for fresh in self._live_fresh():
+            if fresh.holds(number):
+                return fresh
+        return None
+
+    def _by_fresh(self, numbers: list[int]) -> list[tuple[Fresh, list[int]]] | None:
+        """Sorted numbers of rows taken from the intake, by the `Fresh` that holds them; None unless all are."""
+        out: list[tuple[Fresh, list[int]]] = []
+        covered = 0
+        for fresh in self._live_fresh():
+            a = bisect_left(numbers, fresh.base)
+            b = bisect_left(numbers, fresh.base + len(fresh), a)
+            if b > a:
+                out.append((fresh, numbers[a:b]))
+                covered += b - a
+        return out if covered == len(numbers) else None
+
+    def _settle_fresh(self, unwritten: list[tuple[Fresh, list[int]]], *, give_back: bool) -> list[DiskKey]:
+        """Resolve (or give back) rows taken from the intake; the disk's keys of those written meanwhile,
+        to resolve or give back there."""
+        disk: list[DiskKey] = []
+        for fresh, numbers in unwritten:
+            if fresh.ids is not None:  # written: the disk's groups follow them now
+                disk += fresh.disk_keys(fresh.resolve(numbers))
+            elif give_back:
+                fresh.give_back(numbers)
+            else:
+                fresh.resolve(numbers)
+        if self._placed and unwritten:
+            self._placed = [fresh for fresh in self._placed if fresh.n_out]
+        return disk
 
     def give_back(self, batch: Batch) -> None:
-        disk, held = self._on_disk(batch.keys)
-        self._queue.give_back(disk)
+        disk, held, unwritten = self._on_disk(batch.keys)
+        self._queue.give_back([*disk, *self._settle_fresh(unwritten, give_back=True)])
         self._held_reserved.difference_update(held)
 
     def ack(self, batch: Batch) -> None:
         """Resolved: delete them (a group once all of it is). Never raises: what the disk refuses to record
-        is retried at later commits, and those events are never handed out again meanwhile."""
-        disk, held = self._on_disk(batch.keys)
+        is retried at later commits, and those events are never handed out again meanwhile. Events not yet
+        written are then never written."""
+        disk, held, unwritten = self._on_disk(batch.keys)
         for key in held:
             self._held.pop(key, None)
             self._held_reserved.discard(key)
+        if unwritten:
+            disk = [*disk, *self._settle_fresh(unwritten, give_back=False)]
         self._resolve(disk)
 
     def _resolve(self, disk: list[DiskKey], dead: list[tuple[Any, ...]] | None = None) -> bool:
@@ -701,14 +852,23 @@ class SpoolBuffer(MemoryBuffer):
         """Move events refused for good (`rejected`, `unconfirmed`) to the dead-letter table, atomically,
         with the status, the reason, each event's detail and when (UTC). False when the disk refused that:
         the events are then resolved as if acknowledged and the caller reports them."""
-        self._settle()  # (it writes at once, on this thread)
-        mapped: list[Any] = [key if isinstance(key, tuple) else self._moved.get(-key, key) for key in batch.keys]
-        known = [i for i, key in enumerate(mapped)
-                 if (self._queue.holds(key) if isinstance(key, tuple) else -key in self._held)]
+        self._settle()  # (it writes at once, on this thread; what the writer wrote is on disk now)
+        mapped: list[int] = [key if key >= 0 else self._moved.get(-key, key) for key in batch.keys]
+        unwritten: list[int] = []  # batch indexes of rows taken from the intake, not yet written
+        for i, key in enumerate(mapped):
+            fresh = self._fresh_of(-key) if key < 0 and -key not in self._held else None
+            if fresh is not None and fresh.state[-key - fresh.base] == OUT:
+                if fresh.ids is None:  # (dead-lettered before their write: they never will be written)
+                    unwritten.append(i)
+                else:  # written while in flight: on disk
+                    mapped[i] = fresh.disk_keys(fresh.resolve([-key]))[0]
+        self._placed = [fresh for fresh in self._placed if fresh.n_out]
+        known = [i for i, key in enumerate(mapped) if (self._queue.holds(key) if key >= 0 else -key in self._held)]
+        known = sorted(known + unwritten)
         if not known:
             return True
         for key in batch.keys:
-            if not isinstance(key, tuple):
+            if key < 0:
                 self._moved.pop(-key, None)
         when = _utc_now()
         rows = []
@@ -717,9 +877,11 @@ class SpoolBuffer(MemoryBuffer):
             event_id = _event_id(body)
             rows.append((event_id, body, failure.kind, failure.status, failure.reason,
                          _details_for(event_id, failure, len(batch)), when))
-        kept = self._resolve([mapped[i] for i in known if isinstance(mapped[i], tuple)], rows)
+        kept = self._resolve([mapped[i] for i in known if mapped[i] >= 0], rows)
+        if unwritten and self._fresh is not None:
+            self._fresh.resolve([-mapped[i] for i in unwritten])
         for i in known:
-            if not isinstance(mapped[i], tuple):
+            if mapped[i] < 0:
                 self._held.pop(-mapped[i], None)
                 self._held_reserved.discard(-mapped[i])
         if kept:

@@ -308,6 +308,7 @@ class OpenMonetize:
         ticket = next(self._seq)
         with worker.resolved:
             worker.flush_waiters += 1
+            worker.flushes += 1
             started = worker.iterations
         worker.wakeup.set()
         try:

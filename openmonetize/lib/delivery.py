@@ -356,6 +356,7 @@ class DeliveryWorker:
         self.low_water: float = -math.inf  # lowest seq not yet resolved, published after each loop
         self.iterations = 0  # loops completed: flush() waits for one that began after it
         self.flush_waiters = 0
+        self.flushes = 0  # flush() calls so far (a commit is due when one begins)
         self.stopping = False
         self.failed_seqs: list[int] = []  # published copy of the dispatcher's, read under `resolved`
         self.room_waiters: list[object] = []  # callers waiting for room in the queue, in turn (under `resolved`)
@@ -391,6 +392,7 @@ class DeliveryWorker:
         try:
             self.buffer.adopt_orphans()
             last_send = last_adopt = last_commit = time.monotonic()
+            seen_flushes = self.flushes
             while True:
                 now = time.monotonic()
                 timeout = min(self.settings.flush_interval - (now - last_send), d.next_wakeup())
@@ -400,9 +402,17 @@ class DeliveryWorker:
                 self.wakeup.clear()
                 now = time.monotonic()
                 try:
-                    # a commit is due every commit interval, and sooner when a full batch waits for it
-                    due = (now - last_commit >= self.settings.commit_interval or self.flush_waiters > 0
-                           or self.stopping or len(self.buffer.intake) >= d.batch_limit)
+                    # a commit is due every commit interval, at shutdown, and when a flush begins: what was
+                    # tracked before it is then on disk unless resolved, so a shutdown whose flush runs out of
+                    # time leaves it there. A buffer that hands events out only once written (a spool whose
+                    # disk refused a write) commits at every loop while a flush waits, and as soon as a full
+                    # batch waits; a healthy spool hands them out at once, written or not.
+                    flush_began, seen_flushes = self.flushes != seen_flushes, self.flushes
+                    if self.buffer.hands_out_unwritten():
+                        sooner = flush_began
+                    else:
+                        sooner = self.flush_waiters > 0 or len(self.buffer.intake) >= d.batch_limit
+                    due = now - last_commit >= self.settings.commit_interval or self.stopping or sooner
                     self.buffer.commit(due)  # (a spool writes only when due: see SpoolBuffer.paced)
                     if due:
                         last_commit = now

@@ -39,14 +39,12 @@ class WriteJob:
     ranges: list[tuple[int, int, int]]
     reclaim: bool = False  # then give free space back after the commit (`give_space_back`)
     reclaimed: bool = False  # ... and it is all given back
-    low: float = float("inf")  # the lowest seq of `rows`
+    seqs: list[int] = field(default_factory=list)  # the rows split (by `write`), reused by the owner
+    bodies: list[bytes] = field(default_factory=list)
     cuts: list[tuple[int, int]] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)
     error: sqlite3.Error | None = None
     done: threading.Event = field(default_factory=threading.Event)
-
-    def __post_init__(self) -> None:
-        self.low = min(map(itemgetter(0), self.rows), default=float("inf"))
 
     def run(self, db: sqlite3.Connection) -> None:
         try:
@@ -66,8 +64,8 @@ class WriteJob:
 
 def write(db: sqlite3.Connection, job: WriteJob) -> None:
     """The job's writes, in one transaction (BEGIN IMMEDIATE ... COMMIT)."""
-    seqs = list(map(itemgetter(0), job.rows))
-    bodies = list(map(itemgetter(1), job.rows))
+    seqs = job.seqs = list(map(itemgetter(0), job.rows))
+    bodies = job.bodies = list(map(itemgetter(1), job.rows))
     job.cuts = cut(bodies)
     ids: list[int] = []
     with transaction(db):
