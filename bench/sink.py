@@ -4,9 +4,9 @@ checks them: an answer that does not is resent); with `--count` it also counts t
 which `GET /stats` returns: each event's id key (`"event_id":` in the OpenMonetize wire format,
 `"messageId":` in Segment's), found by one C-level scan of the body.
 
-It scans rather than parses so that the sink is not what a benchmark measures: `json.loads` of a
-1000-event OpenMonetize body (~240 KB) took ~2.5 ms of the sink's single core, which capped the delivered
-events/s of bench/track.py and bench/spool.py near 170-220k (issue 14; BENCHMARKS.md). A key's text can
+It scans rather than parses so that the sink is not what a benchmark measures: `json.loads` of every
+1000-event OpenMonetize body (~240 KB), on the sink's one core, held the delivered events/s of
+bench/track.py and bench/spool.py to the sink's own rate (issue 14; BENCHMARKS.md). A key's text can
 appear only as a key: inside a JSON string its quotes would be escaped.
 
     python bench/sink.py [--port PORT] [--count]     # prints the port it listens on
