@@ -9,6 +9,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import anthropic
@@ -62,8 +63,11 @@ def customer(request: pytest.FixtureRequest) -> str:
 
 
 def recorded(tracker: LLMTracker, ingest: LocalIngestServer, customer: str) -> list[dict[str, Any]]:
+    """The customer's events in the order of their calls: an event's timestamp is its call's start (the
+    service accepts two batches in flight at once in either order, so acceptance order is not call order)."""
     assert tracker.flush(10)
-    return [event for event in ingest.events if event["customer_id"] == customer]
+    events = [event for event in ingest.events if event["customer_id"] == customer]
+    return sorted(events, key=lambda event: datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")))
 
 
 def only(tracker: LLMTracker, ingest: LocalIngestServer, customer: str) -> dict[str, Any]:
