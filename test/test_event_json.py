@@ -412,3 +412,15 @@ def test_track_metadata_a_mapping_is_sent_as_its_dict_and_pairs_are_refused_not_
         assert om.flush(30) is True
         om.shutdown(5)
         assert [(event["event_id"], event["metadata"]) for event in server.events] == [(sent, {"a": 1})]
+
+
+def test_a_traceback_through_a_compiled_track_method_shows_its_lines() -> None:
+    """The generated code's lines are kept for tracebacks and debuggers: a refused event's traceback shows
+    the compiled method's line, not a frame without source."""
+    import traceback
+
+    with pytest.raises(ValidationError) as refused:
+        TRACK_METHODS[TokenUsageEvent](Queue(), customer_id="", feature_id="f", provider="p", model="m",
+                                       input_tokens=1, output_tokens=1)
+    frames = [frame for frame in traceback.extract_tb(refused.tb) if frame.filename.startswith("<event_json")]
+    assert frames and frames[0].line and "_built(_model" in frames[0].line

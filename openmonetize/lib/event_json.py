@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as _datetime
 import functools
 import inspect
+import linecache
 import time
 import types
 import typing
@@ -199,7 +200,7 @@ def method(model: type[BaseModel], queue: str) -> Callable[[_F], _F]:
         compiled: Any
         if plan is not None and set(names) == {field.name for field in plan.fields if field.kind != _CONSTANT}:
             namespace = dict(plan.namespace)
-            exec(compile(source(plan, queue), f"<event_json: {declared.__qualname__}>", "exec"), namespace)
+            _run(source(plan, queue), f"<event_json: {declared.__qualname__}>", namespace)
             compiled = namespace["method"]
         else:  # no plan, or a declaration the plan does not match (test_track_signatures says which): the model
             def compiled(self: Any, **values: Any) -> str:
@@ -323,8 +324,15 @@ def _compile(model: type[BaseModel], fields: tuple[_Field, ...]) -> Plan:
         "_INF": float("inf"), "_Decline": _Decline, "_built": _built, "_model": model}
     plan = Plan(model, fields, frozenset(field.name for field in fields), _no_write, namespace)
     namespace["_names"] = plan.names
-    exec(compile(source(plan), f"<event_json for {model.__name__}>", "exec"), namespace)
+    _run(source(plan), f"<event_json for {model.__name__}>", namespace)
     return plan._replace(write=namespace.pop("write"))
+
+
+def _run(text: str, filename: str, namespace: dict[str, Any]) -> None:
+    """Define the generated `text` in `namespace`, its lines kept for tracebacks and debuggers (as
+    dataclasses and attrs keep theirs): a frame of the compiled code shows the line it ran."""
+    linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
+    exec(compile(text, filename, "exec"), namespace)
 
 
 def _no_write(values: dict[str, Any], now_ns: int) -> None:
