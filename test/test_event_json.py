@@ -424,3 +424,17 @@ def test_a_traceback_through_a_compiled_track_method_shows_its_lines() -> None:
                                        input_tokens=1, output_tokens=1)
     frames = [frame for frame in traceback.extract_tb(refused.tb) if frame.filename.startswith("<event_json")]
     assert frames and frames[0].line and "_built(_model" in frames[0].line
+
+
+def test_without_a_plan_a_track_method_builds_the_model_with_the_declarations_defaults(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model the plan cannot read (a spec change) still gets a working method: the model decides, and an
+    argument left out takes the declaration's default (`image_count=1`), as the compiled method does."""
+    plans: dict[Any, Any] = event_json.PLANS
+    monkeypatch.setitem(plans, ImageGenerationEvent, None)
+    declared = OpenMonetize.track_image_generation.__wrapped__  # type: ignore[attr-defined]
+    track: Any = event_json.method(ImageGenerationEvent, "_enqueue_json")(declared)
+    event_id, body = track(Queue(), customer_id="c", feature_id="f", provider="p", model="m")
+    assert json.loads(body)["image_count"] == 1 and json.loads(body)["event_id"] == event_id
+    with pytest.raises(ValidationError, match="customer_id"):
+        track(Queue(), customer_id="", feature_id="f", provider="p", model="m")

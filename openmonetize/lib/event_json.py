@@ -174,9 +174,9 @@ def encode(plan: Plan, values: dict[str, Any], now_ns: int | None = None) -> tup
 
 def dump(model: type[BaseModel], values: dict[str, Any], now_ns: int) -> tuple[str, bytes]:
     """(event id, JSON) of the `model` event made of `values`: written directly when the plan can, else by
-    the model itself, which raises its usual error (field, value, rule). With `writer`, the one place the
-    callers of the hot path (`track_*`, the LLM tracker) decide between the two; absent id and timestamp
-    come from `now_ns` either way."""
+    the model itself, which raises its usual error (field, value, rule): what the LLM tracker calls (the
+    `track_*` methods run the same checks compiled by `method`); absent id and timestamp come from `now_ns`
+    either way."""
     plan = PLANS[model]
     written = plan.write(values, now_ns) if plan is not None else None
     return written if written is not None else _built(model, values, now_ns)
@@ -191,7 +191,7 @@ def method(model: type[BaseModel], queue: str) -> Callable[[_F], _F]:
     its body never runs. The method that runs is compiled from the model's plan: `dump`'s checks and
     writing on the keyword arguments themselves, then `self.<queue>(event id, JSON)`; the model decides
     when the plan declines. Against a method that calls `dump` it saves a dict of the arguments read back
-    with a call per field, a check of its keys and two calls: a third of `track_token_usage`'s cost."""
+    with a call per field, a check of its keys and two calls (bench/track.py measures the method)."""
 
     def made(declared: _F) -> _F:
         names = [name for name, parameter in inspect.signature(declared).parameters.items()
@@ -203,8 +203,10 @@ def method(model: type[BaseModel], queue: str) -> Callable[[_F], _F]:
             _run(source(plan, queue), f"<event_json: {declared.__qualname__}>", namespace)
             compiled = namespace["method"]
         else:  # no plan, or a declaration the plan does not match (test_track_signatures says which): the model
+            defaults = dict(declared.__kwdefaults__ or {})  # (a `**values` function has no defaults of its own)
+
             def compiled(self: Any, **values: Any) -> str:
-                return getattr(self, queue)(*_built(model, values, time.time_ns()))  # type: ignore[no-any-return]
+                return getattr(self, queue)(*_built(model, {**defaults, **values}, time.time_ns()))  # type: ignore[no-any-return]
         compiled.__kwdefaults__ = dict(declared.__kwdefaults__ or {})
         return functools.update_wrapper(compiled, declared)  # type: ignore[return-value]
 
