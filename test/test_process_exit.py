@@ -61,14 +61,20 @@ def signalled(tmp_path: Path, code: str, signum: int) -> tuple[list[str], int, s
     """Start the script, read the ids it prints on its first line, send `signum`, wait for it to end.
 
     Returns the ids, the exit status and stderr."""
-    proc = subprocess.Popen([sys.executable, str(script(tmp_path, code))], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # a child still running 50 s later writes where each of its threads waits to stderr, which a failure shows
+    watch = "import faulthandler\nfaulthandler.dump_traceback_later(50)\n"
+    proc = subprocess.Popen([sys.executable, str(script(tmp_path, watch + textwrap.dedent(code)))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line, proc.communicate(timeout=60)[1]
         proc.send_signal(signum)
-        _, stderr = proc.communicate(timeout=60)
+        try:
+            _, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"still running 60 s after the signal; its stderr:\n{proc.communicate()[1]}") from None
     finally:
         if proc.poll() is None:
             proc.kill()
