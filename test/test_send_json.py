@@ -8,10 +8,12 @@ import json
 from datetime import datetime
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openmonetize.cli.jsonl import _PLANS, Invalid, _prepared, id_namespace, parse_line, parse_line_json
+from openmonetize.cli.jsonl import _PLANS, Invalid, _decode, _prepared, id_namespace, parse_line, parse_line_json
+from openmonetize.lib import strict_json
 from openmonetize.lib.event_json import _timestamp_text
 from openmonetize.models import CustomEvent
 
@@ -40,10 +42,11 @@ odd_timestamps = st.one_of(
     st.builds(lambda y, mo, d, sep, h, mi, s, frac, off: f"{y}-{mo}-{d}{sep}{h}:{mi}:{s}{frac}{off}",
               st.sampled_from(["0000", "0001", "1900", "2000", "2023", "2024", "9999"]), digits(2, 0, 13),
               digits(2, 0, 32), st.sampled_from(["T", "t", " "]), digits(2, 0, 24), digits(2, 0, 60), digits(2, 0, 60),
-              st.one_of(st.just(""), st.just("."), st.text("0123456789", min_size=1, max_size=9).map(lambda f: "." + f)),
+              st.one_of(st.just(""), st.just("."), st.text("0123456789", min_size=1, max_size=9).map(".".__add__)),
               st.sampled_from(["Z", "z", "", "+00:00", "-00:00", "+02:00", "-03:30", "+24:00"])),
     st.sampled_from(["2026-02-29T00:00:00Z", "2024-02-29T00:00:00Z", "2026-04-31T00:00:00Z", "2026-11-01T10:00:00.Z",
-                     "２０２６-11-01T10:00:00Z", "2026-11-01T10:00:00\n", "2026-11-01", "yesterday", ""]),
+                     "\uff12\uff10\uff12\uff16-11-01T10:00:00Z", "2026-11-01T10:00:00\n", "2026-11-01", "yesterday",
+                     ""]),
     st.integers(0, 2**40), st.just(True), st.just(1.5e9), st.just(["2026-11-01T10:00:00Z"]))
 timestamps = st.one_of(plain_timestamps, plain_timestamps, odd_timestamps)
 
@@ -143,3 +146,25 @@ def test_an_impossible_date_is_refused_with_the_models_message_as_before() -> No
     refused = parse_line_json(raw, 3, id_namespace())
     assert isinstance(refused, Invalid) and refused == by_the_model(raw, 3)
     assert refused.reason.startswith("timestamp='2026-02-29T10:00:00Z': ") and refused.line == 3
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                                       max_size=3), max_leaves=5)
+
+
+@SETTINGS
+@given(text=st.one_of(
+    st.text(max_size=20),
+    st.builds(lambda before, value, after: before + json.dumps(value) + after, st.sampled_from(["", " ", "\t", "\n"]),
+              json_values, st.sampled_from(["", "\n", "\r\n", " \t\n", "x", " 1", "\x0b", "\u2028", "}", "NaN"]))))
+def test_a_line_decodes_to_the_strict_decoders_value_or_its_error(text: str) -> None:
+    """`send`'s direct scan of a line against `strict_json.loads` (trailing text, NaN, leading space...)."""
+    try:
+        expected = strict_json.loads(text)
+    except Exception as exc:  # whatever it raises, the same
+        with pytest.raises(type(exc)) as raised:
+            _decode(text)
+        assert str(raised.value) == str(exc)
+    else:
+        assert _decode(text) == expected
