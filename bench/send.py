@@ -9,7 +9,8 @@ would write: `json.loads` each line, `ingest(events=batch)` every 1000 lines (th
 only child is the `send` run. Last, the server CPU it takes to store the file with time-ordered against
 random event ids.
 
-Then, in this process, what `send` spends per line before tracking it, part by part (`--sink null` too).
+Then, in this process, what `send` spends per line before tracking it, part by part, and what each client's
+process costs apart from its lines (a one-line file; `--sink null` too).
 
 With `--sink null` both post to bench/sink.py instead (another process that answers every batch at once and
 stores nothing), so the figures are the clients' own cost; only the throughput rows are measured then.
@@ -216,6 +217,23 @@ def per_line_costs(source: Path, lines: int = 20_000) -> None:
           f" serialization alone: {model:.1f} µs)", flush=True)
 
 
+def fixed_costs(work: Path, env: dict[str, str], null: bool, runs: int = 5) -> None:
+    """What each client's process costs apart from its lines: both run on a one-line file (interpreter start,
+    imports, setup, the one request, shutdown), alternating, against a fresh sink of the bench's kind."""
+    one = work / "one.jsonl"
+    write_events(one, 1)
+    seconds: dict[str, list[float]] = {"send": [], "loop": []}
+    for round_ in range(runs):
+        for name in ("send", "loop") if round_ % 2 == 0 else ("loop", "send"):
+            with Server(work, f"one-{name}-{round_}", env, null) as url:
+                cmd = [OM, "send", str(one), "--base-url", url] if name == "send" else \
+                    [sys.executable, "-c", PLAIN_LOOP, str(one), url, KEY]
+                seconds[name].append(timed(cmd, env)[0])
+    send, loop = (statistics.median(seconds[name]) * 1000 for name in ("send", "loop"))
+    print(f"a one-line file, median of {runs} fresh processes: send {send:.0f} ms, plain loop {loop:.0f} ms;"
+          f" send's extra {send - loop:.0f} ms", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lines", type=int, default=100_000)
@@ -263,6 +281,7 @@ def main() -> None:
         print(f"plain EventsApi.ingest loop: {loop_rate:>9,.0f} lines/s")
         print(f"ratio send / loop          : {send_rate / loop_rate:.2f}   (goal >= 0.9)")
         per_line_costs(source)
+        fixed_costs(work, env, null)
         if null:
             return
 
