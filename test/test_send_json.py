@@ -5,6 +5,7 @@ must give what the model gives, the same bytes and the same derived id, or the s
 from __future__ import annotations
 
 import json
+import signal
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from openmonetize.cli.jsonl import _PLANS, Invalid, _decode, _prepared, id_namespace, parse_line, parse_line_json
 from openmonetize.lib import strict_json
-from openmonetize.lib.event_json import _timestamp_text
+from openmonetize.lib.event_json import PLANS, _timestamp_text
 from openmonetize.models import CustomEvent
 
 SETTINGS = settings(max_examples=100, deadline=None)
@@ -168,3 +169,26 @@ def test_a_line_decodes_to_the_strict_decoders_value_or_its_error(text: str) -> 
         assert str(raised.value) == str(exc)
     else:
         assert _decode(text) == expected
+
+
+def test_a_signal_during_the_direct_path_is_not_taken_for_a_line_to_decline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`send`'s SIGINT handler raises `Interrupted` wherever the main thread is; the direct writer declines on
+    any error and the line scan falls back on a bad one: neither may swallow it (test_cli's interrupted run
+    then read on, blocked on its open stdin, instead of exiting with 130)."""
+    from openmonetize.cli import jsonl
+    from openmonetize.cli.common import Interrupted
+
+    def signalled(*_: object) -> None:
+        raise Interrupted(signal.SIGINT)
+
+    raw = json.dumps({"event_type": "CUSTOM", "customer_id": "c", "feature_id": "f", "unit_type": "pages",
+                      "quantity": 2, "timestamp": "2026-11-01T10:00:00Z"}).encode()
+    plan = PLANS[CustomEvent]
+    assert plan is not None
+    monkeypatch.setitem(plan.namespace, "_timestamp_text", signalled)  # the signal arrives inside the writer
+    with pytest.raises(Interrupted):
+        parse_line_json(raw, 1, id_namespace())
+    monkeypatch.undo()
+    monkeypatch.setattr(jsonl, "_scan", signalled)  # ... or while the line is scanned
+    with pytest.raises(Interrupted):
+        parse_line_json(raw, 1, id_namespace())

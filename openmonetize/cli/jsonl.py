@@ -273,7 +273,7 @@ def _decode(text: str) -> Any:
     line end is scanned directly (`decode` matches a whitespace regex on both sides of every value)."""
     try:
         value, end = _scan(text, 0)
-    except Exception:  # leading whitespace, bad JSON, NaN...: the decoder itself decides, and says why
+    except (ValueError, StopIteration):  # bad JSON, NaN, leading whitespace...: the decoder decides, and says why
         return strict_json.loads(text)
     if end != len(text) and text[end:].strip(" \t\n\r"):  # (JSON's whitespace) followed by more: the decoder
         return strict_json.loads(text)
