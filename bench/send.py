@@ -10,7 +10,8 @@ only child is the `send` run. Last, the server CPU it takes to store the file wi
 random event ids.
 
 Then, in this process, what `send` spends per line before tracking it, part by part, and what each client's
-process costs apart from its lines (a one-line file; `--sink null` too).
+process costs apart from its lines (a one-line file) and the modules it imports beyond the plain loop's
+(`--sink null` too).
 
 With `--sink null` both post to bench/sink.py instead (another process that answers every batch at once and
 stores nothing), so the figures are the clients' own cost; only the throughput rows are measured then.
@@ -235,6 +236,39 @@ def fixed_costs(work: Path, env: dict[str, str], null: bool, runs: int = 5) -> N
           f" send's extra {send - loop:.0f} ms", flush=True)
 
 
+SEND_IMPORTS = ["asyncio", "sqlite3", "openmonetize.lib.spool_format", "openmonetize.lib.spool_queue",
+                "openmonetize.lib.spool_writer", "openmonetize.lib.buffers", "openmonetize.lib.delivery",
+                "openmonetize.lib.exit_hooks", "openmonetize.lib.event_json", "openmonetize.lib.client", "click",
+                "rich.console", "openmonetize.cli.common", "rich.table", "openmonetize.cli.main", "rich.progress",
+                "openmonetize.cli.backfill"]
+IMPORTS = """
+import sys, time
+from openmonetize import ApiClient, EventsApi
+from openmonetize.configuration import Configuration
+EventsApi
+for name in sys.argv[1:]:
+    started = time.perf_counter()
+    __import__(name)
+    print(name, time.perf_counter() - started)
+"""
+
+
+def import_costs(env: dict[str, str], runs: int = 5) -> None:
+    """What `send`'s process imports beyond the plain loop's modules, module by module in the order `send`
+    needs them (each one's time includes what it alone brings in), median of `runs` fresh processes."""
+    times: dict[str, list[float]] = {name: [] for name in SEND_IMPORTS}
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", IMPORTS, *SEND_IMPORTS], capture_output=True, text=True,
+                             env=env, check=True).stdout
+        for line in out.splitlines():
+            name, seconds = line.split()
+            times[name].append(float(seconds) * 1000)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    top = sorted(medians.items(), key=lambda item: -item[1])[:8]
+    print(f"send's imports beyond the plain loop's, median of {runs}: {sum(medians.values()):.0f} ms; the largest: "
+          + ", ".join(f"{name} {ms:.1f}" for name, ms in top), flush=True)
+
+
 def cache_bytecode(work: Path, env: dict[str, str]) -> None:
     """Both clients' processes get the SDK's modules compiled once, ahead, in a cache of this run's own
     (`PYTHONPYCACHEPREFIX`), instead of compiling them from source at every start."""
@@ -302,6 +336,7 @@ def main() -> None:
         print(f"ratio send / loop          : {send_rate / loop_rate:.2f}   (goal >= 0.9)")
         per_line_costs(source)
         fixed_costs(work, env, null)
+        import_costs(env)
         if null:
             return
 
