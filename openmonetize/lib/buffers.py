@@ -659,6 +659,8 @@ class SpoolBuffer(MemoryBuffer):
         seqs: list[int] = []
         bodies: list[bytes] = []
         size = 0
+        if self._hands_out_fresh():
+            return self._take_unstaged_first(limit, max_bytes)
         if self._queue.queued > self._queue.out:
             size, error = self._queue.take(limit, max_bytes, size, self._load, keys, seqs, bodies)
             if error is not None:
@@ -683,6 +685,52 @@ class SpoolBuffer(MemoryBuffer):
         if not keys:
             return None
         return Batch(bodies, seqs, keys)
+
+    def _take_unstaged_first(self, limit: int, max_bytes: int) -> Batch | None:
+        """A healthy paced spool's `take`: events not yet staged for a write first (`_fresh`, then the
+        intake's), since one acknowledged before the next commit is never written; then the rows on disk
+        (or being written). In the batch, the disk's come first (the order `_on_disk` reads)."""
+        keys: list[Any] = []
+        seqs: list[int] = []
+        bodies: list[bytes] = []
+        size, full = self._take_unstaged(limit, max_bytes, 0, keys, seqs, bodies)
+        if full or len(keys) >= limit:
+            return Batch(bodies, seqs, keys)
+        old_keys: list[Any] = []
+        old_seqs: list[int] = []
+        old_bodies: list[bytes] = []
+        room = limit - len(keys)
+        if self._queue.queued > self._queue.out:
+            size, error = self._queue.take(room, max_bytes, size, self._load, old_keys, old_seqs, old_bodies,
+                                           len(keys))
+            if error is not None:
+                self._failed(error if isinstance(error, sqlite3.Error) else sqlite3.DatabaseError(str(error)))
+        writing = self._writing
+        if writing is not None and writing.available and len(old_keys) < room \
+                and not ((keys or old_keys) and size >= max_bytes):
+            size, _ = writing.take(room, max_bytes, size, old_keys, old_seqs, old_bodies, len(keys))
+        if not old_keys:
+            return Batch(bodies, seqs, keys) if keys else None
+        return Batch(old_bodies + bodies, old_seqs + seqs, old_keys + keys)
+
+    def _take_unstaged(self, limit: int, max_bytes: int, size: int, keys: list[Any], seqs: list[int],
+                       bodies: list[bytes]) -> tuple[int, bool]:
+        """Hand out events not yet staged for a write: those taken before (`_fresh`), then the intake's."""
+        fresh = self._fresh
+        full = False
+        if fresh is not None and fresh.available:
+            size, full = fresh.take(limit, max_bytes, size, keys, seqs, bodies)
+            if full or len(keys) >= limit:
+                return size, full
+        count = min(limit - len(keys), len(self.intake))
+        if count > 0:
+            pop = self.intake.popleft
+            rows: list[Entry] = [pop() for _ in range(count)]
+            if self._fresh is None:
+                self._fresh = Fresh(self._next_fresh)
+            self._fresh.extend(rows)
+            size, full = self._fresh.take(limit, max_bytes, size, keys, seqs, bodies)
+        return size, full
 
     def _take_fresh(self, limit: int, max_bytes: int, size: int, keys: list[Any], seqs: list[int],
                     bodies: list[bytes]) -> int:

@@ -170,10 +170,11 @@ class GroupQueue:
         return min(map(attrgetter("low"), self.groups.values()), default=math.inf)
 
     def take(self, limit: int, max_bytes: int, size: int, load: Callable[[int], list[bytes]],
-             keys: list[DiskKey], seqs: list[int], bodies: list[bytes]) -> tuple[int, Exception | None]:
+             keys: list[DiskKey], seqs: list[int], bodies: list[bytes], taken: int = 0) -> tuple[int, Exception | None]:
         """Hand out events in order into `keys`, `seqs`, `bodies` (up to `limit` in all, the batch's bytes
-        `size` so far up to `max_bytes`, at least one); returns the new size, and the error of `load` (which
-        reads a group's bodies) if it failed: then what was handed out before that group is kept."""
+        `size` so far up to `max_bytes`, at least one unless the batch already holds `taken` events from
+        elsewhere); returns the new size, and the error of `load` (which reads a group's bodies) if it
+        failed: then what was handed out before that group is kept."""
         for group in list(self.groups.values()):  # (`load` may take a finished write in: groups join)
             if len(keys) >= limit:
                 break
@@ -198,7 +199,7 @@ class GroupQueue:
                 else:
                     fits = group.fitting(i, stop, max_bytes - size)  # i..fits-1 fit
                     if fits <= i:
-                        if keys:
+                        if keys or taken:
                             full = True
                             break
                         fits = i + 1  # a batch holds at least one event
@@ -376,7 +377,7 @@ class Fresh:
         return bytearray(map(self.state.__getitem__, self.positions[start:stop]))
 
     def take(self, limit: int, max_bytes: int, size: int, keys: list[int], seqs: list[int],
-             bodies: list[bytes]) -> tuple[int, bool]:
+             bodies: list[bytes], taken: int = 0) -> tuple[int, bool]:
         """Hand out queued rows in order (as `GroupQueue.take`); returns the batch's new size and whether
         it is full (a row did not fit)."""
         i = self.lo
@@ -392,7 +393,7 @@ class Fresh:
             if size + added > max_bytes:
                 fits, added = i, 0
                 for body in part:
-                    if (keys or fits > i) and size + added + len(body) + 1 > max_bytes:
+                    if (keys or taken or fits > i) and size + added + len(body) + 1 > max_bytes:
                         break
                     added += len(body) + 1
                     fits += 1
