@@ -23,9 +23,10 @@ import stat
 from array import array
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import repeat, starmap
 from operator import neg
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ from openmonetize.lib.spool_format import (
 from openmonetize.lib.spool_format import code as _code
 from openmonetize.lib.spool_format import has_table as _has_table
 from openmonetize.lib.spool_format import is_corrupt as _is_corrupt
-from openmonetize.lib.spool_queue import DONE, OUT, DiskKey, Fresh, Group, GroupQueue, disk_key
+from openmonetize.lib.spool_queue import DONE, OUT, DiskKey, Fresh, Group, GroupQueue, disk_key, done_indexes
 from openmonetize.lib.spool_writer import RANGES_PER_STATEMENT, RECLAIM_BYTES, WriteJob, Writer, give_space_back, write
 
 logger = logging.getLogger("openmonetize")
@@ -513,8 +514,7 @@ class SpoolBuffer(MemoryBuffer):
     def _stage(self) -> Fresh | None:
         """The events to write at this commit: those taken from the intake (`_fresh`) and the rest of it."""
         fresh, self._fresh = self._fresh, None
-        pop = self.intake.popleft
-        rows: list[Entry] = [pop() for _ in range(len(self.intake))]  # (callers only append meanwhile)
+        rows: list[Entry] = list(starmap(self.intake.popleft, repeat((), len(self.intake))))  # (callers only append)
         if rows:
             if fresh is None:
                 fresh = Fresh(self._next_fresh)
@@ -528,15 +528,16 @@ class SpoolBuffer(MemoryBuffer):
         the events in flight stay out (`_placed` maps their batches' keys to the disk's); those resolved
         are recorded at the next commit."""
         seqs, bodies = job.seqs, job.bodies  # (split by the writer)
+        states = fresh.written_states()
         for (a, b), row_id in zip(job.cuts, job.ids, strict=True):
-            state = fresh.states(a, b)
+            state = states[a:b]
             group = self._queue.add(row_id, seqs[a:b] if cache else array("q", seqs[a:b]),
                                     bodies[a:b] if cache else None, state=state)
             if group.n_done:  # resolved while it was written
                 if group.n_done == group.size:
                     self._pending.setdefault(row_id, set())
                 else:
-                    self._pending.setdefault(row_id, set()).update(i for i, st in enumerate(state) if st == DONE)
+                    self._pending.setdefault(row_id, set()).update(done_indexes(state))
         fresh.place(job.cuts, job.ids)
         if fresh.n_out:
             self._placed.append(fresh)
@@ -728,8 +729,7 @@ class SpoolBuffer(MemoryBuffer):
                 return size, full
         count = min(limit - len(keys), len(self.intake))
         if count > 0:
-            pop = self.intake.popleft
-            rows: list[Entry] = [pop() for _ in range(count)]
+            rows: list[Entry] = list(starmap(self.intake.popleft, repeat((), count)))
             if self._fresh is None:
                 self._fresh = Fresh(self._next_fresh)
             self._fresh.extend(rows)
@@ -761,7 +761,7 @@ class SpoolBuffer(MemoryBuffer):
             raise sqlite3.DatabaseError(f"spool row {row_id} is missing (database disk image is malformed)")
         return split(*row)
 
-    def _on_disk(self, keys: list[Any]) -> tuple[list[DiskKey], list[int], list[tuple[Fresh, list[int]]]]:
+    def _on_disk(self, keys: list[Any]) -> tuple[list[DiskKey], list[int], list[tuple[Fresh, Sequence[int]]]]:
         """The batch's keys as (on disk, numbers of rows held in memory, numbers of rows taken from the
         intake by the `Fresh` that holds them): rows in memory written while in flight are on disk."""
         if not keys or min(keys) >= 0:
@@ -769,8 +769,15 @@ class SpoolBuffer(MemoryBuffer):
         # (take's order: events on disk, then held, then not yet written; checked, else key by key)
         cut = bisect_left(keys, True, key=_in_memory)
         if cut == 0 or keys[cut - 1] >= 0:
-            numbers = list(map(neg, keys[cut:]))
-            if max(keys[cut:]) < 0 and (cut == 0 or min(keys[:cut]) >= 0) and numbers == sorted(numbers):
+            first, count = -keys[cut], len(keys) - cut
+            numbers: Sequence[int]
+            if first > 0 and keys[-1] == -(first + count - 1) \
+                    and keys[cut:] == list(range(-first, -(first + count), -1)):
+                numbers = range(first, first + count)  # (one run: the common case, checked in C)
+            else:
+                numbers = list(map(neg, keys[cut:]))
+            if (isinstance(numbers, range) or (max(keys[cut:]) < 0 and numbers == sorted(numbers))) \
+                    and (cut == 0 or min(keys[:cut]) >= 0):
                 unwritten = self._by_fresh(numbers)
                 if unwritten is not None:
                     return keys[:cut], [], unwritten
@@ -798,9 +805,9 @@ class SpoolBuffer(MemoryBuffer):
                 return fresh
         return None
 
-    def _by_fresh(self, numbers: list[int]) -> list[tuple[Fresh, list[int]]] | None:
+    def _by_fresh(self, numbers: Sequence[int]) -> list[tuple[Fresh, Sequence[int]]] | None:
         """Sorted numbers of rows taken from the intake, by the `Fresh` that holds them; None unless all are."""
-        out: list[tuple[Fresh, list[int]]] = []
+        out: list[tuple[Fresh, Sequence[int]]] = []
         covered = 0
         for fresh in self._live_fresh():
             a = bisect_left(numbers, fresh.base)
@@ -810,7 +817,7 @@ class SpoolBuffer(MemoryBuffer):
                 covered += b - a
         return out if covered == len(numbers) else None
 
-    def _settle_fresh(self, unwritten: list[tuple[Fresh, list[int]]], *, give_back: bool) -> list[DiskKey]:
+    def _settle_fresh(self, unwritten: list[tuple[Fresh, Sequence[int]]], *, give_back: bool) -> list[DiskKey]:
         """Resolve (or give back) rows taken from the intake; the disk's keys of those written meanwhile,
         to resolve or give back there."""
         disk: list[DiskKey] = []

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 
-from openmonetize.lib.spool_format import PAGE_SIZE, cut, group_row, insert_groups, insert_ranges, transaction
+from openmonetize.lib.spool_format import PAGE_SIZE, cut_lengths, group_rows, insert_groups, insert_ranges, transaction
 
 logger = logging.getLogger("openmonetize")
 
@@ -62,21 +62,28 @@ class WriteJob:
             self.cuts, self.ids, self.error = [], [], sqlite3.OperationalError(f"spool writer: {exc!r}")
 
 
-def write(db: sqlite3.Connection, job: WriteJob) -> None:
-    """The job's writes, in one transaction (BEGIN IMMEDIATE ... COMMIT)."""
+def group_params(job: WriteJob) -> list[tuple[int, bytes, int, bytes, bytes]]:
+    """Split the job's rows (`seqs`, `bodies`, reused by the owner), cut them into groups (`cuts`), and
+    return each group's columns (`spool_format.group_rows`)."""
     seqs = job.seqs = list(map(itemgetter(0), job.rows))
     bodies = job.bodies = list(map(itemgetter(1), job.rows))
-    job.cuts = cut(bodies)
+    lengths = list(map(len, bodies))
+    job.cuts = cut_lengths(lengths)
+    return group_rows(seqs, bodies, lengths, job.cuts)
+
+
+def write(db: sqlite3.Connection, job: WriteJob) -> None:
+    """The job's writes, in one transaction (BEGIN IMMEDIATE ... COMMIT)."""
+    groups = group_params(job)
     ids: list[int] = []
     with transaction(db):
         values = [v for resolved in job.ranges for v in resolved]
         for start in range(0, len(values), 3 * RANGES_PER_STATEMENT):
             part = values[start:start + 3 * RANGES_PER_STATEMENT]
             db.execute(insert_ranges(len(part) // 3), part)
-        for start in range(0, len(job.cuts), _GROUPS_PER_STATEMENT):
-            chunk = job.cuts[start:start + _GROUPS_PER_STATEMENT]
-            last = int(db.execute(insert_groups(len(chunk)), [
-                v for a, b in chunk for v in group_row(seqs[a:b], bodies[a:b])]).lastrowid or 0)
+        for start in range(0, len(groups), _GROUPS_PER_STATEMENT):
+            chunk = groups[start:start + _GROUPS_PER_STATEMENT]
+            last = int(db.execute(insert_groups(len(chunk)), [v for group in chunk for v in group]).lastrowid or 0)
             ids += range(last - len(chunk) + 1, last + 1)  # (AUTOINCREMENT, one writer: consecutive ids)
     job.ids = ids
 
