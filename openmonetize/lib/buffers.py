@@ -303,6 +303,7 @@ class SpoolBuffer(MemoryBuffer):
         self._next_fresh = _FRESH_NUMBERS
         self._dead = 0
         self._freed = 0  # groups deleted (about a page each) since the free space was last looked at
+        self._reclaiming = False  # space is being given back, step by step (see give_space_back)
         self._fault: str | None = None  # the current episode's cause, reported once
         self._adopted_once = False
         self._progress: dict[Path, _Progress] = {}  # what was copied from an orphan not yet removed
@@ -478,13 +479,14 @@ class SpoolBuffer(MemoryBuffer):
             fresh = self._stage()
             rows = fresh.unresolved() if fresh is not None else []
             resolved, self._pending = self._pending, {}
-            if rows or resolved:
+            if rows or resolved or self._reclaim_due():  # (free space left over: given back step by step)
                 if self._writer is None:
                     self._writer = Writer(self._db, self._notify)
                 self._job_resolved = resolved
                 self._writing = fresh if rows else None
                 ranges_done = self._resolution_rows(resolved)
-                self._job = self._writer.submit(WriteJob(rows, ranges_done, reclaim=self._reclaim_due()))
+                self._job = self._writer.submit(WriteJob(rows, ranges_done, reclaim=self._reclaim_due(),
+                                                         resume=self._reclaiming))
             return
         self._record_pending()
         self._commit_intake()
@@ -508,6 +510,8 @@ class SpoolBuffer(MemoryBuffer):
             return
         if fresh is not None:
             self._place(fresh, job, cache=True)
+        if job.reclaim:
+            self._reclaiming = not job.reclaimed
         if job.reclaimed:
             self._freed = 0
 
@@ -553,17 +557,21 @@ class SpoolBuffer(MemoryBuffer):
                     self._held_reserved.add(number)
 
     def _reclaim_due(self) -> bool:
-        """Whether to look at the free space: after enough was deleted, or when everything was delivered."""
+        """Whether to look at the free space: after enough was deleted, when everything was delivered, or
+        to go on giving it back."""
         enough = self._freed * PAGE_SIZE >= RECLAIM_BYTES
-        return self._fault is None and (enough or bool(self._freed and not self.stored))
+        return self._fault is None and (enough or self._reclaiming or bool(self._freed and not self.stored))
 
     def _maybe_give_space_back(self) -> None:
         if self._reclaim_due():
             try:
-                if give_space_back(self._require_db()):
+                done = give_space_back(self._require_db(), resume=self._reclaiming)
+                self._reclaiming = not done
+                if done:
                     self._freed = 0
             except sqlite3.Error as exc:  # space not given back is no fault of delivery: tried again later
                 self._freed = 0
+                self._reclaiming = False
                 logger.debug("openmonetize: could not give back the spool's free space: %s", exc)
 
     def _record_pending(self) -> None:
