@@ -136,7 +136,7 @@ class MemoryBuffer:
     def stored(self) -> int:
         return 0
 
-    def commit(self, due: bool = True) -> None:
+    def commit(self, due: bool = True, *, young: bool = True) -> None:
         pass
 
     def pace(self, notify: Callable[[], None]) -> None:
@@ -291,6 +291,8 @@ class SpoolBuffer(MemoryBuffer):
         self._job: WriteJob | None = None  # handed to the writer, not yet collected
         self._job_resolved: dict[int, set[int]] = {}  # what the job records as resolved
         self._owed = False  # a commit was due while the writer was busy
+        self._owed_all = False  # ... and one of them was to write the young events too
+        self._marks = (0, 0)  # what `_received` was at the last two due commits
         self._pending: dict[int, set[int]] = {}  # resolved, to record at the next due commit (paced)
         self._unsaved: dict[int, set[int]] = {}  # resolved in memory, the disk refused to record them
         self._held: dict[int, Entry] = {}  # rows the disk refused, by a counter (their key is its negative)
@@ -461,22 +463,32 @@ class SpoolBuffer(MemoryBuffer):
         self.paced = True
         self._notify = notify
 
-    def commit(self, due: bool = True) -> None:
+    def commit(self, due: bool = True, *, young: bool = True) -> None:
         """Group commit: everything tracked since the last one, and what was resolved since (paced), in
         one transaction; nothing when not `due`. Paced, the writer thread runs it (collected at a later
         call); else it runs here. Never raises for the disk: what it refuses stays in memory, in order,
-        and is retried at every later commit."""
+        and is retried at every later commit.
+
+        Not `young` (a delivery loop's periodic commit, due every half commit interval), a healthy paced
+        spool writes only the events tracked before the previous due commit: those tracked since are at most
+        half an interval old, and stay in memory (handed out, perhaps acknowledged) for the next one, when
+        they are at most a whole interval old: so each event has at least half an interval to be acknowledged
+        before its write, and none waits longer than before for it."""
         if not self._adopted_once:  # a dispatcher that never asks still delivers what dead processes left
             self.adopt_orphans()
+        if due:
+            self._marks = (self._marks[1], self._received())
+            self._owed_all = self._owed_all or young
         self._owed = self._owed or due
         if self._job is not None and self._job.done.is_set():
             self._settle()
         if not self._owed or self._job is not None:
             return  # (not due; or the writer still writes the last one: this one follows when it is done)
         self._owed = False
+        everything, self._owed_all = self._owed_all, False
         if self.paced and self._db is not None and self._schema_ready and self._fault is None \
                 and not self._held and not self._unsaved:
-            fresh = self._stage()
+            fresh = self._stage(None if everything else self._marks[0])
             rows = fresh.unresolved() if fresh is not None else []
             resolved, self._pending = self._pending, {}
             if rows or resolved or self._reclaim_due():  # (free space left over: given back step by step)
@@ -515,8 +527,14 @@ class SpoolBuffer(MemoryBuffer):
         if job.reclaimed:
             self._freed = 0
 
-    def _stage(self) -> Fresh | None:
-        """The events to write at this commit: those taken from the intake (`_fresh`) and the rest of it."""
+    def _received(self) -> int:
+        """The number the next event taken from the intake will get (see `Fresh`), plus the intake's."""
+        fresh = self._fresh
+        return (fresh.base + len(fresh) if fresh is not None else self._next_fresh) + len(self.intake)
+
+    def _stage(self, before: int | None = None) -> Fresh | None:
+        """The events to write at this commit: those taken from the intake (`_fresh`) and the rest of it;
+        only those numbered below `before` if given (the others stay in `_fresh`)."""
         fresh, self._fresh = self._fresh, None
         rows: list[Entry] = list(starmap(self.intake.popleft, repeat((), len(self.intake))))  # (callers only append)
         if rows:
@@ -525,6 +543,10 @@ class SpoolBuffer(MemoryBuffer):
             fresh.extend(rows)
         if fresh is not None:
             self._next_fresh = fresh.base + len(fresh)
+            if before is not None and before < self._next_fresh:
+                self._fresh = fresh.split(max(0, before - fresh.base))
+                if not len(fresh):
+                    return None
         return fresh
 
     def _place(self, fresh: Fresh, job: WriteJob, *, cache: bool) -> None:

@@ -376,6 +376,18 @@ class Fresh:
         self.rows += rows
         self.state += bytes(len(rows))
 
+    def split(self, at: int) -> Fresh:
+        """Keep the rows before `at`; the rest, with their states, as a new `Fresh` (never written yet)."""
+        assert self.ids is None and self.positions is None
+        young = Fresh(self.base + at)
+        young.rows, self.rows = self.rows[at:], self.rows[:at]
+        young.state, self.state = self.state[at:], self.state[:at]
+        for part in (self, young):
+            part.n_out = part.state.count(OUT)
+            part.n_done = part.state.count(DONE)
+        young.lo, self.lo = max(0, self.lo - at), min(self.lo, at)
+        return young
+
     def low(self) -> float:
         """The lowest seq not resolved (the rows are in tracking order)."""
         first = min((i for i in (self.state.find(QUEUED), self.state.find(OUT)) if i >= 0), default=-1)
