@@ -252,16 +252,17 @@ class SpoolBuffer(MemoryBuffer):
     (`spool_queue`); the resolved part of a group that stays is recorded (`events_done`), so that nothing
     recorded as resolved is queued again after a crash; a dead letter is recorded in its own transaction.
 
-    Paced by a delivery loop (`pace`: it says at each `commit` whether one is `due`: every commit interval,
-    at a flush, at shutdown), tracked events are written at due commits only, with the events resolved
-    meanwhile, in one transaction run by a writer thread (`spool_writer`): the delivery thread never waits
-    on SQLite in the steady state. An event is on disk within a commit interval (and that write) of being
-    tracked unless it was resolved before: paced, events are handed out from the intake at once, before
-    their write (`Fresh`), and a commit writes those not yet resolved (in flight or not), so an event
-    acknowledged or dead-lettered before its commit is never written to `events` (a dead letter is written
-    to `dead_letters` at once, as always); an acknowledged event that a crash leaves unrecorded is sent
-    again (with its id: the service deduplicates it). Driven directly (not paced), every call writes at
-    once, on the caller's thread, and events are handed out once written.
+    Paced by a delivery loop (`pace`: it says at each `commit` whether one is `due`: every half commit
+    interval, writing what was tracked before the previous one; at a flush and at shutdown, everything),
+    tracked events are written at due commits only, with the events resolved meanwhile, in one
+    transaction run by a writer thread (`spool_writer`): the delivery thread never waits on SQLite in the
+    steady state. An event is on disk within a commit interval (and that write) of being tracked unless it
+    was resolved before: paced, events are handed out from the intake at once, before their write
+    (`Fresh`) and before the backlog on disk, and a commit writes those not yet resolved (in flight or
+    not), so an event acknowledged or dead-lettered before its commit is never written to `events` (a dead
+    letter is written to `dead_letters` at once, as always); an acknowledged event that a crash leaves
+    unrecorded is sent again (with its id: the service deduplicates it). Driven directly (not paced),
+    every call writes at once, on the caller's thread, and events are handed out once written.
 
     The file gives its space back while the client runs: it is created with `auto_vacuum=INCREMENTAL`, and
     once deliveries have freed half of it, free pages are returned to the file system and the WAL is
@@ -689,7 +690,8 @@ class SpoolBuffer(MemoryBuffer):
 
     def take(self, limit: int, max_bytes: int) -> Batch | None:
         """Up to `limit` events, at most `max_bytes` (at least one): rows on disk first, then rows the disk
-        refused (held in memory), each in order. Taken rows are not handed out again until given back."""
+        refused (held in memory), each in order; a healthy paced spool hands out the events not yet written
+        first (`_take_unstaged_first`). Taken rows are not handed out again until given back."""
         keys: list[Any] = []
         seqs: list[int] = []
         bodies: list[bytes] = []
@@ -715,8 +717,6 @@ class SpoolBuffer(MemoryBuffer):
                 if len(keys) == limit:
                     break
             self._held_reserved.update(taken)
-        if len(keys) < limit and not (keys and size >= max_bytes) and self._hands_out_fresh():
-            size = self._take_fresh(limit, max_bytes, size, keys, seqs, bodies)
         if not keys:
             return None
         return Batch(bodies, seqs, keys)
@@ -765,24 +765,6 @@ class SpoolBuffer(MemoryBuffer):
             self._fresh.extend(rows)
             size, full = self._fresh.take(limit, max_bytes, size, keys, seqs, bodies)
         return size, full
-
-    def _take_fresh(self, limit: int, max_bytes: int, size: int, keys: list[Any], seqs: list[int],
-                    bodies: list[bytes]) -> int:
-        """Hand out events not yet written: those being written, those taken before, then the intake's."""
-        for fresh in (self._writing, self._fresh):
-            if fresh is not None and fresh.available:
-                size, full = fresh.take(limit, max_bytes, size, keys, seqs, bodies)
-                if full or len(keys) >= limit:
-                    return size
-        count = min(limit - len(keys), len(self.intake))
-        if count > 0:
-            pop = self.intake.popleft
-            rows: list[Entry] = [pop() for _ in range(count)]
-            if self._fresh is None:
-                self._fresh = Fresh(self._next_fresh)
-            self._fresh.extend(rows)
-            size, _ = self._fresh.take(limit, max_bytes, size, keys, seqs, bodies)
-        return size
 
     def _load(self, row_id: int) -> list[bytes]:
         self._settle()  # (the connection is the writer's until then)
