@@ -6,7 +6,8 @@
 
 1. caller cost per `track_token_usage` call, the delivery threads running: the caller thread's CPU
    (`time.thread_time`) and the wall time per call (which adds the waits for the GIL);
-2. events/s from the first call to an acknowledged flush (`--throughput` events per round);
+2. events/s from the first call to an acknowledged flush (`--throughput` events per round), and the share
+   of the spool's tracked events it wrote to disk (the others were acknowledged before their commit);
 3. the spool file's size on disk (database + WAL) while `--events` events are tracked and delivered, then
    right after the acknowledged flush and a second later, the client still running (goal: < 10 MB);
 4. giving a file's free space back once half or all of its events are delivered: the spool's way
@@ -22,6 +23,7 @@ import argparse
 import contextlib
 import json
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -94,6 +96,23 @@ def thread_cpu() -> dict[str, float]:
             name = names.get(int(tid), "other")
             out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
+
+
+def count_written() -> list[int]:
+    """A counter of the events the spool writes to disk: around `spool_writer.write`, which every write of
+    events goes through (the writer thread's, and the delivery thread's when it writes itself)."""
+    from openmonetize.lib import buffers, spool_writer
+
+    counter = [0]
+    original = spool_writer.write
+
+    def write(db: sqlite3.Connection, job: spool_writer.WriteJob) -> None:
+        counter[0] += len(job.rows)
+        original(db, job)
+
+    for module in (spool_writer, buffers):  # (buffers imports it by name)
+        setattr(module, "write", write)  # noqa: B010
+    return counter
 
 
 def throughput(runs: dict[str, tuple[Callable[[int], object], Callable[..., bool]]], url: str, events: int,
@@ -186,7 +205,9 @@ def main() -> None:
             spool = Path(spool_dir)
             runs = make_clients(url, spool)
             cost = caller_cost(runs, args.calls, args.rounds)
+            written = count_written()
             rates, cpu = throughput(runs, url, args.throughput, args.rounds)
+            written_share = written[0] / (args.throughput * args.rounds)
             size = file_size(*runs["spool"], spool, args.events) if args.events else None
     finally:
         sink.terminate()
@@ -203,6 +224,7 @@ def main() -> None:
     for name, (rate, share) in rates.items():
         print(f"   {name:<7} {rate:10,.0f} events/s   delivered {share:.1%}")
     print(f"   ratio spool/memory {rates['spool'][0] / rates['memory'][0]:.2f}  (goal >= 0.9)")
+    print(f"   spool: {written_share:.0%} of the events tracked were written to disk (all rounds)")
     print("   CPU per event by thread, us (all rounds; includes the other client's idle threads):")
     for name, threads in cpu.items():
         shown = ", ".join(f"{t.removeprefix('openmonetize-')} {us:.2f}" for t, us in sorted(threads.items())

@@ -23,9 +23,10 @@ import stat
 from array import array
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import repeat, starmap
 from operator import neg
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ from openmonetize.lib.spool_format import (
 from openmonetize.lib.spool_format import code as _code
 from openmonetize.lib.spool_format import has_table as _has_table
 from openmonetize.lib.spool_format import is_corrupt as _is_corrupt
-from openmonetize.lib.spool_queue import DONE, OUT, DiskKey, Fresh, Group, GroupQueue, disk_key
+from openmonetize.lib.spool_queue import DONE, OUT, DiskKey, Fresh, Group, GroupQueue, disk_key, done_indexes
 from openmonetize.lib.spool_writer import RANGES_PER_STATEMENT, RECLAIM_BYTES, WriteJob, Writer, give_space_back, write
 
 logger = logging.getLogger("openmonetize")
@@ -135,7 +136,7 @@ class MemoryBuffer:
     def stored(self) -> int:
         return 0
 
-    def commit(self, due: bool = True) -> None:
+    def commit(self, due: bool = True, *, young: bool = True) -> None:
         pass
 
     def pace(self, notify: Callable[[], None]) -> None:
@@ -251,16 +252,17 @@ class SpoolBuffer(MemoryBuffer):
     (`spool_queue`); the resolved part of a group that stays is recorded (`events_done`), so that nothing
     recorded as resolved is queued again after a crash; a dead letter is recorded in its own transaction.
 
-    Paced by a delivery loop (`pace`: it says at each `commit` whether one is `due`: every commit interval,
-    at a flush, at shutdown), tracked events are written at due commits only, with the events resolved
-    meanwhile, in one transaction run by a writer thread (`spool_writer`): the delivery thread never waits
-    on SQLite in the steady state. An event is on disk within a commit interval (and that write) of being
-    tracked unless it was resolved before: paced, events are handed out from the intake at once, before
-    their write (`Fresh`), and a commit writes those not yet resolved (in flight or not), so an event
-    acknowledged or dead-lettered before its commit is never written to `events` (a dead letter is written
-    to `dead_letters` at once, as always); an acknowledged event that a crash leaves unrecorded is sent
-    again (with its id: the service deduplicates it). Driven directly (not paced), every call writes at
-    once, on the caller's thread, and events are handed out once written.
+    Paced by a delivery loop (`pace`: it says at each `commit` whether one is `due`: every half commit
+    interval, writing what was tracked before the previous one; at a flush and at shutdown, everything),
+    tracked events are written at due commits only, with the events resolved meanwhile, in one
+    transaction run by a writer thread (`spool_writer`): the delivery thread never waits on SQLite in the
+    steady state. An event is on disk within a commit interval (and that write) of being tracked unless it
+    was resolved before: paced, events are handed out from the intake at once, before their write
+    (`Fresh`) and before the backlog on disk, and a commit writes those not yet resolved (in flight or
+    not), so an event acknowledged or dead-lettered before its commit is never written to `events` (a dead
+    letter is written to `dead_letters` at once, as always); an acknowledged event that a crash leaves
+    unrecorded is sent again (with its id: the service deduplicates it). Driven directly (not paced),
+    every call writes at once, on the caller's thread, and events are handed out once written.
 
     The file gives its space back while the client runs: it is created with `auto_vacuum=INCREMENTAL`, and
     once deliveries have freed half of it, free pages are returned to the file system and the WAL is
@@ -290,6 +292,8 @@ class SpoolBuffer(MemoryBuffer):
         self._job: WriteJob | None = None  # handed to the writer, not yet collected
         self._job_resolved: dict[int, set[int]] = {}  # what the job records as resolved
         self._owed = False  # a commit was due while the writer was busy
+        self._owed_all = False  # ... and one of them was to write the young events too
+        self._marks = (0, 0)  # what `_received` was at the last two due commits
         self._pending: dict[int, set[int]] = {}  # resolved, to record at the next due commit (paced)
         self._unsaved: dict[int, set[int]] = {}  # resolved in memory, the disk refused to record them
         self._held: dict[int, Entry] = {}  # rows the disk refused, by a counter (their key is its negative)
@@ -302,6 +306,7 @@ class SpoolBuffer(MemoryBuffer):
         self._next_fresh = _FRESH_NUMBERS
         self._dead = 0
         self._freed = 0  # groups deleted (about a page each) since the free space was last looked at
+        self._reclaiming = False  # space is being given back, step by step (see give_space_back)
         self._fault: str | None = None  # the current episode's cause, reported once
         self._adopted_once = False
         self._progress: dict[Path, _Progress] = {}  # what was copied from an orphan not yet removed
@@ -353,6 +358,10 @@ class SpoolBuffer(MemoryBuffer):
         if self._schema_ready:
             return
         db = self._require_db()
+        # (a connection's setting) Debian's and Ubuntu's SQLite overwrite every page a delete frees with zeros
+        # (SECURE_DELETE): a second 16 KB write, to the WAL then the file, for each group delivered. FAST
+        # zeroes what it can without more I/O, as most builds' default (OFF) would not.
+        db.execute("PRAGMA secure_delete=FAST")
         # (both take effect in a file with no tables yet: ours is new)
         db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a group is one leaf page: no overflow chains
         db.execute("PRAGMA auto_vacuum=INCREMENTAL")
@@ -455,31 +464,42 @@ class SpoolBuffer(MemoryBuffer):
         self.paced = True
         self._notify = notify
 
-    def commit(self, due: bool = True) -> None:
+    def commit(self, due: bool = True, *, young: bool = True) -> None:
         """Group commit: everything tracked since the last one, and what was resolved since (paced), in
         one transaction; nothing when not `due`. Paced, the writer thread runs it (collected at a later
         call); else it runs here. Never raises for the disk: what it refuses stays in memory, in order,
-        and is retried at every later commit."""
+        and is retried at every later commit.
+
+        Not `young` (a delivery loop's periodic commit, due every half commit interval), a healthy paced
+        spool writes only the events tracked before the previous due commit: those tracked since are at most
+        half an interval old, and stay in memory (handed out, perhaps acknowledged) for the next one, when
+        they are at most a whole interval old: so each event has at least half an interval to be acknowledged
+        before its write, and none waits longer than before for it."""
         if not self._adopted_once:  # a dispatcher that never asks still delivers what dead processes left
             self.adopt_orphans()
+        if due:
+            self._marks = (self._marks[1], self._received())
+            self._owed_all = self._owed_all or young
         self._owed = self._owed or due
         if self._job is not None and self._job.done.is_set():
             self._settle()
         if not self._owed or self._job is not None:
             return  # (not due; or the writer still writes the last one: this one follows when it is done)
         self._owed = False
+        everything, self._owed_all = self._owed_all, False
         if self.paced and self._db is not None and self._schema_ready and self._fault is None \
                 and not self._held and not self._unsaved:
-            fresh = self._stage()
+            fresh = self._stage(None if everything else self._marks[0])
             rows = fresh.unresolved() if fresh is not None else []
             resolved, self._pending = self._pending, {}
-            if rows or resolved:
+            if rows or resolved or self._reclaim_due():  # (free space left over: given back step by step)
                 if self._writer is None:
                     self._writer = Writer(self._db, self._notify)
                 self._job_resolved = resolved
                 self._writing = fresh if rows else None
                 ranges_done = self._resolution_rows(resolved)
-                self._job = self._writer.submit(WriteJob(rows, ranges_done, reclaim=self._reclaim_due()))
+                self._job = self._writer.submit(WriteJob(rows, ranges_done, reclaim=self._reclaim_due(),
+                                                         resume=self._reclaiming))
             return
         self._record_pending()
         self._commit_intake()
@@ -503,20 +523,31 @@ class SpoolBuffer(MemoryBuffer):
             return
         if fresh is not None:
             self._place(fresh, job, cache=True)
+        if job.reclaim:
+            self._reclaiming = not job.reclaimed
         if job.reclaimed:
             self._freed = 0
 
-    def _stage(self) -> Fresh | None:
-        """The events to write at this commit: those taken from the intake (`_fresh`) and the rest of it."""
+    def _received(self) -> int:
+        """The number the next event taken from the intake will get (see `Fresh`), plus the intake's."""
+        fresh = self._fresh
+        return (fresh.base + len(fresh) if fresh is not None else self._next_fresh) + len(self.intake)
+
+    def _stage(self, before: int | None = None) -> Fresh | None:
+        """The events to write at this commit: those taken from the intake (`_fresh`) and the rest of it;
+        only those numbered below `before` if given (the others stay in `_fresh`)."""
         fresh, self._fresh = self._fresh, None
-        pop = self.intake.popleft
-        rows: list[Entry] = [pop() for _ in range(len(self.intake))]  # (callers only append meanwhile)
+        rows: list[Entry] = list(starmap(self.intake.popleft, repeat((), len(self.intake))))  # (callers only append)
         if rows:
             if fresh is None:
                 fresh = Fresh(self._next_fresh)
             fresh.extend(rows)
         if fresh is not None:
             self._next_fresh = fresh.base + len(fresh)
+            if before is not None and before < self._next_fresh:
+                self._fresh = fresh.split(max(0, before - fresh.base))
+                if not len(fresh):
+                    return None
         return fresh
 
     def _place(self, fresh: Fresh, job: WriteJob, *, cache: bool) -> None:
@@ -524,15 +555,16 @@ class SpoolBuffer(MemoryBuffer):
         the events in flight stay out (`_placed` maps their batches' keys to the disk's); those resolved
         are recorded at the next commit."""
         seqs, bodies = job.seqs, job.bodies  # (split by the writer)
+        states = fresh.written_states()
         for (a, b), row_id in zip(job.cuts, job.ids, strict=True):
-            state = fresh.states(a, b)
+            state = states[a:b]
             group = self._queue.add(row_id, seqs[a:b] if cache else array("q", seqs[a:b]),
                                     bodies[a:b] if cache else None, state=state)
             if group.n_done:  # resolved while it was written
                 if group.n_done == group.size:
                     self._pending.setdefault(row_id, set())
                 else:
-                    self._pending.setdefault(row_id, set()).update(i for i, st in enumerate(state) if st == DONE)
+                    self._pending.setdefault(row_id, set()).update(done_indexes(state))
         fresh.place(job.cuts, job.ids)
         if fresh.n_out:
             self._placed.append(fresh)
@@ -548,17 +580,21 @@ class SpoolBuffer(MemoryBuffer):
                     self._held_reserved.add(number)
 
     def _reclaim_due(self) -> bool:
-        """Whether to look at the free space: after enough was deleted, or when everything was delivered."""
+        """Whether to look at the free space: after enough was deleted, when everything was delivered, or
+        to go on giving it back."""
         enough = self._freed * PAGE_SIZE >= RECLAIM_BYTES
-        return self._fault is None and (enough or bool(self._freed and not self.stored))
+        return self._fault is None and (enough or self._reclaiming or bool(self._freed and not self.stored))
 
     def _maybe_give_space_back(self) -> None:
         if self._reclaim_due():
             try:
-                if give_space_back(self._require_db()):
+                done = give_space_back(self._require_db(), resume=self._reclaiming)
+                self._reclaiming = not done
+                if done:
                     self._freed = 0
             except sqlite3.Error as exc:  # space not given back is no fault of delivery: tried again later
                 self._freed = 0
+                self._reclaiming = False
                 logger.debug("openmonetize: could not give back the spool's free space: %s", exc)
 
     def _record_pending(self) -> None:
@@ -654,11 +690,14 @@ class SpoolBuffer(MemoryBuffer):
 
     def take(self, limit: int, max_bytes: int) -> Batch | None:
         """Up to `limit` events, at most `max_bytes` (at least one): rows on disk first, then rows the disk
-        refused (held in memory), each in order. Taken rows are not handed out again until given back."""
+        refused (held in memory), each in order; a healthy paced spool hands out the events not yet written
+        first (`_take_unstaged_first`). Taken rows are not handed out again until given back."""
         keys: list[Any] = []
         seqs: list[int] = []
         bodies: list[bytes] = []
         size = 0
+        if self._hands_out_fresh():
+            return self._take_unstaged_first(limit, max_bytes)
         if self._queue.queued > self._queue.out:
             size, error = self._queue.take(limit, max_bytes, size, self._load, keys, seqs, bodies)
             if error is not None:
@@ -678,29 +717,54 @@ class SpoolBuffer(MemoryBuffer):
                 if len(keys) == limit:
                     break
             self._held_reserved.update(taken)
-        if len(keys) < limit and not (keys and size >= max_bytes) and self._hands_out_fresh():
-            size = self._take_fresh(limit, max_bytes, size, keys, seqs, bodies)
         if not keys:
             return None
         return Batch(bodies, seqs, keys)
 
-    def _take_fresh(self, limit: int, max_bytes: int, size: int, keys: list[Any], seqs: list[int],
-                    bodies: list[bytes]) -> int:
-        """Hand out events not yet written: those being written, those taken before, then the intake's."""
-        for fresh in (self._writing, self._fresh):
-            if fresh is not None and fresh.available:
-                size, full = fresh.take(limit, max_bytes, size, keys, seqs, bodies)
-                if full or len(keys) >= limit:
-                    return size
+    def _take_unstaged_first(self, limit: int, max_bytes: int) -> Batch | None:
+        """A healthy paced spool's `take`: events not yet staged for a write first (`_fresh`, then the
+        intake's), since one acknowledged before the next commit is never written; then the rows on disk
+        (or being written). In the batch, the disk's come first (the order `_on_disk` reads)."""
+        keys: list[Any] = []
+        seqs: list[int] = []
+        bodies: list[bytes] = []
+        size, full = self._take_unstaged(limit, max_bytes, 0, keys, seqs, bodies)
+        if full or len(keys) >= limit:
+            return Batch(bodies, seqs, keys)
+        old_keys: list[Any] = []
+        old_seqs: list[int] = []
+        old_bodies: list[bytes] = []
+        room = limit - len(keys)
+        if self._queue.queued > self._queue.out:
+            size, error = self._queue.take(room, max_bytes, size, self._load, old_keys, old_seqs, old_bodies,
+                                           len(keys))
+            if error is not None:
+                self._failed(error if isinstance(error, sqlite3.Error) else sqlite3.DatabaseError(str(error)))
+        writing = self._writing
+        if writing is not None and writing.available and len(old_keys) < room \
+                and not ((keys or old_keys) and size >= max_bytes):
+            size, _ = writing.take(room, max_bytes, size, old_keys, old_seqs, old_bodies, len(keys))
+        if not old_keys:
+            return Batch(bodies, seqs, keys) if keys else None
+        return Batch(old_bodies + bodies, old_seqs + seqs, old_keys + keys)
+
+    def _take_unstaged(self, limit: int, max_bytes: int, size: int, keys: list[Any], seqs: list[int],
+                       bodies: list[bytes]) -> tuple[int, bool]:
+        """Hand out events not yet staged for a write: those taken before (`_fresh`), then the intake's."""
+        fresh = self._fresh
+        full = False
+        if fresh is not None and fresh.available:
+            size, full = fresh.take(limit, max_bytes, size, keys, seqs, bodies)
+            if full or len(keys) >= limit:
+                return size, full
         count = min(limit - len(keys), len(self.intake))
         if count > 0:
-            pop = self.intake.popleft
-            rows: list[Entry] = [pop() for _ in range(count)]
+            rows: list[Entry] = list(starmap(self.intake.popleft, repeat((), count)))
             if self._fresh is None:
                 self._fresh = Fresh(self._next_fresh)
             self._fresh.extend(rows)
-            size, _ = self._fresh.take(limit, max_bytes, size, keys, seqs, bodies)
-        return size
+            size, full = self._fresh.take(limit, max_bytes, size, keys, seqs, bodies)
+        return size, full
 
     def _load(self, row_id: int) -> list[bytes]:
         self._settle()  # (the connection is the writer's until then)
@@ -709,7 +773,7 @@ class SpoolBuffer(MemoryBuffer):
             raise sqlite3.DatabaseError(f"spool row {row_id} is missing (database disk image is malformed)")
         return split(*row)
 
-    def _on_disk(self, keys: list[Any]) -> tuple[list[DiskKey], list[int], list[tuple[Fresh, list[int]]]]:
+    def _on_disk(self, keys: list[Any]) -> tuple[list[DiskKey], list[int], list[tuple[Fresh, Sequence[int]]]]:
         """The batch's keys as (on disk, numbers of rows held in memory, numbers of rows taken from the
         intake by the `Fresh` that holds them): rows in memory written while in flight are on disk."""
         if not keys or min(keys) >= 0:
@@ -717,8 +781,15 @@ class SpoolBuffer(MemoryBuffer):
         # (take's order: events on disk, then held, then not yet written; checked, else key by key)
         cut = bisect_left(keys, True, key=_in_memory)
         if cut == 0 or keys[cut - 1] >= 0:
-            numbers = list(map(neg, keys[cut:]))
-            if max(keys[cut:]) < 0 and (cut == 0 or min(keys[:cut]) >= 0) and numbers == sorted(numbers):
+            first, count = -keys[cut], len(keys) - cut
+            numbers: Sequence[int]
+            if first > 0 and keys[-1] == -(first + count - 1) \
+                    and keys[cut:] == list(range(-first, -(first + count), -1)):
+                numbers = range(first, first + count)  # (one run: the common case, checked in C)
+            else:
+                numbers = list(map(neg, keys[cut:]))
+            if (isinstance(numbers, range) or (max(keys[cut:]) < 0 and numbers == sorted(numbers))) \
+                    and (cut == 0 or min(keys[:cut]) >= 0):
                 unwritten = self._by_fresh(numbers)
                 if unwritten is not None:
                     return keys[:cut], [], unwritten
@@ -746,9 +817,9 @@ class SpoolBuffer(MemoryBuffer):
                 return fresh
         return None
 
-    def _by_fresh(self, numbers: list[int]) -> list[tuple[Fresh, list[int]]] | None:
+    def _by_fresh(self, numbers: Sequence[int]) -> list[tuple[Fresh, Sequence[int]]] | None:
         """Sorted numbers of rows taken from the intake, by the `Fresh` that holds them; None unless all are."""
-        out: list[tuple[Fresh, list[int]]] = []
+        out: list[tuple[Fresh, Sequence[int]]] = []
         covered = 0
         for fresh in self._live_fresh():
             a = bisect_left(numbers, fresh.base)
@@ -758,7 +829,7 @@ class SpoolBuffer(MemoryBuffer):
                 covered += b - a
         return out if covered == len(numbers) else None
 
-    def _settle_fresh(self, unwritten: list[tuple[Fresh, list[int]]], *, give_back: bool) -> list[DiskKey]:
+    def _settle_fresh(self, unwritten: list[tuple[Fresh, Sequence[int]]], *, give_back: bool) -> list[DiskKey]:
         """Resolve (or give back) rows taken from the intake; the disk's keys of those written meanwhile,
         to resolve or give back there."""
         disk: list[DiskKey] = []

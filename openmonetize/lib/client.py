@@ -52,9 +52,10 @@ class OpenMonetize:
     `block_timeout` seconds for room (never on an asyncio event loop's thread), then drops the event and
     reports it through `on_error` and the log. With a `spool_dir`, the spool is opened here (a directory
     that cannot be used raises `SpoolError`), what dead processes left in it is delivered from now on,
-    and events are committed to disk every `spool_commit_interval` seconds (default 0.05): they survive
-    crashes, `kill -9`, reboots and outages of any length. At interpreter exit, queued events are
-    delivered for up to `shutdown_timeout` seconds. `retry_policy` sets the backoffs (see `RetryPolicy`).
+    and events are committed to disk within `spool_commit_interval` seconds (default 0.05) of being
+    tracked, unless delivered first: they survive crashes, `kill -9`, reboots and outages of any length.
+    At interpreter exit, queued events are delivered for up to `shutdown_timeout` seconds. `retry_policy`
+    sets the backoffs (see `RetryPolicy`).
     """
 
     def __init__(

@@ -397,7 +397,7 @@ class DeliveryWorker:
                 now = time.monotonic()
                 timeout = min(self.settings.flush_interval - (now - last_send), d.next_wakeup())
                 if self.buffer.durable:
-                    timeout = min(timeout, self.settings.commit_interval)
+                    timeout = min(timeout, self.settings.commit_interval / 2)
                 self.wakeup.wait(max(timeout, 0.0))
                 self.wakeup.clear()
                 now = time.monotonic()
@@ -406,14 +406,18 @@ class DeliveryWorker:
                     # tracked before it is then on disk unless resolved, so a shutdown whose flush runs out of
                     # time leaves it there. A buffer that hands events out only once written (a spool whose
                     # disk refused a write) commits at every loop while a flush waits, and as soon as a full
-                    # batch waits; a healthy spool hands them out at once, written or not.
+                    # batch waits; a healthy spool hands them out at once, written or not, and commits every half
+                    # interval what is older than the last such commit (see SpoolBuffer.commit's `young`).
                     flush_began, seen_flushes = self.flushes != seen_flushes, self.flushes
-                    if self.buffer.hands_out_unwritten():
+                    halves = self.buffer.hands_out_unwritten()
+                    if halves:
                         sooner = flush_began
                     else:
                         sooner = self.flush_waiters > 0 or len(self.buffer.intake) >= d.batch_limit
-                    due = now - last_commit >= self.settings.commit_interval or self.stopping or sooner
-                    self.buffer.commit(due)  # (a spool writes only when due: see SpoolBuffer.paced)
+                    interval = self.settings.commit_interval / 2 if halves else self.settings.commit_interval
+                    due = now - last_commit >= interval or self.stopping or sooner
+                    # (a spool writes only when due: see SpoolBuffer.paced)
+                    self.buffer.commit(due, young=not halves or self.stopping or sooner)
                     if due:
                         last_commit = now
                     self._collect()

@@ -83,10 +83,15 @@ def _unpacked(code: str, data: bytes) -> array[int]:
 def cut(bodies: Sequence[bytes]) -> list[tuple[int, int]]:
     """Where to cut `bodies` into groups: (start, stop) pairs, each at most GROUP_EVENTS events taking at
     most GROUP_BYTES (an event larger than that is a group alone, on overflow pages)."""
-    ends = list(map(add, accumulate(map(len, bodies)), range(_PER_EVENT, _PER_EVENT * (len(bodies) + 1), _PER_EVENT)))
+    return cut_lengths(list(map(len, bodies)))
+
+
+def cut_lengths(lengths: Sequence[int]) -> list[tuple[int, int]]:
+    """`cut`, from the bodies' lengths."""
+    ends = list(map(add, accumulate(lengths), range(_PER_EVENT, _PER_EVENT * (len(lengths) + 1), _PER_EVENT)))
     cuts = []
     start = 0
-    while start < len(bodies):
+    while start < len(ends):
         base = ends[start - 1] if start else 0
         stop = max(start + 1, bisect_right(ends, base + GROUP_BYTES, start))
         stop = min(stop, start + GROUP_EVENTS)
@@ -113,6 +118,17 @@ def transaction(db: sqlite3.Connection) -> Iterator[None]:
 def group_row(seqs: Sequence[int], bodies: Sequence[bytes]) -> tuple[int, bytes, int, bytes, bytes]:
     """The (seq, body, n, lengths, seqs) columns of one group."""
     return min(seqs), b"".join(bodies), len(bodies), _packed("i", list(map(len, bodies))), _packed("q", seqs)
+
+
+def group_rows(seqs: Sequence[int], bodies: Sequence[bytes], lengths: Sequence[int],
+               cuts: Sequence[tuple[int, int]]) -> list[tuple[int, bytes, int, bytes, bytes]]:
+    """`group_row` of each cut of the events whose `lengths` are given: the lengths and seqs are packed
+    once for all, and each group's are a slice of those bytes."""
+    low = [min(seqs[a:b]) for a, b in cuts]
+    all_lengths, all_seqs = _packed("i", lengths), _packed("q", seqs)
+    join = b"".join
+    return [(first, join(bodies[a:b]), b - a, all_lengths[4 * a:4 * b], all_seqs[8 * a:8 * b])
+            for first, (a, b) in zip(low, cuts, strict=True)]
 
 
 def insert_groups(count: int) -> str:

@@ -27,6 +27,12 @@ _MASK = (1 << _SHIFT) - 1
 QUEUED, OUT, DONE = 0, 1, 2
 _RUNS = {state: bytes([state]) * 1024 for state in (QUEUED, OUT, DONE)}
 _NOT_DONE = bytes(0 if i == DONE else 1 for i in range(256))  # bytearray.translate: 1 where not resolved
+_IS_DONE = bytes(1 if i == DONE else 0 for i in range(256))
+
+
+def done_indexes(state: bytearray) -> Iterable[int]:
+    """The indexes of the resolved events of `state`."""
+    return compress(range(len(state)), state.translate(_IS_DONE))
 
 
 def disk_key(row_id: int, index: int) -> DiskKey:
@@ -104,9 +110,9 @@ class Group:
         else:
             self.low = min(compress(self.seqs, self.state.translate(_NOT_DONE)), default=math.inf)
 
-    def cache(self, bodies: list[bytes]) -> None:
+    def cache(self, bodies: list[bytes], nbytes: int | None = None) -> None:
         self.bodies = bodies
-        self.nbytes = sum(map(len, bodies)) + len(bodies)
+        self.nbytes = group_bytes(bodies) if nbytes is None else nbytes
         self.ends = None
 
     def span_bytes(self, start: int, stop: int) -> int:
@@ -149,6 +155,7 @@ class GroupQueue:
         self.out = 0  # of those, handed out
         self.cache_bytes = cache_bytes  # bodies kept in memory after a commit, at most
         self.cached = 0
+        self._low: float | None = math.inf  # min of the groups' `low`; None: to be computed again
 
     def add(self, row_id: int, seqs: Sequence[int], bodies: list[bytes] | None, done: Iterable[int] = (),
             state: bytearray | None = None) -> Group:
@@ -157,23 +164,29 @@ class GroupQueue:
         group = Group(row_id, seqs, done, state)
         if group.n_done == group.size:
             return group
-        if group.available and bodies is not None and self.cached + group_bytes(bodies) <= self.cache_bytes:
-            self._cache(group, bodies)
+        nbytes = group_bytes(bodies) if group.available and bodies is not None else 0
+        if nbytes and bodies is not None and self.cached + nbytes <= self.cache_bytes:
+            self._cache(group, bodies, nbytes)
         elif not isinstance(seqs, array):  # (read back later: a backlog's seqs kept compact, 8 bytes each)
             group.seqs = array("q", seqs)
         self.groups[row_id] = group
+        if self._low is not None:
+            self._low = min(self._low, group.low)
         self.queued += group.size - group.n_done
         self.out += group.n_out
         return group
 
     def low(self) -> float:
-        return min(map(attrgetter("low"), self.groups.values()), default=math.inf)
+        if self._low is None:
+            self._low = min(map(attrgetter("low"), self.groups.values()), default=math.inf)
+        return self._low
 
     def take(self, limit: int, max_bytes: int, size: int, load: Callable[[int], list[bytes]],
-             keys: list[DiskKey], seqs: list[int], bodies: list[bytes]) -> tuple[int, Exception | None]:
+             keys: list[DiskKey], seqs: list[int], bodies: list[bytes], taken: int = 0) -> tuple[int, Exception | None]:
         """Hand out events in order into `keys`, `seqs`, `bodies` (up to `limit` in all, the batch's bytes
-        `size` so far up to `max_bytes`, at least one); returns the new size, and the error of `load` (which
-        reads a group's bodies) if it failed: then what was handed out before that group is kept."""
+        `size` so far up to `max_bytes`, at least one unless the batch already holds `taken` events from
+        elsewhere); returns the new size, and the error of `load` (which reads a group's bodies) if it
+        failed: then what was handed out before that group is kept."""
         for group in list(self.groups.values()):  # (`load` may take a finished write in: groups join)
             if len(keys) >= limit:
                 break
@@ -198,7 +211,7 @@ class GroupQueue:
                 else:
                     fits = group.fitting(i, stop, max_bytes - size)  # i..fits-1 fit
                     if fits <= i:
-                        if keys:
+                        if keys or taken:
                             full = True
                             break
                         fits = i + 1  # a batch holds at least one event
@@ -278,9 +291,14 @@ class GroupQueue:
                 del self.groups[row_id]
                 self._uncache(group)
                 finished.append(row_id)
+                if group.low == self._low:
+                    self._low = None
             else:
                 partial.setdefault(row_id, []).extend(mine)
+                low = group.low
                 group._set_low()
+                if low == self._low and group.low != low:
+                    self._low = None
         return finished, partial, count
 
     def holds(self, key: DiskKey) -> bool:
@@ -300,11 +318,12 @@ class GroupQueue:
     def clear(self) -> None:
         self.groups.clear()
         self.queued = self.out = self.cached = 0
+        self._low = math.inf
 
-    def _cache(self, group: Group, bodies: list[bytes]) -> None:
+    def _cache(self, group: Group, bodies: list[bytes], nbytes: int | None = None) -> None:
         if len(bodies) != group.size:
             raise ValueError(f"spool row {group.row_id} holds {len(bodies)} events, {group.size} were written")
-        group.cache(bodies)
+        group.cache(bodies, nbytes)
         self.cached += group.nbytes
 
     def _uncache(self, group: Group) -> None:
@@ -312,6 +331,11 @@ class GroupQueue:
             self.cached -= group.nbytes
         group.bodies = group.ends = None
         group.nbytes = 0
+
+
+def consecutive(numbers: Sequence[int]) -> bool:
+    """Whether `numbers` is a `range` of step 1 (then no check item by item is needed)."""
+    return isinstance(numbers, range) and numbers.step == 1
 
 
 def group_bytes(bodies: list[bytes]) -> int:
@@ -323,7 +347,7 @@ class Fresh:
     commit writes those not yet resolved). Event `i` is numbered `base + i`; its key in a batch is the
     number's negative (the spool's keys for events in memory); `state` as a group's."""
 
-    __slots__ = ("base", "ids", "lo", "n_done", "n_out", "positions", "rows", "starts", "state", "written")
+    __slots__ = ("base", "ids", "lo", "mask", "n_done", "n_out", "positions", "rows", "starts", "state", "written")
 
     def __init__(self, base: int) -> None:
         self.base = base
@@ -332,6 +356,7 @@ class Fresh:
         self.n_out = self.n_done = 0
         self.lo = 0  # every index below it is out or done
         self.positions: list[int] | None = None  # once handed to the writer: the index of each row written
+        self.mask: bytes | bytearray | None = None  # ... and 1 for each row written, else 0 (None: all are)
         # once written (`placed`): the groups' row ids, the position of each one's first row, the rows written
         self.ids: list[int] | None = None
         self.starts: list[int] = []
@@ -351,6 +376,18 @@ class Fresh:
         self.rows += rows
         self.state += bytes(len(rows))
 
+    def split(self, at: int) -> Fresh:
+        """Keep the rows before `at`; the rest, with their states, as a new `Fresh` (never written yet)."""
+        assert self.ids is None and self.positions is None
+        young = Fresh(self.base + at)
+        young.rows, self.rows = self.rows[at:], self.rows[:at]
+        young.state, self.state = self.state[at:], self.state[:at]
+        for part in (self, young):
+            part.n_out = part.state.count(OUT)
+            part.n_done = part.state.count(DONE)
+        young.lo, self.lo = max(0, self.lo - at), min(self.lo, at)
+        return young
+
     def low(self) -> float:
         """The lowest seq not resolved (the rows are in tracking order)."""
         first = min((i for i in (self.state.find(QUEUED), self.state.find(OUT)) if i >= 0), default=-1)
@@ -359,9 +396,9 @@ class Fresh:
     def unresolved(self) -> list[tuple[int, bytes]]:
         """The rows to write (all but the resolved), noting their indexes in `positions`."""
         if not self.n_done:
-            self.positions = None
+            self.positions = self.mask = None
             return self.rows
-        mask = self.state.translate(_NOT_DONE)
+        mask = self.mask = self.state.translate(_NOT_DONE)
         self.positions = list(compress(range(len(self.rows)), mask))
         return list(compress(self.rows, mask))
 
@@ -375,8 +412,14 @@ class Fresh:
             return self.state[start:stop]
         return bytearray(map(self.state.__getitem__, self.positions[start:stop]))
 
+    def written_states(self) -> bytearray:
+        """The states of all the rows written, in order (`states` of each group is a slice of it)."""
+        if self.mask is None:
+            return self.state
+        return bytearray(compress(self.state, self.mask))
+
     def take(self, limit: int, max_bytes: int, size: int, keys: list[int], seqs: list[int],
-             bodies: list[bytes]) -> tuple[int, bool]:
+             bodies: list[bytes], taken: int = 0) -> tuple[int, bool]:
         """Hand out queued rows in order (as `GroupQueue.take`); returns the batch's new size and whether
         it is full (a row did not fit)."""
         i = self.lo
@@ -392,7 +435,7 @@ class Fresh:
             if size + added > max_bytes:
                 fits, added = i, 0
                 for body in part:
-                    if (keys or fits > i) and size + added + len(body) + 1 > max_bytes:
+                    if (keys or taken or fits > i) and size + added + len(body) + 1 > max_bytes:
                         break
                     added += len(body) + 1
                     fits += 1
@@ -435,7 +478,7 @@ class Fresh:
             return out
         positions, starts, ids = self.positions, self.starts, self.ids
         runs = [(numbers[0] - self.base, len(numbers))]
-        if list(numbers) != list(range(numbers[0], numbers[0] + len(numbers))):
+        if not consecutive(numbers) and list(numbers) != list(range(numbers[0], numbers[0] + len(numbers))):
             runs = [(number - self.base, 1) for number in numbers]
         while runs:
             index, length = runs.pop()
@@ -464,7 +507,7 @@ class Fresh:
         length = len(numbers)
         if length > 1 and first >= 0 and first + length <= len(state) \
                 and numbers[-1] - self.base == first + length - 1 \
-                and list(numbers) == list(range(numbers[0], numbers[0] + length)) \
+                and (consecutive(numbers) or list(numbers) == list(range(numbers[0], numbers[0] + length))) \
                 and state[first:first + length] == _run(old, length):
             state[first:first + length] = _run(new, length)
             moved = range(numbers[0], numbers[0] + length)

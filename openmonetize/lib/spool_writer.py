@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 
-from openmonetize.lib.spool_format import PAGE_SIZE, cut, group_row, insert_groups, insert_ranges, transaction
+from openmonetize.lib.spool_format import PAGE_SIZE, cut_lengths, group_rows, insert_groups, insert_ranges, transaction
 
 logger = logging.getLogger("openmonetize")
 
@@ -39,6 +39,7 @@ class WriteJob:
     ranges: list[tuple[int, int, int]]
     reclaim: bool = False  # then give free space back after the commit (`give_space_back`)
     reclaimed: bool = False  # ... and it is all given back
+    resume: bool = False  # the last job's giving back did not finish: go on, even below half
     seqs: list[int] = field(default_factory=list)  # the rows split (by `write`), reused by the owner
     bodies: list[bytes] = field(default_factory=list)
     cuts: list[tuple[int, int]] = field(default_factory=list)
@@ -51,7 +52,7 @@ class WriteJob:
             write(db, self)
             if self.reclaim:
                 try:
-                    self.reclaimed = give_space_back(db)
+                    self.reclaimed = give_space_back(db, resume=self.resume)
                 except sqlite3.Error as exc:  # no fault of delivery: tried again later
                     self.reclaimed = True
                     logger.debug("openmonetize: could not give back the spool's free space: %s", exc)
@@ -62,39 +63,52 @@ class WriteJob:
             self.cuts, self.ids, self.error = [], [], sqlite3.OperationalError(f"spool writer: {exc!r}")
 
 
-def write(db: sqlite3.Connection, job: WriteJob) -> None:
-    """The job's writes, in one transaction (BEGIN IMMEDIATE ... COMMIT)."""
+def group_params(job: WriteJob) -> list[tuple[int, bytes, int, bytes, bytes]]:
+    """Split the job's rows (`seqs`, `bodies`, reused by the owner), cut them into groups (`cuts`), and
+    return each group's columns (`spool_format.group_rows`)."""
     seqs = job.seqs = list(map(itemgetter(0), job.rows))
     bodies = job.bodies = list(map(itemgetter(1), job.rows))
-    job.cuts = cut(bodies)
+    lengths = list(map(len, bodies))
+    job.cuts = cut_lengths(lengths)
+    return group_rows(seqs, bodies, lengths, job.cuts)
+
+
+def write(db: sqlite3.Connection, job: WriteJob) -> None:
+    """The job's writes, in one transaction (BEGIN IMMEDIATE ... COMMIT)."""
+    groups = group_params(job)
     ids: list[int] = []
+    if not groups and not job.ranges:
+        job.ids = ids
+        return  # (a job that only gives space back)
     with transaction(db):
         values = [v for resolved in job.ranges for v in resolved]
         for start in range(0, len(values), 3 * RANGES_PER_STATEMENT):
             part = values[start:start + 3 * RANGES_PER_STATEMENT]
             db.execute(insert_ranges(len(part) // 3), part)
-        for start in range(0, len(job.cuts), _GROUPS_PER_STATEMENT):
-            chunk = job.cuts[start:start + _GROUPS_PER_STATEMENT]
-            last = int(db.execute(insert_groups(len(chunk)), [
-                v for a, b in chunk for v in group_row(seqs[a:b], bodies[a:b])]).lastrowid or 0)
+        for start in range(0, len(groups), _GROUPS_PER_STATEMENT):
+            chunk = groups[start:start + _GROUPS_PER_STATEMENT]
+            last = int(db.execute(insert_groups(len(chunk)), [v for group in chunk for v in group]).lastrowid or 0)
             ids += range(last - len(chunk) + 1, last + 1)  # (AUTOINCREMENT, one writer: consecutive ids)
     job.ids = ids
 
 
-def give_space_back(db: sqlite3.Connection) -> bool:
-    """While at least half the file is free pages, return them to the file system,
-    `VACUUM_STEP` at a time (moving the pages still in use towards the start), then truncate the WAL; True
-    when nothing is left to give back. Waiting for half keeps the moving linear in what is written; once the
-    queue is delivered the free pages are at the end of the file, and giving them back moves nothing.
-    (Measured against a periodic VACUUM, which copies the whole file each time, and against reusing the
-    free pages only, which never shrinks the file: see BENCHMARKS.md, "Spool (issue 14)".)"""
+def give_space_back(db: sqlite3.Connection, *, resume: bool = False) -> bool:
+    """Once at least half the file is free pages, return them to the file system, `VACUUM_STEP` at a
+    time (moving the pages still in use towards the start), then truncate the WAL; True when nothing is
+    left to give back. A call that returned False is followed by one with `resume`, which goes on to the
+    end even once less than half the file is free (else the last steps, and the WAL's truncation, would
+    wait for the next time half of it is free). Waiting for half keeps the moving linear in what is
+    written; once the queue is delivered the free pages are at the end of the file, and giving them back
+    moves nothing. (Measured against a periodic VACUUM, which copies the whole file each time, and against
+    reusing the free pages only, which never shrinks the file: see BENCHMARKS.md, "Spool (issue 14)".)"""
     free, pages = db.execute("SELECT * FROM pragma_freelist_count, pragma_page_count").fetchone()
-    if not free or free * 2 < pages:
+    if free and (resume or free * 2 >= pages):
+        step = min(int(free), VACUUM_STEP // PAGE_SIZE)
+        db.executescript(f"PRAGMA incremental_vacuum({step});")  # (execute() would free one page only)
+        if step < free:
+            return False
+    elif not resume:
         return True
-    step = min(int(free), VACUUM_STEP // PAGE_SIZE)
-    db.executescript(f"PRAGMA incremental_vacuum({step});")  # (execute() would free one page only)
-    if step < free:
-        return False
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     return True
 
