@@ -252,10 +252,9 @@ def source(plan: Plan, queue: str | None = None) -> str:
         elif kind == _NOW:
             checks.append(f"if {name} is not None: {decline}")
             pieces.append(("", key + '"{_now_text}"'))
-        elif kind == _METADATA:
-            checks.append(f"if {name} is not None and (type({name}) is not dict or "
-                          f"any(type(_item) is not str for _item in {name})): {decline}")
-            pieces.append((name, key + f"{{_to_json({name}).decode()}}"))
+        elif kind == _METADATA:  # checked by the metadata rules here, once (`check_fields` then skips it)
+            checks.append(f"if {name} is not None: _meta = _metadata_json({name})")
+            pieces.append((name, key + "{_meta}"))
         elif kind == _NUMBER:  # an int within the float range, or a float, which the models' serializer writes
             checks.append(f"if not ((type({name}) is int and {low!r} < {name} <= _MAX_FINITE) or "
                           f"(type({name}) is float and {low!r} < {name} < _INF)): {decline}")
@@ -277,7 +276,8 @@ def source(plan: Plan, queue: str | None = None) -> str:
     writes = [f"_text = f{runs[0][1]!r}"]
     writes += [f"if {condition} is not None: _text += f{template!r}" if condition else f"_text += f{template!r}"
                for condition, template in runs[1:]]
-    rules = ", ".join(f"{field.name}={field.name}" for field in plan.fields if field.name in _RULE_FIELDS)
+    rules = ", ".join(f"{field.name}={field.name}" for field in plan.fields
+                      if field.name in _RULE_FIELDS and field.kind != _METADATA)
     body = "\n        ".join([*checks, *writes, f"_check_fields({rules})",
                                "_body = (_text + '}').encode()" if keywords else
                                f"return {event_id}, (_text + '}}').encode()"])
@@ -314,6 +314,28 @@ class _Decline(Exception):
     """A `method`'s way out of its checks to the model (only on the path that builds the model)."""
 
 
+_FLAT = frozenset({str, int, bool, type(None)})  # metadata values the `json` encoder writes as the models do
+
+
+def _metadata_json(metadata: Any) -> str:
+    """`metadata`'s JSON as the models write it, checked by the metadata rules (`event_rules.check_metadata`);
+    raises `_Decline` for what is not a dict of `str` keys (the model refuses it, or converts it).
+
+    For flat metadata (values of exact `str`, `int`, `bool` or None) the text the rules encode to measure is
+    the models' own (test_event_json pins it), so it is encoded once; anything else is written by
+    pydantic-core, as the models' serializer writes it."""
+    if type(metadata) is not dict:
+        raise _Decline
+    flat = True
+    for key, value in metadata.items():
+        if type(key) is not str:
+            raise _Decline
+        if type(value) not in _FLAT:
+            flat = False
+    encoded = event_rules.check_metadata(metadata)
+    return encoded if flat else to_json(metadata).decode()
+
+
 def _braces(text: str) -> str:
     """Literal text for an f-string template."""
     return text.replace("{", "{{").replace("}", "}}")
@@ -323,7 +345,8 @@ def _compile(model: type[BaseModel], fields: tuple[_Field, ...]) -> Plan:
     namespace: dict[str, Any] = {
         "_id_and_timestamp": id_and_timestamp, "_enc": encode_basestring, "_to_json": to_json,
         "_check_fields": event_rules.check_fields, "_time_ns": time.time_ns, "_MAX_FINITE": _MAX_FINITE_QUANTITY,
-        "_INF": float("inf"), "_Decline": _Decline, "_built": _built, "_model": model}
+        "_INF": float("inf"), "_Decline": _Decline, "_built": _built, "_model": model,
+        "_metadata_json": _metadata_json}
     plan = Plan(model, fields, frozenset(field.name for field in fields), _no_write, namespace)
     namespace["_names"] = plan.names
     _run(source(plan), f"<event_json for {model.__name__}>", namespace)
