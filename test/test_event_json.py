@@ -520,3 +520,21 @@ def test_without_a_plan_a_track_method_builds_the_model_with_the_declarations_de
     assert json.loads(body)["image_count"] == 1 and json.loads(body)["event_id"] == event_id
     with pytest.raises(ValidationError, match="customer_id"):
         track(Queue(), customer_id="", feature_id="f", provider="p", model="m")
+
+
+WRITERS = {model: event_json.writer(model) for model in EVENT_MODELS}
+
+
+@settings(SETTINGS, max_examples=100)
+@given(case=values_for(), now_ns=instants)
+def test_the_keyword_writer_answers_as_dump_does(case: tuple[type[BaseModel], dict[str, Any]], now_ns: int) -> None:
+    """`event_json.writer` (what the LLM tracker calls) runs the same checks and writing on keyword arguments:
+    for any values (a field not given is None) it writes what `dump` writes for the same values, from the same
+    clock reading, or the model refuses them with the same errors."""
+    model, values = case
+    values = {name: value for name, value in values.items() if name not in ("event_type", "unknown")}
+    every = {name: values.get(name) for name in model.model_fields if name != "event_type"}
+    written = _outcome(lambda: WRITERS[model](now_ns, **values), every)
+    assert written == _outcome(lambda: event_json.dump(model, every, now_ns), every)
+    if written[0] == "written" and values.get("timestamp") is None:  # the timestamp is `now_ns`'s
+        assert f'"timestamp":"{utc_text(now_ns)}"'.encode() in WRITERS[model](now_ns, **values)[1]

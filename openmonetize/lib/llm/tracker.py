@@ -45,6 +45,8 @@ TRACKER_METADATA_BYTES = 1024
 #: A provider response id longer than this is kept as its UUIDv5, so the reserved room always suffices.
 _MAX_RESPONSE_ID = 200
 RESPONSE_ID_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-5c7d-9e0f-1a2b3c4d5e6f")
+#: each event type's `event_json.writer`: the event's JSON from its fields as keyword arguments
+_WRITERS = {event_type: event_json.writer(model) for event_type, model in MODELS_BY_TYPE.items()}
 
 
 @dataclass(frozen=True)
@@ -269,7 +271,7 @@ class Call:
             return
         event_type = fields.pop("event_type")
         try:
-            written = event_json.dump(MODELS_BY_TYPE[event_type], fields, self.now_ns)  # one of the spec's models
+            written = _WRITERS[event_type](self.now_ns, **fields)  # `event_json.dump` of one of the spec's models
         except Exception as exc:  # the model names what breaks a rule
             fields["event_type"] = event_type
             logger.exception("openmonetize: could not record LLM usage for customer_id=%r (provider %s, "
