@@ -124,7 +124,7 @@ def check_metadata(metadata: dict[str, Any]) -> str:
                          " or nests too deep") from None
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata must be plain JSON (str, int, float, bool, None, list, dict): {exc}") from None
-    size = len(encoded.encode())
+    size = len(encoded) if encoded.isascii() else len(encoded.encode())  # (UTF-8 bytes: one a character if ASCII)
     if size > MAX_METADATA_JSON_BYTES:
         raise ValueError(
             f"metadata is {size} bytes as JSON: at most {MAX_METADATA_JSON_BYTES} bytes are allowed"
