@@ -347,6 +347,28 @@ def test_a_child_forked_within_a_millisecond_does_not_continue_its_parents_ids()
     assert all(uuid.UUID(i).int >> 80 == moment // 1_000_000 for i in parent_ids | child_ids)
 
 
+def test_a_forked_child_never_begins_a_millisecond_as_its_parent_does() -> None:
+    """A new millisecond's first id ends in a random text made ahead (64 at a time): a child that kept the
+    parent's unused ones would begin the next milliseconds with the very ids the parent begins them with."""
+    import json
+    import os
+
+    base = 1_764_604_800_000_000_000 + 500_000_000
+    new_event_id(base)  # the parent has made ends ahead, and used one
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_fd)
+        os.write(write_fd, json.dumps([new_event_id(base + step * 1_000_000) for step in range(1, 11)]).encode())
+        os._exit(0)
+    os.close(write_fd)
+    parent_ids = [new_event_id(base + step * 1_000_000) for step in range(1, 11)]
+    with os.fdopen(read_fd) as pipe:
+        child_ids = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert len(child_ids) == 10 and not set(parent_ids) & set(child_ids)
+
+
 def test_track_calls_on_the_fast_path_reach_a_server_as_the_models_would_send_them() -> None:
     """End to end over loopback: what `track_*` wrote directly is what the model of the same values sends."""
     import json
