@@ -22,8 +22,7 @@ _START_BITS = 47  # the id's last group counts up from a random start below 2**4
 # The current millisecond, as every id and default timestamp of it shares it, replaced whole (a plain
 # tuple), so threads never see half of one: (the millisecond; its ids from the next on, made when a second id
 # of it is asked for, None until then; its timestamp "2026-11-22T17:00:00.123000Z"; its first id, whose first
-# 24 characters "0192f3a4-7c1e-7a2b-9f00-" every id of it shares; that first id while nobody has it, made
-# ahead by `prepare`: a list, whose `pop` gives it to one thread only).
+# 24 characters "0192f3a4-7c1e-7a2b-9f00-" every id of it shares; whether that first id was given out).
 #
 # Nearly every LLM call lands in a millisecond of its own, and there the cost is what the caches hold after
 # an HTTP call: little. So a new millisecond makes its first id from texts made ahead (the random end of the
@@ -31,8 +30,8 @@ _START_BITS = 47  # the id's last group counts up from a random start below 2**4
 # small formats, without an iterator; the hundreds of events tracked within one millisecond then take their
 # ids from one C iterator (`map` over an `itertools.count`), a format each. (bench/llm_overhead.py --parts
 # times a new millisecond: 12-17 us cold in one format and an iterator per millisecond, issue 14.)
-_Millisecond = tuple[int, "Iterator[str] | None", str, str, list[str]]
-_current: _Millisecond = (-1, None, "", "", [])
+_Millisecond = tuple[int, "Iterator[str] | None", str, str, bool]
+_current: _Millisecond = (-1, None, "", "", False)
 _second: tuple[int, str] = (-1, "")  # the current second as the timestamp's text starts: "2026-11-22T17:00:00"
 _high: tuple[int, str] = (-1, "")  # the millisecond's high 32 bits, as the id starts: "0192f3a4-"
 _FRACTIONS = tuple(".%03d000Z" % fraction if fraction else "Z" for fraction in range(1000))  # noqa: UP031
@@ -66,25 +65,18 @@ def _begin(millis: int, take: bool) -> tuple[str, str]:
     if second[0] != seconds:
         second = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
     text = second[1] + _FRACTIONS[fraction]
-    _current = (millis, None, text, first, [] if take else [first])
+    _current = (millis, None, text, first, take)
     return first, text
 
 
 def _next_of(millis: int) -> tuple[str, str]:
-    """An id and the timestamp of the current millisecond `millis`, which has no iterator yet: its first id
-    if `prepare` made it and nobody has it, else the next of the iterator, made now."""
+    """An id and the timestamp of the current millisecond `millis`, which has no iterator yet: it is made."""
     global _current
-    current = _current
-    if current[0] == millis and current[4]:
-        try:
-            return current[4].pop(), current[2]
-        except IndexError:  # another thread had it first
-            pass
     with _lock:
         current = _current
         if current[0] == millis and current[1] is None:  # (else another thread made it, or moved on)
-            ids = map(f"{current[3][:24]}%012x".__mod__, itertools.count(int(current[3][24:], 16) + 1))
-            current = _current = (millis, ids, current[2], current[3], current[4])
+            ids = map(f"{current[3][:24]}%012x".__mod__, itertools.count(int(current[3][24:], 16) + current[4]))
+            current = _current = (millis, ids, current[2], current[3], True)
     if current[0] != millis or current[1] is None:  # moved on to another millisecond meanwhile
         return _begin(millis, True)
     return next(current[1]), current[2]
@@ -95,7 +87,7 @@ def _forget_after_fork() -> None:
     global _current, _lock
     _random.seed()
     _tails.clear()  # made by the parent: the parent uses them too
-    _current = (-1, None, "", "", [])
+    _current = (-1, None, "", "", False)
     _lock = threading.Lock()  # (a thread of the parent may have held it: it is gone in the child)
 
 
@@ -124,17 +116,6 @@ def id_and_timestamp(now_ns: int) -> tuple[str, str]:
     if current[0] == millis:
         return (next(current[1]), current[2]) if current[1] is not None else _next_of(millis)
     return _begin(millis, True)
-
-
-def prepare(now_ns: int) -> None:
-    """Make the id and the timestamp of `now_ns`'s millisecond now, for an event written later from this same
-    reading (`id_and_timestamp(now_ns)` then gives that id, unless another event of the millisecond took
-    it first). The LLM tracker calls it when a call starts, where the previous call's recording has left
-    this module's code and data in the caches, instead of after the HTTP call, which has evicted them:
-    bench/llm_overhead.py --cuts measured the id minted at the start cheaper in a real call (issue 14)."""
-    millis = now_ns // 1_000_000
-    if _current[0] != millis:
-        _begin(millis, False)
 
 
 def utc_datetime(now_ns: int) -> datetime:

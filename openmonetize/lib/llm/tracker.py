@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from openmonetize.lib import event_json
 from openmonetize.lib.client import OpenMonetize
-from openmonetize.lib.event_ids import new_event_id, prepare, utc_datetime
+from openmonetize.lib.event_ids import new_event_id, utc_datetime
 from openmonetize.lib.event_rules import MAX_METADATA_JSON_BYTES, MAX_METADATA_KEYS
 from openmonetize.lib.event_types import MODELS_BY_TYPE
 from openmonetize.lib.failures import DeliveryFailure
@@ -216,11 +216,10 @@ class Call:
         self.request = request
         # The call's instant, read now: the event's timestamp, and the millisecond of its id. The id is
         # minted per call from it, never derived from the provider's response id (gateways repeat those, and
-        # the service wants UUIDs; the response id is kept in metadata instead), and given to the event when
-        # it is written (`event_json.writer`: the id and the timestamp's text in one lookup). Both are made
-        # now (`prepare`), before the provider call evicts `event_ids` from the caches.
-        self.now_ns = now = time.time_ns()
-        prepare(now)
+        # the service wants UUIDs; the response id is kept in metadata instead), when the event is written
+        # (`event_json.dump`: the id and the timestamp's text in one lookup); minting it here as well made
+        # the write format a second, unused one.
+        self.now_ns = time.time_ns()
         self.event_id: str | None = None  # the recorded event's, once there is one
         self.recorded = False
 
