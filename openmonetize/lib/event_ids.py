@@ -29,7 +29,7 @@ _START_BITS = 47  # the id's last group counts up from a random start below 2**4
 # id, 64 at a time; the millisecond's high 32 bits, for 65 s; its second; the millisecond's fraction) and two
 # small formats, without an iterator; the hundreds of events tracked within one millisecond then take their
 # ids from one C iterator (`map` over an `itertools.count`), a format each. (bench/llm_overhead.py --parts
-# times a new millisecond: 12-17 us cold in one format and an iterator per millisecond, issue 14.)
+# times a new millisecond cold: 16-18 us with five formats and an iterator per millisecond, 7-8 us so.)
 _Millisecond = tuple[int, "Iterator[str] | None", str, str, bool]
 _current: _Millisecond = (-1, None, "", "", False)
 _second: tuple[int, str] = (-1, "")  # the current second as the timestamp's text starts: "2026-11-22T17:00:00"
@@ -51,11 +51,12 @@ def _new_tails() -> None:
 def _begin(millis: int, take: bool) -> tuple[str, str]:
     """A new millisecond: its first id and its timestamp. The id counts as given out if `take`."""
     global _current, _second, _high
-    try:
-        tail = _tails.pop()  # (atomic: two threads never get the same one)
-    except IndexError:
-        _new_tails()
-        tail = _tails.pop()
+    while True:
+        try:
+            tail = _tails.pop()  # (atomic: two threads never get the same one)
+            break
+        except IndexError:  # (again if other threads took all the new ones first)
+            _new_tails()
     high = _high
     if high[0] != millis >> 16:
         high = _high = (millis >> 16, "%08x-" % (millis >> 16))
