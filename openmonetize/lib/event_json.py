@@ -174,9 +174,9 @@ def encode(plan: Plan, values: dict[str, Any], now_ns: int | None = None) -> tup
 
 def dump(model: type[BaseModel], values: dict[str, Any], now_ns: int) -> tuple[str, bytes]:
     """(event id, JSON) of the `model` event made of `values`: written directly when the plan can, else by
-    the model itself, which raises its usual error (field, value, rule): what the LLM tracker calls (the
-    `track_*` methods run the same checks compiled by `method`); absent id and timestamp come from `now_ns`
-    either way."""
+    the model itself, which raises its usual error (field, value, rule). The `track_*` methods run the same
+    checks compiled by `method`, and the LLM tracker through `writer`; absent id and timestamp come from
+    `now_ns` either way."""
     plan = PLANS[model]
     written = plan.write(values, now_ns) if plan is not None else None
     return written if written is not None else _built(model, values, now_ns)
