@@ -65,6 +65,9 @@ EXTRAS["orjson"] = ["orjson >= 3.10, < 4"]
 EXTRAS["bench"] = ["segment-analytics-python == 2.4.0", "httpx >= 0.27"] + EXTRAS["orjson"]
 EXTRAS["dev"] = EXTRAS["cli"] + EXTRAS["async"] + EXTRAS["providers"] + EXTRAS["litellm"] + EXTRAS["orjson"] + [
     "pytest >= 8",
+    # the README's test command runs the suite on 2 workers: most of its time is waiting on subprocesses and
+    # loopback servers, and one process left the machine's second core idle (CI's limit is 5 minutes)
+    "pytest-xdist >= 3.5",
     "hypothesis >= 6.100",
     "schemathesis >= 4, < 5",
     "openapi-spec-validator >= 0.7",

@@ -9,12 +9,15 @@ would write: `json.loads` each line, `ingest(events=batch)` every 1000 lines (th
 only child is the `send` run. Last, the server CPU it takes to store the file with time-ordered against
 random event ids.
 
-Then, in this process, what `send` spends per line before tracking it, part by part (`--sink null` too).
+Then, in this process, what `send` spends per line before tracking it, part by part, and what each client's
+process costs apart from its lines (a one-line file) and the modules it imports beyond the plain loop's
+(`--sink null` too).
 
 With `--sink null` both post to bench/sink.py instead (another process that answers every batch at once and
 stores nothing), so the figures are the clients' own cost; only the throughput rows are measured then.
 
     .venv/bin/python bench/send.py [--lines 100000] [--rounds 3] [--rss-lines 1000000] [--sink serve|null]
+                                   [--bytecode as-is|cached]
 """
 
 from __future__ import annotations
@@ -200,6 +203,81 @@ def per_line_costs(source: Path, lines: int = 20_000) -> None:
     print(f"per line, {len(raw):,} lines in this process: json.loads {loads:.1f} µs; send's parse_line {parse:.1f} µs,"
           f" of which the derived id {derive:.1f} µs ({derive / parse:.0%}) and the model's validation"
           f" {validate:.1f} µs ({validate / parse:.0%})", flush=True)
+    try:  # what `send` runs per line since it writes plain lines' JSON directly (absent before: not printed)
+        from openmonetize.cli.jsonl import parse_line_json
+    except ImportError:
+        return
+    from openmonetize.lib.event_types import MODELS_BY_TYPE as models
+
+    def to_json(d: dict[str, object]) -> bytes:
+        event = models[str(d["event_type"])].__pydantic_validator__.validate_python(dict(d))
+        return event.__pydantic_serializer__.to_json(event, exclude_none=True)  # type: ignore[no-any-return]
+
+    to_event = best(lambda: [parse_line_json(line, i, namespace) for i, line in enumerate(raw, 1)])
+    model = best(lambda: [to_json(d) for d in with_ids])
+    print(f"per line, to the event's JSON: send's parse_line_json {to_event:.1f} µs (the model's validation and"
+          f" serialization alone: {model:.1f} µs)", flush=True)
+
+
+def fixed_costs(work: Path, env: dict[str, str], null: bool, runs: int = 5) -> None:
+    """What each client's process costs apart from its lines: both run on a one-line file (interpreter start,
+    imports, setup, the one request, shutdown), alternating, against a fresh sink of the bench's kind."""
+    one = work / "one.jsonl"
+    write_events(one, 1)
+    seconds: dict[str, list[float]] = {"send": [], "loop": []}
+    for round_ in range(runs):
+        for name in ("send", "loop") if round_ % 2 == 0 else ("loop", "send"):
+            with Server(work, f"one-{name}-{round_}", env, null) as url:
+                cmd = [OM, "send", str(one), "--base-url", url] if name == "send" else \
+                    [sys.executable, "-c", PLAIN_LOOP, str(one), url, KEY]
+                seconds[name].append(timed(cmd, env)[0])
+    send, loop = (statistics.median(seconds[name]) * 1000 for name in ("send", "loop"))
+    print(f"a one-line file, median of {runs} fresh processes: send {send:.0f} ms, plain loop {loop:.0f} ms;"
+          f" send's extra {send - loop:.0f} ms", flush=True)
+
+
+SEND_IMPORTS = ["asyncio", "sqlite3", "openmonetize.lib.spool_format", "openmonetize.lib.spool_queue",
+                "openmonetize.lib.spool_writer", "openmonetize.lib.buffers", "openmonetize.lib.delivery",
+                "openmonetize.lib.exit_hooks", "openmonetize.lib.event_json", "openmonetize.lib.client", "click",
+                "rich.console", "openmonetize.cli.common", "rich.table", "openmonetize.cli.main", "rich.progress",
+                "openmonetize.cli.backfill"]
+IMPORTS = """
+import sys, time
+from openmonetize import ApiClient, EventsApi
+from openmonetize.configuration import Configuration
+EventsApi
+for name in sys.argv[1:]:
+    started = time.perf_counter()
+    __import__(name)
+    print(name, time.perf_counter() - started)
+"""
+
+
+def import_costs(env: dict[str, str], runs: int = 5) -> None:
+    """What `send`'s process imports beyond the plain loop's modules, module by module in the order `send`
+    needs them (each one's time includes what it alone brings in), median of `runs` fresh processes."""
+    times: dict[str, list[float]] = {name: [] for name in SEND_IMPORTS}
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", IMPORTS, *SEND_IMPORTS], capture_output=True, text=True,
+                             env=env, check=True).stdout
+        for line in out.splitlines():
+            name, seconds = line.split()
+            times[name].append(float(seconds) * 1000)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    top = sorted(medians.items(), key=lambda item: -item[1])[:8]
+    print(f"send's imports beyond the plain loop's, median of {runs}: {sum(medians.values()):.0f} ms; the largest: "
+          + ", ".join(f"{name} {ms:.1f}" for name, ms in top), flush=True)
+
+
+def cache_bytecode(work: Path, env: dict[str, str]) -> None:
+    """Both clients' processes get the SDK's modules compiled once, ahead, in a cache of this run's own
+    (`PYTHONPYCACHEPREFIX`), instead of compiling them from source at every start."""
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    where = "import openmonetize, os; print(os.path.dirname(openmonetize.__file__))"
+    package = subprocess.run([sys.executable, "-c", where], capture_output=True, text=True, env=env,
+                             check=True).stdout.strip()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", package], env=env, check=True)
 
 
 def main() -> None:
@@ -208,6 +286,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rss-lines", type=int, default=1_000_000)
     parser.add_argument("--sink", choices=("serve", "null"), default="serve")
+    parser.add_argument("--bytecode", choices=("as-is", "cached"), default="as-is",
+                        help="cached: the clients' processes read the SDK's modules from a bytecode cache made before"
+                             " the first round, as a pip-installed package does (else as the environment says: with"
+                             " PYTHONDONTWRITEBYTECODE set, every process compiles them from source)")
     args = parser.parse_args()
     lines: int = args.lines
     null = args.sink == "null"
@@ -215,6 +297,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="om-bench-send-"))
     env = {**os.environ, "OPENMONETIZE_API_KEY": KEY}
     env.pop("OPENMONETIZE_BASE_URL", None)
+    if args.bytecode == "cached":
+        cache_bytecode(work, env)
+    print(f"bytecode: {args.bytecode} (PYTHONDONTWRITEBYTECODE={env.get('PYTHONDONTWRITEBYTECODE', '')!r}"
+          f"{', PYTHONPYCACHEPREFIX set' if 'PYTHONPYCACHEPREFIX' in env else ''})", flush=True)
     try:
         source = work / "events.jsonl"
         write_events(source, lines)
@@ -249,6 +335,8 @@ def main() -> None:
         print(f"plain EventsApi.ingest loop: {loop_rate:>9,.0f} lines/s")
         print(f"ratio send / loop          : {send_rate / loop_rate:.2f}   (goal >= 0.9)")
         per_line_costs(source)
+        fixed_costs(work, env, null)
+        import_costs(env)
         if null:
             return
 

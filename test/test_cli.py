@@ -43,6 +43,8 @@ TS = "2026-11-01T10:00:00Z"
 
 def env(**extra: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("OPENMONETIZE_")}
+    # the tables' width is the CLI's default (140 columns when not a terminal), whatever COLUMNS the test run has
+    base.pop("COLUMNS", None)
     return {**base, "OPENMONETIZE_API_KEY": KEY, **extra}
 
 

@@ -61,14 +61,20 @@ def signalled(tmp_path: Path, code: str, signum: int) -> tuple[list[str], int, s
     """Start the script, read the ids it prints on its first line, send `signum`, wait for it to end.
 
     Returns the ids, the exit status and stderr."""
-    proc = subprocess.Popen([sys.executable, str(script(tmp_path, code))], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # a child still running 50 s later writes where each of its threads waits to stderr, which a failure shows
+    watch = "import faulthandler\nfaulthandler.dump_traceback_later(50)\n"
+    proc = subprocess.Popen([sys.executable, str(script(tmp_path, watch + textwrap.dedent(code)))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line, proc.communicate(timeout=60)[1]
         proc.send_signal(signum)
-        _, stderr = proc.communicate(timeout=60)
+        try:
+            _, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"still running 60 s after the signal; its stderr:\n{proc.communicate()[1]}") from None
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -291,8 +297,11 @@ def test_a_sigterm_that_lands_on_another_thread_while_the_main_thread_blocks_is_
 
 
 def test_sigint_raises_keyboardinterrupt_and_atexit_delivers(tmp_path, server):
-    # not new behaviour: this pins what docs/guides/delivery.md says about Ctrl-C
+    # not new behaviour: this pins what docs/guides/delivery.md says about Ctrl-C. Python's default handler is
+    # set explicitly: a child inherits an ignored SIGINT, and a test run started in the background by a
+    # non-interactive shell (`pytest &`, some CI runners) has SIGINT ignored, where Python installs none
     ids, status, stderr = signalled(tmp_path, f"""
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         om = OpenMonetize(api_key={KEY!r}, base_url={server.url!r}, flush_interval=60)
         print(json.dumps(track(om, 500, "c")), flush=True)
         idle()

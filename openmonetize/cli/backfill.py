@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING
 import click
 
 from openmonetize.cli.common import OK, PARTIAL_FAILURE, Interrupted, display_url, interruptible
-from openmonetize.cli.jsonl import Invalid, id_namespace, parse_line, read_lines
+from openmonetize.cli.jsonl import Invalid, id_namespace, parse_line_json, read_lines
 from openmonetize.cli.progress import Counts, Reporter, reporter
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class Sender:
             counts.lines += 1
             counts.bytes_read = position
             self.last_line = number
-            event = parse_line(raw, number, namespace)
+            event = parse_line_json(raw, number, namespace)
             if type(event) is Invalid:
                 self._invalid(event)
                 continue
@@ -111,7 +111,7 @@ class Sender:
                 continue
             if self.valid % CHUNK == 1:
                 self._wait_for_room(report)
-            lines_of[om.track(event)] = number  # type: ignore[arg-type]
+            lines_of[om._enqueue_json(*event)] = number  # type: ignore[misc]  # what `track` of the model queues
             if self.valid % CHUNK == 0:
                 self._marks.append((self.valid, position))
             if len(lines_of) > 2 * WINDOW:  # keep the newest half: the unconfirmed events are among them

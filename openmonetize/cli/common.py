@@ -81,8 +81,12 @@ def stdout_console() -> Console:
     return Console(highlight=False, width=width)
 
 
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived: stop reading, hand back what is safe, say how to resume."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: stop reading, hand back what is safe, say how to resume.
+
+    A BaseException, as KeyboardInterrupt is: the signal handler raises it wherever the main thread is, and
+    code that declines on any error (`except Exception`, as the direct event writer does) must not take it
+    for one, or the signal is lost and `send` reads on."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)

@@ -14,11 +14,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+from time import time_ns
 from typing import IO, Any
 
 from pydantic import ValidationError
 
-from openmonetize.lib import strict_json
+from openmonetize.lib import event_json, strict_json
 from openmonetize.lib.event_types import MODELS_BY_TYPE
 from openmonetize.models.event import Event
 
@@ -33,6 +34,10 @@ SEND_ID_NAMESPACE = uuid.UUID("5b0a33f4-3c1e-5d7a-9a43-8f2c1d6e0b71")
 MAX_LINE_BYTES = 1024 * 1024
 
 _MODELS = MODELS_BY_TYPE
+#: each type's direct writer (`event_json`'s plan of its model; a model without a plan always decides)
+_PLANS: dict[str, Callable[[dict[str, Any], int], tuple[str, bytes] | None]] = {
+    name: (plan.write if (plan := event_json.PLANS[model]) is not None else lambda data, now_ns: None)
+    for name, model in _MODELS.items()}
 _FIELDS = {name: frozenset(model.model_fields) for name, model in _MODELS.items()}
 _TAGS = ", ".join(_MODELS)
 
@@ -77,8 +82,8 @@ def derive_event_id(namespace: uuid.UUID, line: int, event: dict[str, Any]) -> s
     # remaining 68 for rand_b, under the variant bits 0b10 (digit 4 keeps its low two bits, digit 3 is dropped).
     # The same text as formatting the 128-bit value (the rule above) would give, without building the int.
     h = hashlib.sha1(prefix + f"{line}:{_canonical(event)}".encode()).hexdigest()
-    t = f"{event_time_ms(event.get('timestamp')):012x}"
-    return f"{t[:8]}-{t[8:]}-8{h[:3]}-{_VARIANT[h[4]]}{h[5:8]}-{h[8:20]}"
+    t = event_time_ms(event.get("timestamp"))  # < 2**48: the first 8 hex digits, then the last 4
+    return f"{t >> 16:08x}-{t & 0xFFFF:04x}-8{h[:3]}-{_VARIANT[h[4]]}{h[5:8]}-{h[8:20]}"
 
 
 _MAX_48 = (1 << 48) - 1
@@ -87,13 +92,32 @@ _VARIANT = {f"{n:x}": f"{0b1000 | n & 0b11:x}" for n in range(16)}
 _namespace_bytes: dict[uuid.UUID, bytes] = {}  # uuid.UUID.bytes builds them anew on every read
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d\d):(\d\d))?")
 _days_of: dict[str, int] = {}  # "YYYY-MM-DD" -> days since 1970-01-01; a log repeats its dates
+_PLAIN_UTC = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?Z")
+_minute_ms: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" (ASCII digits) -> its Unix milliseconds, unclamped
 
 
 def event_time_ms(timestamp: Any) -> int:
     """The time part of a derived id: an RFC 3339 timestamp as Unix milliseconds, computed from the text
     alone (no offset counts as UTC here, whatever the machine's zone), clamped to 48 bits; 0 for anything
     else. It orders ids; the event's own timestamp is validated and sent as usual."""
-    match = _RFC3339.fullmatch(timestamp) if type(timestamp) is str else None
+    if type(timestamp) is not str:
+        return 0
+    plain = _PLAIN_UTC.fullmatch(timestamp)
+    if plain is not None:  # the usual case, "YYYY-MM-DDTHH:MM:SS[.f]Z": what the general rule below gives it,
+        minute, second, fraction = plain.groups()  # with its minute's milliseconds looked up (a log repeats them)
+        millis = _minute_ms.get(minute)
+        if millis is None:
+            if len(_minute_ms) > 10_000:
+                _minute_ms.clear()
+            millis = _minute_ms[minute] = _unclamped_ms(timestamp[:16] + ":00Z")
+        millis += int(second) * 1000 + (int((fraction + "00")[:3]) if fraction else 0)
+        return min(max(millis, 0), _MAX_48)
+    return min(max(_unclamped_ms(timestamp), 0), _MAX_48)
+
+
+def _unclamped_ms(timestamp: str) -> int:
+    """`event_time_ms`'s general rule, before the clamp (0 for text it does not read)."""
+    match = _RFC3339.fullmatch(timestamp)
     if match is None:
         return 0
     date, hour, minute, second, fraction, sign, offset_hours, offset_minutes = match.groups()
@@ -105,8 +129,7 @@ def event_time_ms(timestamp: Any) -> int:
     minutes = days * 1440 + int(hour) * 60 + int(minute)
     if sign:
         minutes += (int(offset_hours) * 60 + int(offset_minutes)) * (-1 if sign == "+" else 1)
-    millis = (minutes * 60 + int(second)) * 1000 + (int((fraction + "00")[:3]) if fraction else 0)
-    return min(max(millis, 0), _MAX_48)
+    return (minutes * 60 + int(second)) * 1000 + (int((fraction + "00")[:3]) if fraction else 0)
 
 
 def _days_from_civil(year: int, month: int, day: int) -> int:
@@ -146,6 +169,32 @@ def read_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes, int]]:
 
 def parse_line(raw: bytes, line: int, namespace: uuid.UUID) -> EventModel | Invalid:
     """Validate one line with the generated models; an event without `event_id` gets a derived one."""
+    data = _prepared(raw, line, namespace)
+    return data if isinstance(data, Invalid) else _validated(data, raw, line)
+
+
+def parse_line_json(raw: bytes, line: int, namespace: uuid.UUID) -> tuple[str, bytes] | Invalid:
+    """`parse_line`, ending in (event id, the event's JSON as the model serializes it): what `send` queues.
+
+    A plain line (every field as the model takes it as is, the timestamp a plain UTC string) is written
+    straight from its decoded dict by `event_json`'s rules, read from the same models, with no model
+    built; anything else goes through `parse_line`'s model, which accepts or refuses it as always.
+    test_send_json's property test pins that both ways give the same bytes and id, or the same refusal.
+    """
+    data = _prepared(raw, line, namespace)
+    if isinstance(data, Invalid):
+        return data
+    written = _PLANS[data["event_type"]](data, time_ns())
+    if written is not None:
+        return written
+    event = _validated(data, raw, line)
+    if isinstance(event, Invalid):
+        return event
+    return event.event_id, event.__pydantic_serializer__.to_json(event, exclude_none=True)
+
+
+def _prepared(raw: bytes, line: int, namespace: uuid.UUID) -> dict[str, Any] | Invalid:
+    """The line's object, its shape checked and its id derived if it has none; or why it is not an event."""
     if len(raw) > MAX_LINE_BYTES:
         return Invalid(line, f"the line is longer than {MAX_LINE_BYTES} bytes: not a usage event", raw[:200])
     try:
@@ -164,6 +213,10 @@ def parse_line(raw: bytes, line: int, namespace: uuid.UUID) -> EventModel | Inva
     if data.get("event_id") is None:
         data.pop("event_id", None)
         data["event_id"] = derive_event_id(namespace, line, data)
+    return data
+
+
+def _validated(data: dict[str, Any], raw: bytes, line: int) -> EventModel | Invalid:
     try:
         return _MODELS[data["event_type"]].__pydantic_validator__.validate_python(data)  # type: ignore[no-any-return]
     except ValidationError as exc:
@@ -212,7 +265,19 @@ def _not_json(value: Any) -> Any:
 
 
 # Built once: json.dumps/json.loads with options build a new encoder/decoder per call (~2 us per line).
-_decode = strict_json.loads
+_scan = strict_json.loads.__self__.scan_once  # type: ignore[attr-defined]  # the decoder's own C scanner
+
+
+def _decode(text: str) -> Any:
+    """`strict_json.loads(text)`: the same value, or the same error. A line that is one JSON value and its
+    line end is scanned directly (`decode` matches a whitespace regex on both sides of every value)."""
+    try:
+        value, end = _scan(text, 0)
+    except (ValueError, StopIteration):  # bad JSON, NaN, leading whitespace...: the decoder decides, and says why
+        return strict_json.loads(text)
+    if end != len(text) and text[end:].strip(" \t\n\r"):  # (JSON's whitespace) followed by more: the decoder
+        return strict_json.loads(text)
+    return value
 _canonical: Callable[[Any], str] = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 if c_make_encoder is not None:  # the C encoder json.dumps itself runs, kept instead of rebuilt per call
     _c_canonical = c_make_encoder(None, _not_json, encode_basestring, None, ":", ",", True, False, True)

@@ -7,10 +7,10 @@ spec's: they are read at import from the generated models' fields (types, `stric
 bounds, defaults), and the cross-field rules are `event_rules.check_fields` itself.
 
 `encode` never refuses anything. Whatever it does not fully understand (another type, a timestamp given
-by the caller, an unknown constraint, a broken rule) returns None, and the caller builds the model, which
-accepts or refuses it with its usual errors (field, value, rule). test_event_json's property test pins
-that whenever `encode` answers, the model accepts the same values and serializes them byte for byte the
-same.
+by the caller other than a plain UTC string, an unknown constraint, a broken rule) returns None, and the
+caller builds the model, which accepts or refuses it with its usual errors (field, value, rule).
+test_event_json's property test pins that whenever `encode` answers, the model accepts the same values
+and serializes them byte for byte the same.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import datetime as _datetime
 import functools
 import inspect
 import linecache
+import re
 import time
 import types
 import typing
@@ -267,8 +268,9 @@ def source(plan: Plan, queue: str | None = None, *, keywords: bool = False) -> s
             checks.append(f"else: _id = {name}")
             pieces.append(("", key + "{_enc(_id)}"))
             event_id = "_id"
-        elif kind == _NOW:
-            checks.append(f"if {name} is not None: {decline}")
+        elif kind == _NOW:  # (`write` also takes a plain UTC string: see `_timestamp_text`)
+            checks.append(f"if {name} is not None: {decline}" if keywords else
+                          f"if {name} is not None: _now_text = _timestamp_text({name}) or _decline()")
             pieces.append(("", key + '"{_now_text}"'))
         elif kind == _METADATA:  # checked by the metadata rules here, once (`check_fields` then skips it)
             checks.append(f"if {name} is not None: _meta = _metadata_json({name})")
@@ -358,6 +360,40 @@ def _metadata_json(metadata: Any) -> str:
     return encoded if flat else to_json(metadata).decode()
 
 
+def _decline() -> str:
+    raise _Decline  # (`write` answers None for any exception)
+
+
+# `YYYY-MM-DDTHH:MM:SS[.f]Z`, ASCII digits, hours 00-23, minutes and seconds 00-59, 1 to 6 fraction digits
+_PLAIN_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.([0-9]{1,6}))?Z")
+_real_dates: set[str] = set()  # "YYYY-MM-DD" seen to be a calendar date (a usage log repeats its dates)
+
+
+def _timestamp_text(value: Any) -> str | None:
+    """The text the models write for a timestamp given as this string, when the string is a plain UTC one
+    (`_PLAIN_UTC` on a real calendar date, year 1 or later): the fraction padded to 6 digits, or none when
+    it is zero, as pydantic writes a datetime's microseconds. None for anything else (an offset, a
+    lowercase t or z, more than 6 fraction digits, a leap second...): the model decides."""
+    if type(value) is not str:
+        return None
+    match = _PLAIN_UTC.fullmatch(value)
+    if match is None:
+        return None
+    date = value[:10]
+    if date not in _real_dates:
+        try:
+            _datetime.date.fromisoformat(date)
+        except ValueError:
+            return None
+        if len(_real_dates) > 10_000:
+            _real_dates.clear()
+        _real_dates.add(date)
+    fraction = match.group(1)
+    if fraction is None or (len(fraction) == 6 and fraction != "000000"):
+        return value
+    return f"{value[:19]}.{fraction:0<6}Z" if fraction.strip("0") else f"{value[:19]}Z"
+
+
 def _braces(text: str) -> str:
     """Literal text for an f-string template."""
     return text.replace("{", "{{").replace("}", "}}")
@@ -368,7 +404,7 @@ def _compile(model: type[BaseModel], fields: tuple[_Field, ...]) -> Plan:
         "_id_and_timestamp": id_and_timestamp, "_enc": encode_basestring, "_to_json": to_json,
         "_check_fields": event_rules.check_fields, "_time_ns": time.time_ns, "_MAX_FINITE": _MAX_FINITE_QUANTITY,
         "_INF": float("inf"), "_Decline": _Decline, "_built": _built, "_model": model,
-        "_metadata_json": _metadata_json}
+        "_metadata_json": _metadata_json, "_timestamp_text": _timestamp_text, "_decline": _decline}
     plan = Plan(model, fields, frozenset(field.name for field in fields), _no_write, namespace)
     namespace["_names"] = plan.names
     _run(source(plan), f"<event_json for {model.__name__}>", namespace)
