@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -22,8 +24,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from openmonetize import OpenMonetize
-from openmonetize.lib import event_json
-from openmonetize.lib.event_ids import new_event_id, utc_datetime, utc_text
+from openmonetize.lib import event_ids, event_json, event_rules
+from openmonetize.lib.event_ids import id_and_timestamp, new_event_id, utc_datetime, utc_text
 from openmonetize.lib.event_types import EVENT_MODELS
 from openmonetize.models import CustomEvent, ImageGenerationEvent, TokenUsageEvent
 
@@ -165,6 +167,32 @@ def test_the_common_case_takes_the_fast_path_and_matches_the_model(
     assert answer[1] == model_json(model, dict(values, event_id=answer[0], timestamp=utc_datetime(now_ns)))
 
 
+flat_values = st.one_of(st.text(st.characters(), max_size=8), st.integers(-(2**80), 2**80), st.booleans(), st.none())
+
+
+@settings(SETTINGS, max_examples=100)
+@given(metadata=st.dictionaries(st.text(st.characters(), max_size=8), flat_values, max_size=8))
+@example(metadata={"feature": "chat", "response_id": "chatcmpl-1"})  # the LLM tracker's
+@example(metadata={"a\x00\x1f\x7f\"\\/\u2028é": "\x00\x1f\x7f\"\\/\u2028é\b\f\n\r\t", "n": -(2**70), "t": True})
+@example(metadata={"a": "\ud800"})
+@example(metadata={"big": "x" * 4100})
+def test_flat_metadata_is_encoded_once_the_rules_text_is_the_models(metadata: dict[str, Any]) -> None:
+    """Metadata of str keys and exact str, int, bool or None values: the JSON the metadata rules encode to
+    measure it (`event_rules.check_metadata`, the json C encoder) is byte for byte what the models' serializer
+    writes, so the fast path writes that text instead of encoding the dict a second time. When the rules refuse
+    it (too big, not UTF-8), the model refuses it too."""
+    values = {"customer_id": "c", "feature_id": "f", "provider": "p", "model": "m", "input_tokens": 1,
+              "output_tokens": 1, "metadata": metadata, "event_id": "e", "timestamp": utc_datetime(0)}
+    try:
+        text = event_json._metadata_json(metadata)
+    except Exception:
+        with pytest.raises(Exception):  # noqa: B017 (building refuses it, or serializing does: not UTF-8)
+            model_json(TokenUsageEvent, values)
+        return
+    assert text == event_rules.check_metadata(metadata)  # the rules' own text, not another encoding
+    assert f',"metadata":{text},'.encode() in model_json(TokenUsageEvent, values)
+
+
 def test_every_event_model_has_a_plan() -> None:
     """A spec change the plan does not understand must be seen here, not only as a slower track()."""
     assert all(PLANS.values()), PLANS
@@ -241,6 +269,60 @@ def test_ids_sort_by_time_and_keep_their_layout() -> None:
     assert utc_text(base + 123_456_789) == "2025-12-01T16:00:00.123000Z" and utc_text(base) == "2025-12-01T16:00:00Z"
 
 
+def test_a_millisecond_s_first_id_and_those_after_it_count_up_from_one_random_start() -> None:
+    """A new millisecond's first id is made alone (no iterator: the LLM tracker's usual case); the second id
+    of it starts the counter just after the first, and a timestamp asked for first gives no id away."""
+    moment = 1_764_604_800_000_000_000 + 7_000_000
+    assert utc_text(moment) == "2025-12-01T16:00:00.007000Z"  # the millisecond begins without an id taken
+    ids = [new_event_id(moment) for _ in range(5)] + [id_and_timestamp(moment)[0] for _ in range(5)]
+    assert len(set(ids)) == 10 and ids == sorted(ids)
+    assert {i[:24] for i in ids} == {ids[0][:24]}  # one random prefix
+    assert [int(i[24:], 16) - int(ids[0][24:], 16) for i in ids] == list(range(10))  # counting up by one
+    later = moment + 1_000_000
+    first, text = id_and_timestamp(later)  # a new millisecond, its first id
+    assert text == "2025-12-01T16:00:00.008000Z" and first[:24] != ids[0][:24]
+    assert int(new_event_id(later)[24:], 16) == int(first[24:], 16) + 1
+
+
+def test_threads_asking_for_ids_of_the_same_milliseconds_at_once_never_share_one() -> None:
+    """Threads asking for ids of the same few milliseconds at once, switching as often as the interpreter lets
+    them: every id is still unique and of its own millisecond."""
+    base = 1_764_604_800_000_000_000
+    barrier = threading.Barrier(4)
+    made: list[list[tuple[int, str]]] = [[] for _ in range(4)]
+
+    def work(k: int) -> None:
+        barrier.wait()
+        for step in range(3000):
+            now = base + (step // 2 + k % 2) * 1_000_000  # two threads a millisecond behind the others
+            made[k].append((now // 1_000_000, new_event_id(now) if step % 2 else id_and_timestamp(now)[0]))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # as many thread switches as the interpreter makes
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    everything = [pair for pairs in made for pair in pairs]
+    assert len(everything) == 12_000 and len({i for _, i in everything}) == 12_000
+    assert all(uuid.UUID(i).int >> 80 == millis for millis, i in everything)
+
+
+def test_a_thread_late_for_a_millisecond_s_counter_takes_the_next_id_not_a_new_counter() -> None:
+    """The race the lock is for, played in order: a thread saw the millisecond without its counter, another
+    made the counter meanwhile; the late one must count on, not start the counter again."""
+    millis = 1_764_604_800_009
+    first = new_event_id(millis * 1_000_000)  # a new millisecond: its first id, no counter yet
+    second = new_event_id(millis * 1_000_000)  # the counter made (by "another thread")
+    late = event_ids._next_of(millis)[0]  # the thread that saw no counter arrives
+    assert [int(i[24:], 16) - int(first[24:], 16) for i in (first, second, late)] == [0, 1, 2]
+    assert new_event_id(millis * 1_000_000) > late
+
+
 def test_a_child_forked_within_a_millisecond_does_not_continue_its_parents_ids() -> None:
     """Ids count up within a millisecond from a random start: a child that kept the parent's state would make
     the very ids the parent makes next, in the same millisecond."""
@@ -263,6 +345,28 @@ def test_a_child_forked_within_a_millisecond_does_not_continue_its_parents_ids()
     assert len(child_ids) == 100 and first not in child_ids
     assert not parent_ids & child_ids
     assert all(uuid.UUID(i).int >> 80 == moment // 1_000_000 for i in parent_ids | child_ids)
+
+
+def test_a_forked_child_never_begins_a_millisecond_as_its_parent_does() -> None:
+    """A new millisecond's first id ends in a random text made ahead (64 at a time): a child that kept the
+    parent's unused ones would begin the next milliseconds with the very ids the parent begins them with."""
+    import json
+    import os
+
+    base = 1_764_604_800_000_000_000 + 500_000_000
+    new_event_id(base)  # the parent has made ends ahead, and used one
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_fd)
+        os.write(write_fd, json.dumps([new_event_id(base + step * 1_000_000) for step in range(1, 11)]).encode())
+        os._exit(0)
+    os.close(write_fd)
+    parent_ids = [new_event_id(base + step * 1_000_000) for step in range(1, 11)]
+    with os.fdopen(read_fd) as pipe:
+        child_ids = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert len(child_ids) == 10 and not set(parent_ids) & set(child_ids)
 
 
 def test_track_calls_on_the_fast_path_reach_a_server_as_the_models_would_send_them() -> None:
@@ -438,3 +542,21 @@ def test_without_a_plan_a_track_method_builds_the_model_with_the_declarations_de
     assert json.loads(body)["image_count"] == 1 and json.loads(body)["event_id"] == event_id
     with pytest.raises(ValidationError, match="customer_id"):
         track(Queue(), customer_id="", feature_id="f", provider="p", model="m")
+
+
+WRITERS = {model: event_json.writer(model) for model in EVENT_MODELS}
+
+
+@settings(SETTINGS, max_examples=100)
+@given(case=values_for(), now_ns=instants)
+def test_the_keyword_writer_answers_as_dump_does(case: tuple[type[BaseModel], dict[str, Any]], now_ns: int) -> None:
+    """`event_json.writer` (what the LLM tracker calls) runs the same checks and writing on keyword arguments:
+    for any values (a field not given is None) it writes what `dump` writes for the same values, from the same
+    clock reading, or the model refuses them with the same errors."""
+    model, values = case
+    values = {name: value for name, value in values.items() if name not in ("event_type", "unknown")}
+    every = {name: values.get(name) for name in model.model_fields if name != "event_type"}
+    written = _outcome(lambda: WRITERS[model](now_ns, **values), every)
+    assert written == _outcome(lambda: event_json.dump(model, every, now_ns), every)
+    if written[0] == "written" and values.get("timestamp") is None:  # the timestamp is `now_ns`'s
+        assert f'"timestamp":"{utc_text(now_ns)}"'.encode() in WRITERS[model](now_ns, **values)[1]

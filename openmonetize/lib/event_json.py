@@ -175,9 +175,9 @@ def encode(plan: Plan, values: dict[str, Any], now_ns: int | None = None) -> tup
 
 def dump(model: type[BaseModel], values: dict[str, Any], now_ns: int) -> tuple[str, bytes]:
     """(event id, JSON) of the `model` event made of `values`: written directly when the plan can, else by
-    the model itself, which raises its usual error (field, value, rule): what the LLM tracker calls (the
-    `track_*` methods run the same checks compiled by `method`); absent id and timestamp come from `now_ns`
-    either way."""
+    the model itself, which raises its usual error (field, value, rule). The `track_*` methods run the same
+    checks compiled by `method`, and the LLM tracker through `writer`; absent id and timestamp come from
+    `now_ns` either way."""
     plan = PLANS[model]
     written = plan.write(values, now_ns) if plan is not None else None
     return written if written is not None else _built(model, values, now_ns)
@@ -225,13 +225,31 @@ def _built(model: type[BaseModel], values: dict[str, Any], now_ns: int) -> tuple
     return event.event_id, event.__pydantic_serializer__.to_json(event, exclude_none=True)  # type: ignore[attr-defined]
 
 
-def source(plan: Plan, queue: str | None = None) -> str:
+def writer(model: type[BaseModel]) -> Callable[..., tuple[str, bytes]]:
+    """`dump` with the values as keyword arguments: `writer(model)(now_ns, **values)` is `dump(model, values,
+    now_ns)` without the dict read back a key at a time (what the LLM tracker calls: fewer steps after an HTTP
+    call, whose code and data have the caches). Every field is a keyword, None when absent; the model decides
+    when the plan declines (and raises its usual error)."""
+    plan = PLANS[model]
+    if plan is None:
+        def built(now_ns: int, **values: Any) -> tuple[str, bytes]:
+            return _built(model, values, now_ns)
+        return built
+    namespace = dict(plan.namespace)
+    _run(source(plan, keywords=True), f"<event_json writer for {model.__name__}>", namespace)
+    compiled = namespace["write_keywords"]
+    compiled.__kwdefaults__ = {field.name: None for field in plan.fields if field.kind != _CONSTANT}
+    return compiled  # type: ignore[no-any-return]
+
+
+def source(plan: Plan, queue: str | None = None, *, keywords: bool = False) -> str:
     """The Python source of `plan.write` (or, with `queue`, of the `method` that passes the event to
     `self.<queue>`): the plan's fields unrolled into straight-line checks, then one f-string per run of
     required fields (a loop over the fields costs the caller more than all the checks; see bench/track.py).
     The fields are the function's local variables, under their own names: its other names start with `_`,
-    which no field's can (and `self`, which is not a field)."""
-    keywords = queue is not None
+    which no field's can (and `self`, which is not a field). With `keywords` (and no `queue`), the source of a
+    `writer`: the `method`'s checks and writing, returning (event id, JSON) instead of queueing it."""
+    keywords = keywords or queue is not None
     decline = "raise _Decline" if keywords else "return None"
     checks, pieces = [], []  # pieces: (the variable that must not be None, or "", an f-string template)
     event_id = ""
@@ -254,10 +272,9 @@ def source(plan: Plan, queue: str | None = None) -> str:
             checks.append(f"if {name} is not None: {decline}" if keywords else
                           f"if {name} is not None: _now_text = _timestamp_text({name}) or _decline()")
             pieces.append(("", key + '"{_now_text}"'))
-        elif kind == _METADATA:
-            checks.append(f"if {name} is not None and (type({name}) is not dict or "
-                          f"any(type(_item) is not str for _item in {name})): {decline}")
-            pieces.append((name, key + f"{{_to_json({name}).decode()}}"))
+        elif kind == _METADATA:  # checked by the metadata rules here, once (`check_fields` then skips it)
+            checks.append(f"if {name} is not None: _meta = _metadata_json({name})")
+            pieces.append((name, key + "{_meta}"))
         elif kind == _NUMBER:  # an int within the float range, or a float, which the models' serializer writes
             checks.append(f"if not ((type({name}) is int and {low!r} < {name} <= _MAX_FINITE) or "
                           f"(type({name}) is float and {low!r} < {name} < _INF)): {decline}")
@@ -279,22 +296,27 @@ def source(plan: Plan, queue: str | None = None) -> str:
     writes = [f"_text = f{runs[0][1]!r}"]
     writes += [f"if {condition} is not None: _text += f{template!r}" if condition else f"_text += f{template!r}"
                for condition, template in runs[1:]]
-    rules = ", ".join(f"{field.name}={field.name}" for field in plan.fields if field.name in _RULE_FIELDS)
+    rules = ", ".join(f"{field.name}={field.name}" for field in plan.fields
+                      if field.name in _RULE_FIELDS and field.kind != _METADATA)
     body = "\n        ".join([*checks, *writes, f"_check_fields({rules})",
                                "_body = (_text + '}').encode()" if keywords else
                                f"return {event_id}, (_text + '}}').encode()"])
     if keywords:
         names = [field.name for field in plan.fields if field.kind != _CONSTANT]
         values = "{" + ", ".join(f"{name!r}: {name}" for name in names) + "}"
+        built, written = (f"self.{queue}(*_built(_model, {values}, _now_ns))", f"self.{queue}({event_id}, _body)") \
+            if queue is not None else (f"_built(_model, {values}, _now_ns)", f"{event_id}, _body")
         body = "\n    ".join([
-            "_now_ns = _time_ns()",
+            *(["_now_ns = _time_ns()"] if queue is not None else []),
             "_new_id, _now_text = _id_and_timestamp(_now_ns)  # one reading, one lookup (unused if given: harmless)",
             "try:",
             "    " + body,
             "except Exception:  # declined, a broken rule, text that is not UTF-8...: the model decides",
-            f"    return self.{queue}(*_built(_model, {values}, _now_ns))",
-            f"return self.{queue}({event_id}, _body)  # outside the try: what queueing raises is the caller's",
+            f"    return {built}",
+            f"return {written}  # outside the try: what queueing raises is the caller's",
         ])
+        if queue is None:
+            return f"def write_keywords(_now_ns, *, {', '.join(names)}):  # the defaults: None\n    {body}\n"
         return f"def method(self, *, {', '.join(names)}):  # the defaults: the declaration's\n    {body}\n"
     body = "\n    ".join([
         "if not _values.keys() <= _names: return None",
@@ -314,6 +336,28 @@ _RULE_FIELDS = frozenset(name for name, parameter in inspect.signature(event_rul
 
 class _Decline(Exception):
     """A `method`'s way out of its checks to the model (only on the path that builds the model)."""
+
+
+_FLAT = frozenset({str, int, bool, type(None)})  # metadata values the `json` encoder writes as the models do
+
+
+def _metadata_json(metadata: Any) -> str:
+    """`metadata`'s JSON as the models write it, checked by the metadata rules (`event_rules.check_metadata`);
+    raises `_Decline` for what is not a dict of `str` keys (the model refuses it, or converts it).
+
+    For flat metadata (values of exact `str`, `int`, `bool` or None) the text the rules encode to measure is
+    the models' own (test_event_json pins it), so it is encoded once; anything else is written by
+    pydantic-core, as the models' serializer writes it."""
+    if type(metadata) is not dict:
+        raise _Decline
+    flat = True
+    for key, value in metadata.items():
+        if type(key) is not str:
+            raise _Decline
+        if type(value) not in _FLAT:
+            flat = False
+    encoded = event_rules.check_metadata(metadata)
+    return encoded if flat else to_json(metadata).decode()
 
 
 def _decline() -> str:
@@ -360,7 +404,7 @@ def _compile(model: type[BaseModel], fields: tuple[_Field, ...]) -> Plan:
         "_id_and_timestamp": id_and_timestamp, "_enc": encode_basestring, "_to_json": to_json,
         "_check_fields": event_rules.check_fields, "_time_ns": time.time_ns, "_MAX_FINITE": _MAX_FINITE_QUANTITY,
         "_INF": float("inf"), "_Decline": _Decline, "_built": _built, "_model": model,
-        "_timestamp_text": _timestamp_text, "_decline": _decline}
+        "_metadata_json": _metadata_json, "_timestamp_text": _timestamp_text, "_decline": _decline}
     plan = Plan(model, fields, frozenset(field.name for field in fields), _no_write, namespace)
     namespace["_names"] = plan.names
     _run(source(plan), f"<event_json for {model.__name__}>", namespace)

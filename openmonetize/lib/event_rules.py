@@ -41,10 +41,6 @@ _iterencode = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
     None, _no_default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
 
 
-def _encode_metadata(metadata: dict[str, Any]) -> str:
-    return "".join(_iterencode(metadata, 0))
-
-
 def prepare_event(cls: type[BaseModel], data: Any) -> Any:
     """Fill in what a caller may omit: `event_id` (a new UUIDv7) and `timestamp` (now).
 
@@ -108,25 +104,29 @@ def check_fields(*, input_tokens: int | None = None, output_tokens: int | None =
     if quantity is not None and not math.isfinite(quantity):
         raise ValueError(f"quantity={quantity!r} is not allowed: quantity must be a finite number greater than 0")
     if metadata is not None:
-        _check_metadata(metadata)
+        check_metadata(metadata)
 
 
 def _exceeds(part: str, value: int, whole: str, limit: int, why: str) -> ValueError:
     return ValueError(f"{part}={value} exceeds {whole}={limit}: {part} may not exceed {whole} ({why})")
 
 
-def _check_metadata(metadata: dict[str, Any]) -> None:
+def check_metadata(metadata: dict[str, Any]) -> str:
+    """The metadata rules (at most 50 keys, plain JSON, at most 4096 bytes as JSON); returns the JSON text they
+    measured (the `json` encoder's, compact, not ASCII-escaped: for keys of exact `str` and values of exact
+    `str`, `int`, `bool` or None, the models' serializer writes the same text, which `event_json` then reuses)."""
     if len(metadata) > MAX_METADATA_KEYS:
         raise ValueError(f"metadata has {len(metadata)} keys: at most {MAX_METADATA_KEYS} are allowed")
     try:
-        encoded = _encode_metadata(metadata)
+        encoded = "".join(_iterencode(metadata, 0))
     except RecursionError:
         raise ValueError("metadata must be plain JSON (str, int, float, bool, None, list, dict): it contains itself,"
                          " or nests too deep") from None
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata must be plain JSON (str, int, float, bool, None, list, dict): {exc}") from None
-    size = len(encoded.encode())
+    size = len(encoded) if encoded.isascii() else len(encoded.encode())  # (UTF-8 bytes: one a character if ASCII)
     if size > MAX_METADATA_JSON_BYTES:
         raise ValueError(
             f"metadata is {size} bytes as JSON: at most {MAX_METADATA_JSON_BYTES} bytes are allowed"
         )
+    return encoded

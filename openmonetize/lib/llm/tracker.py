@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+import types
 import uuid
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
@@ -45,6 +46,9 @@ TRACKER_METADATA_BYTES = 1024
 #: A provider response id longer than this is kept as its UUIDv5, so the reserved room always suffices.
 _MAX_RESPONSE_ID = 200
 RESPONSE_ID_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-5c7d-9e0f-1a2b3c4d5e6f")
+_NONE: Mapping[str, Any] = types.MappingProxyType({})
+#: each event type's `event_json.writer`: the event's JSON from its fields as keyword arguments
+_WRITERS = {event_type: event_json.writer(model) for event_type, model in MODELS_BY_TYPE.items()}
 
 
 @dataclass(frozen=True)
@@ -241,15 +245,8 @@ class Call:
         model, response_id, input_tokens, output_tokens, cached, reasoning = counts
         billing, attribution = self.billing, self.attribution
         scope_metadata = attribution.metadata if attribution is not None else None
-        if scope_metadata or billing.metadata:  # as `_fields` merges them: the scope's, the wrap's, the tracker's
-            metadata: dict[str, Any] = {}
-            if scope_metadata:
-                metadata.update(scope_metadata)
-            if billing.metadata:
-                metadata.update(billing.metadata)
-            metadata["response_id"] = response_id
-        else:
-            metadata = {"response_id": response_id}
+        # as `_fields` merges them: the scope's, the wrap's, the tracker's (one dict display, no calls)
+        metadata = {**(scope_metadata or _NONE), **(billing.metadata or _NONE), "response_id": response_id}
         self._write({
             "event_id": self.event_id,
             "customer_id": attribution.customer_id if attribution else None,
@@ -269,7 +266,7 @@ class Call:
             return
         event_type = fields.pop("event_type")
         try:
-            written = event_json.dump(MODELS_BY_TYPE[event_type], fields, self.now_ns)  # one of the spec's models
+            written = _WRITERS[event_type](self.now_ns, **fields)  # `event_json.dump` of one of the spec's models
         except Exception as exc:  # the model names what breaks a rule
             fields["event_type"] = event_type
             logger.exception("openmonetize: could not record LLM usage for customer_id=%r (provider %s, "
