@@ -26,6 +26,7 @@ CASES = {
     "dependencies only": DEPENDENCIES,
     "+ import openmonetize": f"{DEPENDENCIES}; import openmonetize",
     "+ the seed's imports": f"{DEPENDENCIES}; {SEED_IMPORTS}",
+    "+ the delivery client": f"{DEPENDENCIES}; from openmonetize import OpenMonetize",
     # schemas are built at first use: what the first event costs on top of the imports
     "+ imports, first event": f"{DEPENDENCIES}; {SEED_IMPORTS}; "
                               "TokenUsageEvent(customer_id='c', feature_id='f', provider='OPENAI', model='m', "
