@@ -21,6 +21,22 @@ def test_import_is_lazy():
     assert loaded.strip() == "['openmonetize']"
 
 
+def test_the_delivery_client_imports_no_asyncio_until_the_program_does():
+    # a program that never uses asyncio does not pay for its import; one that does still gets the event-loop
+    # rule (never wait for room on a loop's thread: test_delivery's test_track_on_an_event_loop_never_blocks_it)
+    loaded = run_python(
+        "import sys\n"
+        "from openmonetize import OpenMonetize\n"
+        "om = OpenMonetize(api_key='k', base_url='http://127.0.0.1:9', shutdown_timeout=0, max_queue_size=1,\n"
+        "                  block_timeout=0)\n"
+        "for _ in range(3):\n"  # the queue is full from the second event: the back-pressure path runs
+        "    om.track_custom_event(customer_id='c', feature_id='f', unit_type='calls', quantity=1)\n"
+        "om.shutdown(0)\n"
+        "print('asyncio' in sys.modules)\n"
+    )
+    assert loaded.strip() == "False"
+
+
 def test_lazy_exports_resolve():
     out = run_python(
         "import openmonetize as om; print(om.EventsApi.__module__, om.TokenUsageEvent.__module__, "

@@ -6,12 +6,12 @@ retries happen on background threads (see `delivery.py`), through the generated 
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import itertools
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -249,11 +249,7 @@ class OpenMonetize:
         one GIL switch interval (5 ms), again and again, until the waiter's `block_timeout` passes and its
         event is dropped although delivery never stopped.
         """
-        try:
-            asyncio.get_running_loop()
-            on_event_loop = True
-        except RuntimeError:
-            on_event_loop = False
+        on_event_loop = _on_event_loop()
         intake = self._buffer.intake
         if not wait or on_event_loop:  # may not wait: room now, or never
             if len(intake) < worker.queue_limit:
@@ -361,9 +357,13 @@ class OpenMonetize:
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """`flush` for asyncio services: waits on a worker thread, never on the event loop."""
+        import asyncio
+
         return await asyncio.to_thread(self.flush, timeout)
 
     async def ashutdown(self, timeout: float | None = None) -> bool:
+        import asyncio
+
         return await asyncio.to_thread(self.shutdown, timeout)
 
     def __enter__(self) -> OpenMonetize:
@@ -426,3 +426,16 @@ def _reset_all_after_fork() -> None:
 
 atexit.register(_shutdown_all_at_exit)
 os.register_at_fork(after_in_child=_reset_all_after_fork)
+
+
+def _on_event_loop() -> bool:
+    """Whether this thread is running an asyncio event loop, without importing asyncio for the answer (a
+    program that never uses it does not pay for its import): a program that has not imported it runs none."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
