@@ -339,6 +339,15 @@ def test_pause_is_long_and_capped():
         assert ceiling / 2 <= policy.pause(n) <= ceiling
 
 
+def test_backoff_and_pause_stay_capped_after_thousands_of_failures():
+    # an outage of a few hours fails a batch past 1024 times: 2 ** 1024 times the base is no float (it raised
+    # OverflowError inside the dispatcher, which lost track of the batch)
+    policy = RetryPolicy(base=0.5, cap=30, pause_base=5, pause_cap=300, rng=random.Random(6))
+    for n in (1025, 5000, 10**6):
+        assert 0 <= policy.backoff(n) <= 30
+        assert 150 <= policy.pause(n) <= 300
+
+
 @pytest.mark.parametrize(("value", "seconds"), [
     ("7", 7.0), ("1.5", 1.5), (" 2 ", 2.0), ("0", 0.0), ("999999", 3600.0),
     ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0), ("Wed, 21 Oct 2015 07:27:50 GMT", 0.0),

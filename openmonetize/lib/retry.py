@@ -70,11 +70,11 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Seconds before resending after the `attempt`-th failure in a row (1-based)."""
-        return float(self.rng.uniform(0, min(self.cap, self.base * 2 ** (attempt - 1))))
+        return float(self.rng.uniform(0, min(self.cap, self.base * _doubled(attempt))))
 
     def pause(self, episode_attempt: int) -> float:
         """Seconds to pause after the `episode_attempt`-th refusal of the key or account in a row."""
-        ceiling = min(self.pause_cap, self.pause_base * 2 ** (episode_attempt - 1))
+        ceiling = min(self.pause_cap, self.pause_base * _doubled(episode_attempt))
         return float(ceiling / 2 + self.rng.uniform(0, ceiling / 2))  # never much shorter than the ceiling
 
     def retry_after(self, headers: Mapping[str, Any] | None, now: float | None = None) -> float | None:
@@ -106,3 +106,9 @@ class RetryPolicy:
         if asked is None:
             return self.backoff(attempt)
         return asked if asked <= self.direct_retry_after_max else None
+
+
+def _doubled(attempt: int) -> int:
+    """2 ** (attempt - 1), bounded: past ~1024 failures (a few hours of outage at the default cap) the power
+    times a float base is too large for a float and raises OverflowError; 2 ** 62 is above any cap."""
+    return 2 ** min(max(attempt - 1, 0), 62)
