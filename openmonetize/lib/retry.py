@@ -111,4 +111,4 @@ class RetryPolicy:
 def _doubled(attempt: int) -> int:
     """2 ** (attempt - 1), bounded: past ~1024 failures (a few hours of outage at the default cap) the power
     times a float base is too large for a float and raises OverflowError; 2 ** 62 is above any cap."""
-    return 2 ** min(max(attempt - 1, 0), 62)
+    return 1 << min(max(attempt - 1, 0), 62)
