@@ -363,6 +363,35 @@ def test_shutdown_without_spool_reports_what_it_could_not_deliver(server, failur
     assert reported == ids
 
 
+@pytest.mark.parametrize("spool", [False, True])
+def test_after_a_shutdown_that_ran_out_of_time_no_attempt_starts(server, failures, caplog, tmp_path, spool):
+    # What is unresolved was reported undelivered (or left in the spool): the dispatcher ends instead of retrying
+    # on its own in a process that goes on (only the attempt in flight at the deadline may still land), says
+    # no more "retrying", and closes the spool, so the next client over it delivers everything.
+    server.set_fault_rate(1.0, seed=1, statuses=(503,), retry_after=None, delay=0, drop=False)
+    spool_dir = tmp_path / "spool" if spool else None
+    om = OpenMonetize(api_key=KEY, base_url=server.url, on_error=failures.append, flush_interval=0.01,
+                      retry_policy=RetryPolicy(base=0.01, cap=0.05), spool_dir=spool_dir)
+    ids = {token_usage(om) for _ in range(20)}
+    worker = om._worker
+    assert worker is not None
+    assert om.shutdown(0.5) is False
+    caplog.clear()
+    after_shutdown = server.request_count
+    worker._thread.join(30)
+    assert not worker._thread.is_alive()
+    assert server.request_count - after_shutdown <= worker.settings.max_concurrent_requests
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+    if not spool:
+        assert {i for f in failures if f.kind == "undelivered" for i in f.event_ids} == ids
+        return
+    assert not failures
+    server.set_fault_rate(0.0)
+    with OpenMonetize(api_key=KEY, base_url=server.url, spool_dir=spool_dir) as again:
+        assert again.flush(30)
+    assert server.event_ids == ids
+
+
 def test_client_lifecycle_and_secrets(server, caplog):
     with pytest.raises(ValueError, match="API key"):
         OpenMonetize(api_key="", base_url=server.url)

@@ -358,6 +358,11 @@ class DeliveryWorker:
         self.flush_waiters = 0
         self.flushes = 0  # flush() calls so far (a commit is due when one begins)
         self.stopping = False
+        # set when a stop ran out of time: the caller has reported what is unresolved (or left it in the spool),
+        # so no attempt starts after it and the dispatcher ends at its next loop, closing the buffer itself
+        self.abandoned = False
+        self._ending = threading.Lock()  # abandoned vs ended: exactly one of the caller and the thread closes
+        self._ended = False
         self.failed_seqs: list[int] = []  # published copy of the dispatcher's, read under `resolved`
         self.room_waiters: list[object] = []  # callers waiting for room in the queue, in turn (under `resolved`)
         self.queue_limit = self._queue_limit()  # events the intake may hold, from the byte bound
@@ -375,11 +380,17 @@ class DeliveryWorker:
             sender.start()
 
     def stop(self, timeout: float | None) -> bool:
-        """Ask the threads to finish; True if the dispatcher ended within `timeout`."""
+        """Ask the threads to finish; True if the dispatcher ended within `timeout` (then the caller closes
+        the buffer). Otherwise it is abandoned: it starts no attempt after this and closes the buffer itself."""
         self.stopping = True
         self.wakeup.set()
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        with self._ending:
+            if self._ended:
+                return True
+            self.abandoned = True
+        self.wakeup.set()
+        return False
 
     def unresolved_batches(self) -> list[Batch]:
         """Batches taken from the buffer and not yet resolved (read once the dispatcher is told to stop)."""
@@ -400,6 +411,8 @@ class DeliveryWorker:
                     timeout = min(timeout, self.settings.commit_interval / 2)
                 self.wakeup.wait(max(timeout, 0.0))
                 self.wakeup.clear()
+                if self.abandoned:
+                    break
                 now = time.monotonic()
                 try:
                     # a commit is due every commit interval, at shutdown, and when a flush begins: what was
@@ -426,6 +439,8 @@ class DeliveryWorker:
                         last_adopt = now
                     interval_over = now - last_send >= self.settings.flush_interval
                     jobs = d.next_jobs(interval_over or self.flush_waiters > 0 or self.stopping)
+                    if self.abandoned:
+                        break
                     for job in jobs:
                         self._work.put(job)
                     if jobs or interval_over:
@@ -445,9 +460,16 @@ class DeliveryWorker:
         finally:
             for _ in self._senders:
                 self._work.put(None)
+            with self._ending:
+                self._ended = True
+            if self.abandoned and self.buffer.durable:
+                try:
+                    self.buffer.close()  # what is left stays on disk for the next process, as shutdown said
+                except Exception:
+                    logger.exception("openmonetize: closing the spool after shutdown failed")
 
     def _collect(self) -> None:
-        while True:
+        while not self.abandoned:  # (after a stop that ran out of time, answers change nothing reported)
             try:
                 attempt = self._attempts.get_nowait()
             except queue.Empty:
