@@ -332,6 +332,27 @@ def test_backoff_is_full_jitter_under_a_cap():
         assert max(draws) > ceiling * 0.8
 
 
+def test_an_answer_whose_handling_raises_keeps_its_batch():
+    # a retry policy (the user's subclass, say) that fails once: the batch is no longer in flight, and before this
+    # it fell out of everything: never resent, never reported, and flush()'s low water passed it
+    class Failing(RetryPolicy):
+        failed = False
+
+        def backoff(self, attempt: int) -> float:
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("a bug in a retry policy")
+            return super().backoff(attempt)
+
+    service = FakeService(script=[503])
+    d, clock, failures, ids = make(service, 10, policy=Failing(rng=random.Random(2)))
+    [job] = d.next_jobs(due=True)
+    d.resolve(d.attempt(job))
+    assert d.low_seq() == 1 and d.unresolved() == [job.batch]
+    drive(d, clock)
+    assert sorted(service.stored) == ids and not failures and d.low_seq() == float("inf")
+
+
 def test_pause_is_long_and_capped():
     policy = RetryPolicy(pause_base=5, pause_cap=300, rng=random.Random(5))
     for n in range(1, 15):

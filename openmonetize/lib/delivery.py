@@ -199,6 +199,19 @@ class Dispatcher:
         self.in_flight.discard(job)
         self.answers += 1
         now = self.clock()
+        try:
+            self._resolve(attempt, now)
+        except Exception:
+            # a bug (ours, or a retry policy's) must not lose the batch, which is no longer in flight: it would
+            # fall out of flush()'s count and never be sent or reported. Send it again later (deduplicated by id).
+            logger.exception("openmonetize: handling the answer for %d events failed; they will be sent again",
+                             len(job.batch))
+            if job not in self.waiting:
+                job.not_before = now + 1.0
+                self.waiting.append(job)
+
+    def _resolve(self, attempt: Attempt, now: float) -> None:
+        job = attempt.job
         if attempt.response is not None:
             self._accepted(job, attempt.response, now)
             return
