@@ -183,6 +183,27 @@ def test_413_splits_the_batch(failures):
         om.shutdown(5)
 
 
+def test_failures_a_flush_never_asks_about_take_bounded_memory(server, failures):
+    # A service that tracks and never flushes, with events failing all along (dropped here; a customer the
+    # service refuses is the same): what flush() needs of them stays bounded, and its answers stay exact.
+    server.set_fault_rate(1.0, seed=1, statuses=(503,), retry_after=None, delay=0, drop=False)
+    om = OpenMonetize(api_key=KEY, base_url=server.url, on_error=failures.append, max_queue_size=10,
+                      block_timeout=0, flush_interval=0.01, retry_policy=RetryPolicy(base=0.01, cap=0.05))
+    tracked = [token_usage(om) for _ in range(6000)]
+    dropped = {i for f in failures if f.kind == "dropped" for i in f.event_ids}
+    worker = om._worker
+    assert worker is not None and len(dropped) >= 5000
+    with worker.resolved:
+        assert len(worker.failures.seqs) <= 2048
+    server.set_fault_rate(0.0)
+    assert om.flush(60) is False  # the drops
+    assert om.flush(60) is True  # and nothing since
+    last = token_usage(om)
+    assert om.flush(60) is True
+    assert server.event_ids == set(tracked) - dropped | {last}
+    om.shutdown(5)
+
+
 def test_gzip_bodies(server, failures):
     om = OpenMonetize(api_key=KEY, base_url=server.url, gzip=True, flush_interval=0.05)
     ids = {token_usage(om) for _ in range(50)}

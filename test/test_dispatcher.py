@@ -10,10 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from openmonetize.exceptions import ApiException, InvalidResponseError
 from openmonetize.lib.buffers import Batch, MemoryBuffer
-from openmonetize.lib.delivery import DeliverySettings, Dispatcher, Stats
+from openmonetize.lib.delivery import DeliverySettings, Dispatcher, FlushLedger, Stats
 from openmonetize.lib.failures import DeliveryFailure
 from openmonetize.lib.retry import RetryPolicy, verdict
 from openmonetize.models.ingest_response import IngestResponse
@@ -412,3 +414,47 @@ def test_memory_take_cuts_a_batch_at_max_bytes_and_keeps_the_rest_in_order(max_b
         assert batch.seqs == batch.keys == [bodies.index(body) for body in batch.bodies]
         taken += batch.bodies
     assert taken == bodies
+
+
+class FullLedger:
+    """FlushLedger's answers from every failed seq ever recorded, never collapsed."""
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.floor = 0
+
+    def failed_before(self, ticket: int) -> bool:
+        floor, self.floor = self.floor, max(self.floor, ticket)
+        return any(floor <= seq < ticket for seq in self.seqs)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["track", "fail", "begin", "answer"]), st.integers(0, 1000)),
+                max_size=300))
+@example([("track", 0), ("track", 0), ("begin", 0), ("track", 0), ("fail", 0), ("fail", 1), ("answer", 0)])
+def test_the_flush_ledger_collapsed_answers_as_if_it_kept_every_failure(steps):
+    # events tracked (seqs), some failing in any order, flushes begun (tickets from the same counter) and answered
+    # in any order; a ledger that collapses past 1 seq answers every flush as one that keeps them all
+    ledger, full = FlushLedger(compact_at=1), FullLedger()
+    seq, unresolved, flushes = 0, [], []
+    for action, pick in steps:
+        if action == "track":
+            seq += 1
+            unresolved.append(seq)
+        elif action == "fail" and unresolved:
+            failed = unresolved.pop(pick % len(unresolved))
+            ledger.add([failed])
+            full.seqs.append(failed)
+        elif action == "begin":
+            seq += 1
+            ledger.begin(seq)
+            flushes.append(seq)
+        elif action == "answer" and flushes:
+            ticket = flushes.pop(pick % len(flushes))
+            assert ledger.failed_before(ticket) == full.failed_before(ticket)
+            ledger.end(ticket)
+        assert len(ledger.seqs) <= 2 * len(full.seqs) + 1
+    for ticket in flushes:
+        assert ledger.failed_before(ticket) == full.failed_before(ticket)
+    seq += 1
+    assert ledger.failed_before(seq) == full.failed_before(seq)  # a flush that begins after everything

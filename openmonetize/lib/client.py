@@ -116,7 +116,6 @@ class OpenMonetize:
         self._buffer: MemoryBuffer = (SpoolBuffer(self.spool_dir, report=self._report) if self.spool_dir
                                       else MemoryBuffer())
         self._worker: DeliveryWorker | None = None
-        self._flush_floor = 0  # failures of events before this seq were answered by an earlier flush()
 
     def _send(self) -> Send:
         """One HTTP attempt per call: the worker alone decides retries (`retries=False`, `max_retries = 0`)."""
@@ -278,7 +277,7 @@ class OpenMonetize:
         self._stats.add(dropped=1)
         if worker is not None:
             with worker.resolved:
-                worker.failed_seqs.append(next(self._seq))
+                worker.failures.add([next(self._seq)])
         self._report(DeliveryFailure(
             "dropped", [json.loads(body)],
             f"the queue held {len(self._buffer.intake)} events (max_queue_bytes={self.max_queue_bytes}"
@@ -302,8 +301,9 @@ class OpenMonetize:
         worker = self._worker
         if worker is None:
             return True
-        ticket = next(self._seq)
         with worker.resolved:
+            ticket = next(self._seq)  # under the lock: the ledger knows every ticket above the seqs it collapses
+            worker.failures.begin(ticket)
             worker.flush_waiters += 1
             worker.flushes += 1
             started = worker.iterations
@@ -313,13 +313,11 @@ class OpenMonetize:
                 if not worker.resolved.wait_for(
                         lambda: worker.iterations > started and worker.low_water > ticket, timeout):
                     return False
-                floor, self._flush_floor = self._flush_floor, max(self._flush_floor, ticket)
-                failed = any(floor <= seq < ticket for seq in worker.failed_seqs)
-                worker.failed_seqs[:] = [seq for seq in worker.failed_seqs if seq >= self._flush_floor]
-                return not failed
+                return not worker.failures.failed_before(ticket)
         finally:
             with worker.resolved:
                 worker.flush_waiters -= 1
+                worker.failures.end(ticket)
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush, then stop the background threads. True if everything was delivered in time (as `flush`).

@@ -20,7 +20,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from openmonetize.exceptions import ApiException, InvalidResponseError
@@ -354,6 +354,46 @@ def _pause_reason(status: int) -> str:
     return f"the service answered {status}, which says nothing about the events (wrong base URL?)"
 
 
+class FlushLedger:
+    """What flush() answers from: the seqs of events resolved without delivery (refused, dead-lettered,
+    unconfirmed, dropped), kept only as far as a flush may still ask about them. Used under the worker's
+    `resolved` lock.
+
+    A flush in progress asks about the seqs in [floor, its ticket); one not begun yet will get a ticket above
+    every seq so far, so the seqs at or above the highest ticket in progress are asked about all together, by
+    every later flush or by none. Once the list grows they are collapsed into their lowest, which answers
+    the same: a process that never flushes keeps one seq, not one per failure."""
+
+    def __init__(self, compact_at: int = 1024) -> None:
+        self.seqs: list[int] = []
+        self.floor = 0  # failures of events before this seq were answered by an earlier flush()
+        self.tickets: list[int] = []  # the tickets of the flushes in progress
+        self._min_compact = self._compact_at = compact_at
+
+    def add(self, seqs: Iterable[int]) -> None:
+        self.seqs.extend(seqs)
+        if len(self.seqs) > self._compact_at:
+            bound = max(self.tickets, default=self.floor)
+            kept = [seq for seq in self.seqs if self.floor <= seq < bound]
+            later = [seq for seq in self.seqs if seq >= bound]
+            self.seqs = [*kept, min(later)] if later else kept
+            self._compact_at = 2 * len(self.seqs) + self._min_compact  # amortized: never a scan per failure
+
+    def begin(self, ticket: int) -> None:
+        self.tickets.append(ticket)
+
+    def end(self, ticket: int) -> None:
+        self.tickets.remove(ticket)
+
+    def failed_before(self, ticket: int) -> bool:
+        """The answer of a flush that saw every event before `ticket` resolved: whether one of them failed
+        since the last such answer. Each failure is answered once."""
+        floor, self.floor = self.floor, max(self.floor, ticket)
+        failed = any(floor <= seq < ticket for seq in self.seqs)
+        self.seqs = [seq for seq in self.seqs if seq >= self.floor]
+        return failed
+
+
 class DeliveryWorker:
     """Runs a `Dispatcher`: one dispatcher thread that owns the buffer, and sender threads."""
 
@@ -376,7 +416,7 @@ class DeliveryWorker:
         self.abandoned = False
         self._ending = threading.Lock()  # abandoned vs ended: exactly one of the caller and the thread closes
         self._ended = False
-        self.failed_seqs: list[int] = []  # published copy of the dispatcher's, read under `resolved`
+        self.failures = FlushLedger()  # the dispatcher's failed seqs as published, under `resolved`
         self.room_waiters: list[object] = []  # callers waiting for room in the queue, in turn (under `resolved`)
         self.queue_limit = self._queue_limit()  # events the intake may hold, from the byte bound
         self._attempts: queue.SimpleQueue[Attempt] = queue.SimpleQueue()
@@ -496,7 +536,7 @@ class DeliveryWorker:
         with self.resolved:
             self.low_water = low
             if d.failed_seqs:
-                self.failed_seqs.extend(d.failed_seqs)
+                self.failures.add(d.failed_seqs)
                 d.failed_seqs.clear()
             self.queue_limit = limit
             self.iterations += 1
