@@ -432,6 +432,8 @@ class FullLedger:
 @given(st.lists(st.tuples(st.sampled_from(["track", "fail", "begin", "answer"]), st.integers(0, 1000)),
                 max_size=300))
 @example([("track", 0), ("track", 0), ("begin", 0), ("track", 0), ("fail", 0), ("fail", 1), ("answer", 0)])
+@example([("track", 0), ("begin", 0), ("track", 0), ("begin", 0), ("answer", 1), ("fail", 1), ("track", 0),
+          ("fail", 1)])  # a later flush answered first: the floor above a flush still in progress
 def test_the_flush_ledger_collapsed_answers_as_if_it_kept_every_failure(steps):
     # events tracked (seqs), some failing in any order, flushes begun (tickets from the same counter) and answered
     # in any order; a ledger that collapses past 1 seq answers every flush as one that keeps them all

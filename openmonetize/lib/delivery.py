@@ -373,7 +373,7 @@ class FlushLedger:
     def add(self, seqs: Iterable[int]) -> None:
         self.seqs.extend(seqs)
         if len(self.seqs) > self._compact_at:
-            bound = max(self.tickets, default=self.floor)
+            bound = max([self.floor, *self.tickets])  # (a flush in progress may have a ticket below the floor)
             kept = [seq for seq in self.seqs if self.floor <= seq < bound]
             later = [seq for seq in self.seqs if seq >= bound]
             self.seqs = [*kept, min(later)] if later else kept
