@@ -15,7 +15,8 @@ the same loopback sink (bench/sink.py, another process, a thread per connection)
 The body rows split `ingest`'s serialization: the body alone as `ingest` builds it (by orjson, and by the body
 model's pydantic serializer with the switch off), the same bytes from one cached `TypeAdapter(list[Event])`
 call and from each event's own serializer plus one join (asserted byte-identical), and the batch's 1000
-timestamps alone.
+timestamps alone. One more row waits (busy) as long as that body before each orjson floor call: what the body's
+time alone costs a call on this machine, where a core left idle for long wakes up slower.
 
     .venv/bin/python bench/ingest.py [--batches 200] [--rounds 5] [--concurrency 8]
 """
@@ -188,6 +189,17 @@ def main() -> None:
 
         assert body_one_list() == body_per_event() == prebuilt_body  # the variants write the same bytes
 
+        def orjson_floor_after(us: float) -> Callable[[], object]:
+            # the orjson floor's call after `us` of busy CPU (as long as ingest's body): what the body's time costs
+            # a call here, where a core left idle longer than a few hundred µs wakes up slower (a VM's vCPU)
+            def run() -> object:
+                end = time.perf_counter() + us / 1e6
+                while time.perf_counter() < end:
+                    pass
+                return orjson_floor()
+
+            return run
+
         def http_only() -> object:
             # the same body, prebuilt, through the SDK's HTTP path and answer checks: the transport share
             return api.ingest_serialized(prebuilt_body, _event_count=BATCH)
@@ -235,14 +247,15 @@ def main() -> None:
         floor()
         orjson_floor()
         rates: dict[str, list[float]] = {k: [] for k in (
-            "floor", "ofloor", "sdk", "psdk", "ser", "pser", "list", "each", "stamps", "http", "walk", "afloor",
-            "hfloor", "async", "concurrent")}
+            "floor", "ofloor", "sdk", "psdk", "ser", "after", "pser", "list", "each", "stamps", "http", "walk",
+            "afloor", "hfloor", "async", "concurrent")}
         for _ in range(args.rounds):
             rates["floor"].append(events_per_second(floor, args.batches))
             rates["ofloor"].append(events_per_second(orjson_floor, args.batches))
             rates["sdk"].append(events_per_second(sdk, args.batches))
             rates["psdk"].append(events_per_second(sdk_pydantic_body, args.batches))
             rates["ser"].append(events_per_second(serialize_only, args.batches))
+            rates["after"].append(events_per_second(orjson_floor_after(1e6 * BATCH / rates["ser"][-1]), args.batches))
             rates["pser"].append(events_per_second(serialize_pydantic_body, args.batches))
             rates["list"].append(events_per_second(body_one_list, args.batches))
             rates["each"].append(events_per_second(body_per_event, args.batches))
@@ -270,6 +283,10 @@ def main() -> None:
         body_us = {k: 1e6 * BATCH / m[k] for k in ("list", "each", "stamps")}
         print(f"  the same body as one TypeAdapter(list[Event]) call: {body_us['list']:,.0f} µs; per event + one join:"
               f" {body_us['each']:,.0f} µs; its 1000 timestamps alone: {body_us['stamps']:,.0f} µs")
+        after_us = 1e6 * BATCH / m["after"]
+        beyond = after_us - per_batch["ser"] - 1e6 * BATCH / m["ofloor"]
+        print(f"  the orjson floor after a busy wait as long as the body: {after_us:,.0f} µs a call ({beyond:+,.0f} µs"
+              f" beyond the wait and the floor's own call); ingest is {m['sdk'] / m['after']:.2f} of it")
         print(f"generic walk (stock client)   : {m['walk']:>10,.0f} events/s   ratio {m['walk'] / m['floor']:.2f}")
         print(f"async floor (json.dumps+aiohttp): {m['afloor']:>8,.0f} events/s")
         print(f"the same floor over httpx     : {m['hfloor']:>10,.0f} events/s   ratio {m['hfloor'] / m['afloor']:.2f}"

@@ -77,7 +77,8 @@ offsets = st.one_of(
 timestamps = st.one_of(
     st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30), timezones=offsets),
     st.datetimes(min_value=dt.datetime(1971, 1, 2), max_value=dt.datetime(2100, 1, 1)),  # naive: local time
-    st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01T00:00:00.123456+05:45", "2026-01-01T00:00:00"]),
+    st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01T00:00:00.123456+05:45", "2026-01-01T00:00:00",
+                     "2026-01-01T00:00:00.5+00:00", "2026-01-01T00:00:00-00:00"]),
 )
 json_leaves = st.one_of(st.none(), st.booleans(), st.integers(-(2**64), 2**64), texts,
                         st.floats(allow_nan=False, allow_infinity=False),
@@ -242,6 +243,29 @@ def test_what_orjson_writes_as_pydantic_stays_with_orjson() -> None:
     assert b'{"event_type":"TOKEN_USAGE","event_id"' in ours and b'"metadata":{"d":[1,"x"]}' in ours
     assert b'"timestamp":"2026-01-01T12:00:00.000005-03:30"' in ours
     assert ours.endswith(b'"output_tokens":5,"user_id":"u2"}]}')
+
+
+def test_a_timestamp_at_utc_needs_no_offset_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    # datetime.timezone.utc (the SDK's default timestamps) and the tzinfo pydantic gives a timestamp it parsed
+    # at UTC are known by identity; any other offset is looked at (to refuse seconds in it)
+    looked_at: list[dt.datetime] = []
+
+    def whole_minutes(value: dt.datetime) -> bool:
+        looked_at.append(value)
+        return True
+
+    monkeypatch.setattr(body_json, "_whole_minutes", whole_minutes)
+    build = body_json._builder(list(EVENT_MODELS))
+    at_utc = [_token_event(timestamp=text) for text in ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00.5+00:00",
+                                                        "2026-01-01T00:00:00-00:00")]
+    at_utc.append(_token_event(timestamp=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)))
+    assert type(at_utc[0].timestamp.tzinfo) is not dt.timezone  # pydantic's own tzinfo, not the stdlib's
+    assert len(build(at_utc)) == len(at_utc) and looked_at == []
+    elsewhere = _token_event(timestamp="2026-01-01T00:00:00+05:45")
+    build([elsewhere])
+    assert looked_at == [elsewhere.timestamp]
+    ours, theirs = _both(at_utc)
+    assert ours is not None and ours == theirs
 
 
 class CountingOrjson:

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any, Literal, Union
 
 import annotated_types
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 from pydantic_core import TzInfo
 
@@ -120,7 +120,7 @@ def _builder(models: list[type[BaseModel]]) -> _Builder:
     lines = ["def build(events):", "    out = []", "    append = out.append", "    for event in events:",
              "        kind = type(event)"]
     namespace: dict[str, Any] = {"plain": _plain_json, "flat": _PLAIN.issuperset, "whole": _whole_minutes,
-                                 "UTC": datetime.timezone.utc}
+                                 "UTC": datetime.timezone.utc, "PARSED_UTC": _parsed_utc()}
     for number, model in enumerate(models):
         namespace[f"M{number}"] = model
         lines.append(f"        {'elif' if number else 'if'} kind is M{number}:")
@@ -130,7 +130,9 @@ def _builder(models: list[type[BaseModel]]) -> _Builder:
             if _holds(info.annotation, datetime.datetime):
                 lines.append(f"            if (v := c[{name!r}]) is None: del c[{name!r}]")
                 # (a value that is not a datetime has no tzinfo, or orjson refuses it: a datetime subclass, a time)
-                lines.append("            elif v.tzinfo is not UTC and not whole(v): raise ValueError('seconds')")
+                # (UTC known by identity: the tzinfo the SDK gives a default timestamp, and pydantic a parsed one)
+                lines.append("            elif (z := v.tzinfo) is not UTC and z is not PARSED_UTC and not whole(v):")
+                lines.append("                raise ValueError('seconds')")
             elif _holds(info.annotation, Any):
                 lines.append(f"            if (v := c[{name!r}]) is None: del c[{name!r}]")
                 lines.append("            elif not (type(v) is dict and flat(map(type, v.values())) or plain(v)):")
@@ -145,6 +147,16 @@ def _builder(models: list[type[BaseModel]]) -> _Builder:
               "        append(c)", "    return out"]
     exec(compile("\n".join(lines), "<body_json>", "exec"), namespace)
     return typing.cast(_Builder, namespace["build"])
+
+
+def _parsed_utc() -> datetime.tzinfo | None:
+    """The tzinfo pydantic gives every timestamp it parses at UTC (`...Z`, `+00:00`): one shared `TzInfo`, known
+    by identity at each event instead of looked up in `_whole_minutes` (events validated from text, such as
+    `openmonetize send`'s); None if this pydantic makes a new one each time (then `_whole_minutes` sees them)."""
+    parse = TypeAdapter(datetime.datetime).validate_python
+    tz = parse("2000-01-01T00:00:00Z").tzinfo
+    return tz if tz is not None and tz is parse("2000-01-01T00:00:00+00:00").tzinfo \
+        and tz.utcoffset(None) == datetime.timedelta(0) else None
 
 
 def _whole_minutes(value: datetime.datetime) -> bool:
