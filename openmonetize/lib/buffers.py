@@ -71,6 +71,10 @@ _WAL_LIMIT = 4 << 20  # the WAL's size between checkpoints (as SQLite's default:
 # Events in memory are named by negative keys in a batch: held rows (the disk refused them) by a counter
 # from 1, events handed out before their write (`spool_queue.Fresh`) by numbers from here.
 _FRESH_NUMBERS = 1 << 62
+# While rows wait on disk, events not yet written take at most 1/this of a batch (events and bytes): the
+# disk's rows then drain at half the delivered rate or more, the new events keep the other half (those
+# acknowledged before their commit are never written).
+_UNSTAGED_SHARE = 2
 
 # SQLite connections must never be finalized in a forked child: closing one checkpoints and deletes the
 # WAL that the parent is still writing. A child parks its inherited spool objects here instead.
@@ -258,7 +262,8 @@ class SpoolBuffer(MemoryBuffer):
     transaction run by a writer thread (`spool_writer`): the delivery thread never waits on SQLite in the
     steady state. An event is on disk within a commit interval (and that write) of being tracked unless it
     was resolved before: paced, events are handed out from the intake at once, before their write
-    (`Fresh`) and before the backlog on disk, and a commit writes those not yet resolved (in flight or
+    (`Fresh`) and before the backlog on disk (half a batch at most while it waits, so that it drains behind
+    any producer: `_take_unstaged_first`), and a commit writes those not yet resolved (in flight or
     not), so an event acknowledged or dead-lettered before its commit is never written to `events` (a dead
     letter is written to `dead_letters` at once, as always); an acknowledged event that a crash leaves
     unrecorded is sent again (with its id: the service deduplicates it). Driven directly (not paced),
@@ -724,13 +729,22 @@ class SpoolBuffer(MemoryBuffer):
     def _take_unstaged_first(self, limit: int, max_bytes: int) -> Batch | None:
         """A healthy paced spool's `take`: events not yet staged for a write first (`_fresh`, then the
         intake's), since one acknowledged before the next commit is never written; then the rows on disk
-        (or being written). In the batch, the disk's come first (the order `_on_disk` reads)."""
+        (or being written). While rows wait there, the unstaged events take at most half the batch, in
+        events and in bytes (`_UNSTAGED_SHARE`), and the disk's rows the rest, then the unstaged events
+        whatever room the disk left: a producer that outruns delivery cannot hold the disk's rows back
+        without bound (nor a flush waiting for them). In the batch, the disk's come first (the order
+        `_on_disk` reads)."""
         keys: list[Any] = []
         seqs: list[int] = []
         bodies: list[bytes] = []
-        size, full = self._take_unstaged(limit, max_bytes, 0, keys, seqs, bodies)
-        if full or len(keys) >= limit:
-            return Batch(bodies, seqs, keys)
+        writing = self._writing
+        waiting = self._queue.queued - self._queue.out + (writing.available if writing is not None else 0)
+        if not waiting:
+            self._take_unstaged(limit, max_bytes, 0, keys, seqs, bodies)
+            return Batch(bodies, seqs, keys) if keys else None
+        # (`taken`=1: none beyond the share, even the first: the disk's rows then fill the batch)
+        size, _ = self._take_unstaged(limit // _UNSTAGED_SHARE, max_bytes // _UNSTAGED_SHARE, 0, keys, seqs,
+                                      bodies, taken=1)
         old_keys: list[Any] = []
         old_seqs: list[int] = []
         old_bodies: list[bytes] = []
@@ -740,21 +754,24 @@ class SpoolBuffer(MemoryBuffer):
                                            len(keys))
             if error is not None:
                 self._failed(error if isinstance(error, sqlite3.Error) else sqlite3.DatabaseError(str(error)))
-        writing = self._writing
+        writing = self._writing  # (reading a group may have taken the writer's result in)
         if writing is not None and writing.available and len(old_keys) < room \
                 and not ((keys or old_keys) and size >= max_bytes):
             size, _ = writing.take(room, max_bytes, size, old_keys, old_seqs, old_bodies, len(keys))
+        if len(keys) + len(old_keys) < limit and not ((keys or old_keys) and size >= max_bytes):
+            self._take_unstaged(limit - len(old_keys), max_bytes, size, keys, seqs, bodies, taken=len(old_keys))
         if not old_keys:
             return Batch(bodies, seqs, keys) if keys else None
         return Batch(old_bodies + bodies, old_seqs + seqs, old_keys + keys)
 
     def _take_unstaged(self, limit: int, max_bytes: int, size: int, keys: list[Any], seqs: list[int],
-                       bodies: list[bytes]) -> tuple[int, bool]:
-        """Hand out events not yet staged for a write: those taken before (`_fresh`), then the intake's."""
+                       bodies: list[bytes], taken: int = 0) -> tuple[int, bool]:
+        """Hand out events not yet staged for a write: those taken before (`_fresh`), then the intake's
+        (`taken`: events the batch holds from elsewhere, as `Fresh.take`)."""
         fresh = self._fresh
         full = False
         if fresh is not None and fresh.available:
-            size, full = fresh.take(limit, max_bytes, size, keys, seqs, bodies)
+            size, full = fresh.take(limit, max_bytes, size, keys, seqs, bodies, taken)
             if full or len(keys) >= limit:
                 return size, full
         count = min(limit - len(keys), len(self.intake))
@@ -763,7 +780,7 @@ class SpoolBuffer(MemoryBuffer):
             if self._fresh is None:
                 self._fresh = Fresh(self._next_fresh)
             self._fresh.extend(rows)
-            size, full = self._fresh.take(limit, max_bytes, size, keys, seqs, bodies)
+            size, full = self._fresh.take(limit, max_bytes, size, keys, seqs, bodies, taken)
         return size, full
 
     def _load(self, row_id: int) -> list[bytes]:
