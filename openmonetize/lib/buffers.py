@@ -143,6 +143,10 @@ class MemoryBuffer:
     def commit(self, due: bool = True, *, young: bool = True) -> None:
         pass
 
+    def uncommitted(self) -> bool:
+        """Whether a commit would have anything to do (nothing in memory: it never does)."""
+        return False
+
     def pace(self, notify: Callable[[], None]) -> None:
         """A delivery loop drives this buffer: it says at each `commit` whether one is `due`, and wants
         `notify` called when something it waits for happened on another thread (see SpoolBuffer)."""
@@ -464,6 +468,14 @@ class SpoolBuffer(MemoryBuffer):
         return low
 
     # -- moving events (delivery thread) ------------------------------------------------------------------
+
+    def uncommitted(self) -> bool:
+        """Whether a commit would have anything to do: events or resolutions to write, a write to take in
+        or owed, rows the disk refused, space to give back. A delivery loop waits the long way otherwise
+        (and `track_*` wakes it: see DeliveryWorker.idle)."""
+        return bool(self.intake or self._fresh is not None or self._pending or self._owed or self._job is not None
+                    or self._held or self._unsaved or self._fault is not None or not self._adopted_once
+                    or self._reclaim_due())
 
     def pace(self, notify: Callable[[], None]) -> None:
         self.paced = True

@@ -236,7 +236,8 @@ class OpenMonetize:
         if (worker.room_waiters or len(intake) >= worker.queue_limit) and not self._wait_for_room(worker, body, wait):
             return event_id
         intake.append((next(self._seq), body))
-        if len(intake) % self._settings.batch_size == 0:
+        # (idle: a spool's loop sleeps long, with nothing to commit; this event must be on disk in time)
+        if worker.idle or len(intake) % self._settings.batch_size == 0:
             worker.wakeup.set()
         return event_id
 

@@ -358,6 +358,7 @@ class DeliveryWorker:
         self.flush_waiters = 0
         self.flushes = 0  # flush() calls so far (a commit is due when one begins)
         self.stopping = False
+        self.idle = False  # sleeping with nothing to commit: the next event queued must wake the loop
         self.failed_seqs: list[int] = []  # published copy of the dispatcher's, read under `resolved`
         self.room_waiters: list[object] = []  # callers waiting for room in the queue, in turn (under `resolved`)
         self.queue_limit = self._queue_limit()  # events the intake may hold, from the byte bound
@@ -394,11 +395,8 @@ class DeliveryWorker:
             last_send = last_adopt = last_commit = time.monotonic()
             seen_flushes = self.flushes
             while True:
-                now = time.monotonic()
-                timeout = min(self.settings.flush_interval - (now - last_send), d.next_wakeup())
-                if self.buffer.durable:
-                    timeout = min(timeout, self.settings.commit_interval / 2)
-                self.wakeup.wait(max(timeout, 0.0))
+                self.wakeup.wait(self.wait_timeout(time.monotonic(), last_send))
+                self.idle = False
                 self.wakeup.clear()
                 now = time.monotonic()
                 try:
@@ -445,6 +443,19 @@ class DeliveryWorker:
         finally:
             for _ in self._senders:
                 self._work.put(None)
+
+    def wait_timeout(self, now: float, last_send: float) -> float:
+        """How long the loop may sleep: until the flush interval ends or the dispatcher's next wake-up; with
+        a spool, half a commit interval while a commit has anything to do. Else `idle` is left set, so that
+        the next `track_*` wakes the loop (set before the buffer is looked at: an event queued after the
+        look sees it)."""
+        timeout = min(self.settings.flush_interval - (now - last_send), self.dispatcher.next_wakeup())
+        if self.buffer.durable:
+            self.idle = True
+            if self.buffer.uncommitted():
+                self.idle = False
+                timeout = min(timeout, self.settings.commit_interval / 2)
+        return max(timeout, 0.0)
 
     def _collect(self) -> None:
         while True:
