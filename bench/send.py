@@ -236,8 +236,7 @@ def fixed_costs(work: Path, env: dict[str, str], null: bool, runs: int = 5) -> N
           f" send's extra {send - loop:.0f} ms", flush=True)
 
 
-SEND_IMPORTS = ["asyncio", "sqlite3", "openmonetize.lib.spool_format", "openmonetize.lib.spool_queue",
-                "openmonetize.lib.spool_writer", "openmonetize.lib.buffers", "openmonetize.lib.delivery",
+SEND_IMPORTS = ["asyncio", "openmonetize.lib.memory_buffer", "openmonetize.lib.delivery",
                 "openmonetize.lib.exit_hooks", "openmonetize.lib.event_json", "openmonetize.lib.client", "click",
                 "rich.console", "openmonetize.cli.common", "rich.table", "openmonetize.cli.main", "rich.progress",
                 "openmonetize.cli.backfill"]

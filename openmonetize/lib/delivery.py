@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from openmonetize.exceptions import ApiException, InvalidResponseError
-from openmonetize.lib.buffers import Batch, MemoryBuffer
 from openmonetize.lib.failures import DeliveryFailure, FailureKind
+from openmonetize.lib.memory_buffer import Batch, MemoryBuffer
 from openmonetize.lib.retry import RetryPolicy, verdict
 from openmonetize.models.ingest_response import IngestResponse
 
