@@ -67,9 +67,13 @@ _WAL_LIMIT = 4 << 20  # the WAL's size between checkpoints (as SQLite's default:
 # Events in memory are named by negative keys in a batch: held rows (the disk refused them) by a counter
 # from 1, events handed out before their write (`spool_queue.Fresh`) by numbers from here.
 _FRESH_NUMBERS = 1 << 62
-# While rows wait on disk, events not yet written take at most 1/this of a batch (events and bytes): the
-# disk's rows then drain at half the delivered rate or more, the new events keep the other half (those
-# acknowledged before their commit are never written).
+# Once rows have waited on disk for this many due commits (a second at the default interval: commits are due
+# every half interval while events arrive), events not yet written take at most 1/_UNSTAGED_SHARE of a batch
+# (events and bytes): the disk's rows then drain at half the delivered rate or more, the new events keep the
+# other half (those acknowledged before their commit are never written). Until then, a burst is delivered
+# unwritten first, as much of it as delivery keeps up with: each of its events sent before its commit is a
+# write saved (a burst that outruns delivery for less than a second, the rows it left wait less than that).
+_BACKLOG_PATIENCE = 40
 _UNSTAGED_SHARE = 2
 
 # SQLite connections must never be finalized in a forked child: closing one checkpoints and deletes the
@@ -121,9 +125,9 @@ class SpoolBuffer(MemoryBuffer):
     transaction run by a writer thread (`spool_writer`): the delivery thread never waits on SQLite in the
     steady state. An event is on disk within a commit interval (and that write) of being tracked unless it
     was resolved before: paced, events are handed out from the intake at once, before their write
-    (`Fresh`) and before the backlog on disk (half a batch at most while it waits, so that it drains behind
-    any producer: `_take_unstaged_first`), and a commit writes those not yet resolved (in flight or
-    not), so an event acknowledged or dead-lettered before its commit is never written to `events` (a dead
+    (`Fresh`) and before the backlog on disk (half a batch at most once it has waited a second or so, so
+    that it drains behind any producer: `_take_unstaged_first`), and a commit writes those not yet resolved
+    (in flight or not), so an event acknowledged or dead-lettered before its commit is never written to `events` (a dead
     letter is written to `dead_letters` at once, as always); an acknowledged event that a crash leaves
     unrecorded is sent again (with its id: the service deduplicates it). Driven directly (not paced),
     every call writes at once, on the caller's thread, and events are handed out once written.
@@ -350,6 +354,7 @@ class SpoolBuffer(MemoryBuffer):
         if not self._adopted_once:  # a dispatcher that never asks still delivers what dead processes left
             self.adopt_orphans()
         if due:
+            self._queue.commits += 1
             self._marks = (self._marks[1], self._received())
             self._owed_all = self._owed_all or young
         self._owed = self._owed or due
@@ -596,22 +601,21 @@ class SpoolBuffer(MemoryBuffer):
     def _take_unstaged_first(self, limit: int, max_bytes: int) -> Batch | None:
         """A healthy paced spool's `take`: events not yet staged for a write first (`_fresh`, then the
         intake's), since one acknowledged before the next commit is never written; then the rows on disk
-        (or being written). While rows wait there, the unstaged events take at most half the batch, in
-        events and in bytes (`_UNSTAGED_SHARE`), and the disk's rows the rest, then the unstaged events
-        whatever room the disk left: a producer that outruns delivery cannot hold the disk's rows back
-        without bound (nor a flush waiting for them). In the batch, the disk's come first (the order
-        `_on_disk` reads)."""
+        (or being written). Once rows have waited there `_BACKLOG_PATIENCE` due commits, the unstaged
+        events take at most half the batch, in events and in bytes (`_UNSTAGED_SHARE`), the disk's rows the
+        rest, then the unstaged events whatever room the disk left: a producer that outruns delivery cannot
+        hold the disk's rows back without bound (nor a flush waiting for them). In the batch, the disk's
+        come first (the order `_on_disk` reads)."""
         keys: list[Any] = []
         seqs: list[int] = []
         bodies: list[bytes] = []
-        writing = self._writing
-        waiting = self._queue.queued - self._queue.out + (writing.available if writing is not None else 0)
-        if not waiting:
-            self._take_unstaged(limit, max_bytes, 0, keys, seqs, bodies)
-            return Batch(bodies, seqs, keys) if keys else None
-        # (`taken`=1: none beyond the share, even the first: the disk's rows then fill the batch)
-        size, _ = self._take_unstaged(limit // _UNSTAGED_SHARE, max_bytes // _UNSTAGED_SHARE, 0, keys, seqs,
-                                      bodies, taken=1)
+        if self._queue.waited() < _BACKLOG_PATIENCE:
+            size, full = self._take_unstaged(limit, max_bytes, 0, keys, seqs, bodies)
+            if full or len(keys) >= limit:
+                return Batch(bodies, seqs, keys)
+        else:  # (`taken`=1: none beyond the share, even the first: the disk's rows then fill the batch)
+            size, _ = self._take_unstaged(limit // _UNSTAGED_SHARE, max_bytes // _UNSTAGED_SHARE, 0, keys, seqs,
+                                          bodies, taken=1)
         old_keys: list[Any] = []
         old_seqs: list[int] = []
         old_bodies: list[bytes] = []
