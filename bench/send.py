@@ -236,9 +236,9 @@ def fixed_costs(work: Path, env: dict[str, str], null: bool, runs: int = 5) -> N
           f" send's extra {send - loop:.0f} ms", flush=True)
 
 
-# (asyncio left the list when the delivery client stopped importing it, 417e5e8)
-SEND_IMPORTS = ["sqlite3", "openmonetize.lib.spool_format", "openmonetize.lib.spool_queue",
-                "openmonetize.lib.spool_writer", "openmonetize.lib.buffers", "openmonetize.lib.delivery",
+# (asyncio left the list when the delivery client stopped importing it, 417e5e8; SQLite and the spool modules
+# when they became imported only with a spool)
+SEND_IMPORTS = ["openmonetize.lib.memory_buffer", "openmonetize.lib.delivery",
                 "openmonetize.lib.exit_hooks", "openmonetize.lib.event_json", "openmonetize.lib.client", "click",
                 "rich.console", "openmonetize.cli.common", "rich.table", "openmonetize.cli.main", "rich.progress",
                 "openmonetize.cli.backfill"]

@@ -37,6 +37,24 @@ def test_the_delivery_client_imports_no_asyncio_until_the_program_does():
     assert loaded.strip() == "False"
 
 
+def test_a_client_without_a_spool_never_imports_sqlite_or_the_spool_modules():
+    # (issue 14, fourth session) `openmonetize send` and a memory-mode client paid for them at every start
+    loaded = run_python(
+        "import sys\n"
+        "from openmonetize import OpenMonetize\n"
+        "import openmonetize.cli.main, openmonetize.cli.backfill\n"  # what `openmonetize send` loads
+        "om = OpenMonetize(api_key='k', base_url='http://127.0.0.1:9', shutdown_timeout=0, max_queue_size=1,\n"
+        "                  block_timeout=0)\n"
+        "for _ in range(3):\n"
+        "    om.track_custom_event(customer_id='c', feature_id='f', unit_type='calls', quantity=1)\n"
+        "om.shutdown(0)\n"
+        "spool = ['sqlite3', 'openmonetize.lib.buffers', 'openmonetize.lib.spool_format',\n"
+        "         'openmonetize.lib.spool_queue', 'openmonetize.lib.spool_writer']\n"
+        "print([name for name in spool if name in sys.modules])\n"
+    )
+    assert loaded.strip().splitlines()[-1] == "[]"
+
+
 def test_lazy_exports_resolve():
     out = run_python(
         "import openmonetize as om; print(om.EventsApi.__module__, om.TokenUsageEvent.__module__, "

@@ -35,16 +35,11 @@ from openmonetize.cli.common import (
     stderr_console,
     stdout_console,
 )
-from openmonetize.lib.buffers import (
-    DeadLetter,
-    SpoolFile,
-    inspect_spool,
-    read_dead_letters,
-    read_spool,
-    resend_dead_letters,
-)
 
+# (the spool's module, with SQLite, is imported by the commands that read a spool: every command imports this
+# module, `openmonetize send` too)
 if TYPE_CHECKING:
+    from openmonetize.lib.buffers import DeadLetter, SpoolFile
     from openmonetize.lib.client import OpenMonetize
     from openmonetize.lib.failures import DeliveryFailure
 
@@ -104,6 +99,8 @@ def export(directory: Path, out: IO[bytes], orphans_only: bool) -> None:
     while the spool is also delivered bills nothing twice: the event ids are kept. A file SQLite cannot
     read is named on stderr and skipped (exit status 1); the others are exported.
     """
+    from openmonetize.lib.buffers import read_spool
+
     count = 0
     skipped: list[tuple[Path, str]] = []
     for body in read_spool(directory, include_live=not orphans_only, skipped=skipped):
@@ -201,6 +198,8 @@ def dead_letters(directory: Path, as_json: bool, export_to: IO[bytes] | None, ev
     (or the key, or the account on the service's side), then `openmonetize send` the export or `spool
     resend` them. Exit status 1 when a file could not be read or an --event-id was not found.
     """
+    from openmonetize.lib.buffers import read_dead_letters
+
     skipped: list[tuple[Path, str]] = []
     letters = list(read_dead_letters(directory, event_ids=event_ids or None, skipped=skipped))
     missing = set(event_ids) - {letter.event_id for letter in letters}
@@ -239,6 +238,8 @@ def resend(directory: Path, event_ids: tuple[str, ...]) -> None:
     alone (run resend again once they have exited). Exit status 1 when some were left alone, a file could not
     be opened or an --event-id was not found.
     """
+    from openmonetize.lib.buffers import resend_dead_letters
+
     result = resend_dead_letters(directory, event_ids=event_ids or None)
     click.echo(f"moved {result.moved:,} dead letters back to the queue of orphaned files"
                + (f"; `openmonetize spool replay {directory}` delivers them" if result.moved else ""))
@@ -266,6 +267,8 @@ def _exit_if_skipped(skipped: list[tuple[Path, str]], *, failed: bool = False) -
 
 
 def _inspect(directory: Path) -> list[SpoolFile]:
+    from openmonetize.lib.buffers import inspect_spool
+
     try:
         return inspect_spool(directory)
     except Exception as exc:  # sqlite3 errors: a file that is not a spool

@@ -15,7 +15,8 @@ its template.
 - `event_json`: the hot path's event JSON, written by rules read from the generated models (else the model).
 - `client`: `OpenMonetize`, tracking on the caller's thread and the client's lifecycle.
 - `delivery`: every delivery decision (`Dispatcher`: clock and transport injected) and the threads that run it.
-- `buffers`: where queued events wait: memory, or the SQLite spool (with its dead letters).
+- `memory_buffer`: where queued events wait without a spool (memory), and the batch a request takes.
+- `buffers`: the SQLite spool (with its dead letters), imported only when a spool is configured.
 - `spool_format`, `spool_queue`, `spool_writer`: the spool's file layout (a row per group of events), its
   bookkeeping of partly resolved groups, and the thread that commits them (and gives disk space back).
 - `retry`: the one retry policy: what an answer means for its events, backoffs, pauses, `Retry-After`.

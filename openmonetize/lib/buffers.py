@@ -1,10 +1,7 @@
-"""Where tracked events wait for delivery: memory only, or a durable SQLite spool on disk.
-
-Callers append `(seq, body)` to `intake` (a deque: appends are atomic and cheap), `body` being the
-event's JSON, serialized once when it was tracked; everything else is done by the delivery thread, which
-owns the buffer. `seq` orders events so `flush()` can tell when all events tracked before it are
-resolved. Queued events are bytes, not model objects: a fifth of the memory, and nothing for the
-garbage collector to traverse while thousands wait.
+"""Where tracked events wait for delivery with a spool: a durable SQLite file on disk (`SpoolBuffer`, an
+extension of `memory_buffer.MemoryBuffer`), and the spool files seen from outside (the `spool` commands).
+Imported only when a spool is configured (or inspected): a client without one never loads SQLite or the
+spool's modules. `Batch`, `Entry` and `MemoryBuffer` are also importable from here.
 """
 
 from __future__ import annotations
@@ -15,14 +12,12 @@ import fcntl
 import itertools
 import json
 import logging
-import math
 import os
 import secrets
 import sqlite3
 import stat
 from array import array
 from bisect import bisect_left
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from openmonetize.lib.failures import DeliveryFailure
+from openmonetize.lib.memory_buffer import Batch as Batch
+from openmonetize.lib.memory_buffer import Entry as Entry
+from openmonetize.lib.memory_buffer import MemoryBuffer as MemoryBuffer
 from openmonetize.lib.spool_format import (
     CHUNK,
     DEAD_LETTERS_TABLE,
@@ -58,8 +56,6 @@ from openmonetize.lib.spool_writer import RANGES_PER_STATEMENT, RECLAIM_BYTES, W
 
 logger = logging.getLogger("openmonetize")
 
-Entry = tuple[int, bytes]  # (seq, the event as JSON)
-
 SPOOL_SUFFIX = ".om-spool-v2.sqlite3"  # files of this version (groups of events, see spool_format)
 # Files of the previous version (one row per event): still adopted, listed, dumped. A new name, so that a
 # process of the previous version sharing the directory (a rolling deploy) never adopts a file it would
@@ -71,147 +67,18 @@ _WAL_LIMIT = 4 << 20  # the WAL's size between checkpoints (as SQLite's default:
 # Events in memory are named by negative keys in a batch: held rows (the disk refused them) by a counter
 # from 1, events handed out before their write (`spool_queue.Fresh`) by numbers from here.
 _FRESH_NUMBERS = 1 << 62
+# Once rows have waited on disk for this many due commits (a second at the default interval: commits are due
+# every half interval while events arrive), events not yet written take at most 1/_UNSTAGED_SHARE of a batch
+# (events and bytes): the disk's rows then drain at half the delivered rate or more, the new events keep the
+# other half (those acknowledged before their commit are never written). Until then, a burst is delivered
+# unwritten first, as much of it as delivery keeps up with: each of its events sent before its commit is a
+# write saved (a burst that outruns delivery for less than a second, the rows it left wait less than that).
+_BACKLOG_PATIENCE = 40
+_UNSTAGED_SHARE = 2
 
 # SQLite connections must never be finalized in a forked child: closing one checkpoints and deletes the
 # WAL that the parent is still writing. A child parks its inherited spool objects here instead.
 _inherited_across_fork: list[object] = []
-
-
-@dataclass
-class Batch:
-    """Events (as JSON) taken for one request, with their `seqs` (tracking order, for `flush()`) and
-    `keys` (the buffer's handle on each event, to ack, give back or dead-letter it); one entry each."""
-
-    bodies: list[bytes]
-    seqs: list[int]
-    keys: list[Any]
-
-    def __len__(self) -> int:
-        return len(self.bodies)
-
-    @property
-    def min_seq(self) -> int:
-        return min(self.seqs)
-
-    def request_body(self) -> bytes:
-        """`{"events":[...]}` in one join: the envelope rides on the first and last event, so the ~240 KB of a
-        full batch is copied once (prefix + join + suffix copied it three times, each a fresh large allocation)."""
-        parts = self.bodies.copy()
-        parts[0] = b'{"events":[' + parts[0]
-        parts[-1] = parts[-1] + b"]}"
-        return b",".join(parts)
-
-    def events(self, indexes: Iterable[int] | None = None) -> list[dict[str, Any]]:
-        """The events as dicts, for reports (all, or those at `indexes`)."""
-        chosen = self.bodies if indexes is None else [self.bodies[i] for i in indexes]
-        return [json.loads(body) for body in chosen]
-
-    def subset(self, indexes: Iterable[int]) -> Batch:
-        chosen = list(indexes)
-        return Batch([self.bodies[i] for i in chosen], [self.seqs[i] for i in chosen],
-                     [self.keys[i] for i in chosen])
-
-    def halves(self) -> tuple[Batch, Batch]:
-        """Split in two (a refused batch is bisected until the refused events are isolated)."""
-        mid = len(self.bodies) // 2
-        return (Batch(self.bodies[:mid], self.seqs[:mid], self.keys[:mid]),
-                Batch(self.bodies[mid:], self.seqs[mid:], self.keys[mid:]))
-
-
-class MemoryBuffer:
-    """Events in memory only: lost if the process is killed (not at a normal exit: that drains)."""
-
-    durable = False
-
-    def __init__(self) -> None:
-        self.intake: deque[Entry] = deque()
-
-    def open(self) -> None:
-        pass
-
-    def __len__(self) -> int:
-        return len(self.intake)
-
-    @property
-    def stored(self) -> int:
-        return 0
-
-    def commit(self, due: bool = True, *, young: bool = True) -> None:
-        pass
-
-    def pace(self, notify: Callable[[], None]) -> None:
-        """A delivery loop drives this buffer: it says at each `commit` whether one is `due`, and wants
-        `notify` called when something it waits for happened on another thread (see SpoolBuffer)."""
-
-    def ready(self) -> int:
-        """Events `take` can hand out now."""
-        return len(self.intake)
-
-    def hands_out_unwritten(self) -> bool:
-        """Whether `take` hands out events just tracked, without waiting for a commit."""
-        return True
-
-    def adopt_orphans(self) -> int:
-        return 0
-
-    def take(self, limit: int, max_bytes: int) -> Batch | None:
-        """Up to `limit` events whose JSON adds up to at most `max_bytes` (always at least one)."""
-        intake = self.intake
-        pop = intake.popleft
-        # only this thread takes, so `len` events are there; sizes are summed once, in C: a batch nearly never
-        # reaches `max_bytes` (1000 token events are ~240 KB), and when it does the tail goes back
-        entries = [pop() for _ in range(min(limit, len(intake)))]
-        if not entries:
-            return None
-        seqs = [seq for seq, _ in entries]
-        bodies = [body for _, body in entries]
-        if sum(map(len, bodies)) + len(bodies) > max_bytes:
-            size, keep = 0, 0
-            for body in bodies:
-                size += len(body) + 1
-                if keep and size > max_bytes:
-                    break
-                keep += 1
-            intake.extendleft(reversed(entries[keep:]))
-            seqs, bodies = seqs[:keep], bodies[:keep]
-        return Batch(bodies, seqs, seqs)
-
-    def give_back(self, batch: Batch) -> None:
-        self.intake.extendleft(reversed(list(zip(batch.seqs, batch.bodies, strict=True))))
-
-    def ack(self, batch: Batch) -> None:
-        pass
-
-    def dead_letter(self, batch: Batch, failure: DeliveryFailure) -> bool:
-        """Resolve events refused for good, keeping them if this buffer can; False when it did not keep them
-        (memory has nowhere to: the caller's report is their only record)."""
-        return False
-
-    @property
-    def dead_letters(self) -> int:
-        return 0
-
-    @property
-    def held(self) -> int:
-        """Events a spool keeps in memory because its disk refused them (none here: all are in `intake`)."""
-        return 0
-
-    def low_seq(self) -> float:
-        try:
-            return self.intake[0][0]
-        except IndexError:
-            return math.inf
-
-    def remaining(self) -> list[bytes]:
-        bodies = [body for _, body in self.intake]
-        self.intake.clear()
-        return bodies
-
-    def close(self, *, delete_if_empty: bool = True) -> None:
-        pass
-
-    def release_after_fork(self) -> None:
-        """In a forked child, before the child builds a buffer of its own: nothing to release."""
 
 
 class SpoolError(OSError):
@@ -258,8 +125,9 @@ class SpoolBuffer(MemoryBuffer):
     transaction run by a writer thread (`spool_writer`): the delivery thread never waits on SQLite in the
     steady state. An event is on disk within a commit interval (and that write) of being tracked unless it
     was resolved before: paced, events are handed out from the intake at once, before their write
-    (`Fresh`) and before the backlog on disk, and a commit writes those not yet resolved (in flight or
-    not), so an event acknowledged or dead-lettered before its commit is never written to `events` (a dead
+    (`Fresh`) and before the backlog on disk (half a batch at most once it has waited a second or so, so
+    that it drains behind any producer: `_take_unstaged_first`), and a commit writes those not yet resolved
+    (in flight or not), so an event acknowledged or dead-lettered before its commit is never written to `events` (a dead
     letter is written to `dead_letters` at once, as always); an acknowledged event that a crash leaves
     unrecorded is sent again (with its id: the service deduplicates it). Driven directly (not paced),
     every call writes at once, on the caller's thread, and events are handed out once written.
@@ -460,6 +328,14 @@ class SpoolBuffer(MemoryBuffer):
 
     # -- moving events (delivery thread) ------------------------------------------------------------------
 
+    def uncommitted(self) -> bool:
+        """Whether a commit would have anything to do: events or resolutions to write, a write to take in
+        or owed, rows the disk refused, space to give back. A delivery loop waits the long way otherwise
+        (and `track_*` wakes it: see DeliveryWorker.idle)."""
+        return bool(self.intake or self._fresh is not None or self._pending or self._owed or self._job is not None
+                    or self._held or self._unsaved or self._fault is not None or not self._adopted_once
+                    or self._reclaim_due())
+
     def pace(self, notify: Callable[[], None]) -> None:
         self.paced = True
         self._notify = notify
@@ -478,6 +354,7 @@ class SpoolBuffer(MemoryBuffer):
         if not self._adopted_once:  # a dispatcher that never asks still delivers what dead processes left
             self.adopt_orphans()
         if due:
+            self._queue.commits += 1
             self._marks = (self._marks[1], self._received())
             self._owed_all = self._owed_all or young
         self._owed = self._owed or due
@@ -724,13 +601,21 @@ class SpoolBuffer(MemoryBuffer):
     def _take_unstaged_first(self, limit: int, max_bytes: int) -> Batch | None:
         """A healthy paced spool's `take`: events not yet staged for a write first (`_fresh`, then the
         intake's), since one acknowledged before the next commit is never written; then the rows on disk
-        (or being written). In the batch, the disk's come first (the order `_on_disk` reads)."""
+        (or being written). Once rows have waited there `_BACKLOG_PATIENCE` due commits, the unstaged
+        events take at most half the batch, in events and in bytes (`_UNSTAGED_SHARE`), the disk's rows the
+        rest, then the unstaged events whatever room the disk left: a producer that outruns delivery cannot
+        hold the disk's rows back without bound (nor a flush waiting for them). In the batch, the disk's
+        come first (the order `_on_disk` reads)."""
         keys: list[Any] = []
         seqs: list[int] = []
         bodies: list[bytes] = []
-        size, full = self._take_unstaged(limit, max_bytes, 0, keys, seqs, bodies)
-        if full or len(keys) >= limit:
-            return Batch(bodies, seqs, keys)
+        if self._queue.waited() < _BACKLOG_PATIENCE:
+            size, full = self._take_unstaged(limit, max_bytes, 0, keys, seqs, bodies)
+            if full or len(keys) >= limit:
+                return Batch(bodies, seqs, keys)
+        else:  # (`taken`=1: none beyond the share, even the first: the disk's rows then fill the batch)
+            size, _ = self._take_unstaged(limit // _UNSTAGED_SHARE, max_bytes // _UNSTAGED_SHARE, 0, keys, seqs,
+                                          bodies, taken=1)
         old_keys: list[Any] = []
         old_seqs: list[int] = []
         old_bodies: list[bytes] = []
@@ -740,21 +625,24 @@ class SpoolBuffer(MemoryBuffer):
                                            len(keys))
             if error is not None:
                 self._failed(error if isinstance(error, sqlite3.Error) else sqlite3.DatabaseError(str(error)))
-        writing = self._writing
+        writing = self._writing  # (reading a group may have taken the writer's result in)
         if writing is not None and writing.available and len(old_keys) < room \
                 and not ((keys or old_keys) and size >= max_bytes):
             size, _ = writing.take(room, max_bytes, size, old_keys, old_seqs, old_bodies, len(keys))
+        if len(keys) + len(old_keys) < limit and not ((keys or old_keys) and size >= max_bytes):
+            self._take_unstaged(limit - len(old_keys), max_bytes, size, keys, seqs, bodies, taken=len(old_keys))
         if not old_keys:
             return Batch(bodies, seqs, keys) if keys else None
         return Batch(old_bodies + bodies, old_seqs + seqs, old_keys + keys)
 
     def _take_unstaged(self, limit: int, max_bytes: int, size: int, keys: list[Any], seqs: list[int],
-                       bodies: list[bytes]) -> tuple[int, bool]:
-        """Hand out events not yet staged for a write: those taken before (`_fresh`), then the intake's."""
+                       bodies: list[bytes], taken: int = 0) -> tuple[int, bool]:
+        """Hand out events not yet staged for a write: those taken before (`_fresh`), then the intake's
+        (`taken`: events the batch holds from elsewhere, as `Fresh.take`)."""
         fresh = self._fresh
         full = False
         if fresh is not None and fresh.available:
-            size, full = fresh.take(limit, max_bytes, size, keys, seqs, bodies)
+            size, full = fresh.take(limit, max_bytes, size, keys, seqs, bodies, taken)
             if full or len(keys) >= limit:
                 return size, full
         count = min(limit - len(keys), len(self.intake))
@@ -763,7 +651,7 @@ class SpoolBuffer(MemoryBuffer):
             if self._fresh is None:
                 self._fresh = Fresh(self._next_fresh)
             self._fresh.extend(rows)
-            size, full = self._fresh.take(limit, max_bytes, size, keys, seqs, bodies)
+            size, full = self._fresh.take(limit, max_bytes, size, keys, seqs, bodies, taken)
         return size, full
 
     def _load(self, row_id: int) -> list[bytes]:

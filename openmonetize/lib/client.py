@@ -26,10 +26,10 @@ from openmonetize.api.events_api import EventsApi
 from openmonetize.api_client import ApiClient
 from openmonetize.configuration import Configuration
 from openmonetize.lib import event_json, exit_hooks
-from openmonetize.lib.buffers import MemoryBuffer, SpoolBuffer
 from openmonetize.lib.delivery import DeliverySettings, DeliveryWorker, Dispatcher, Send, Stats
 from openmonetize.lib.event_types import EVENT_MODELS
 from openmonetize.lib.failures import DeliveryFailure
+from openmonetize.lib.memory_buffer import MemoryBuffer
 from openmonetize.lib.retry import RetryPolicy
 from openmonetize.models.custom_event import CustomEvent
 from openmonetize.models.event import Event
@@ -113,8 +113,13 @@ class OpenMonetize:
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
         self._stats = Stats()
-        self._buffer: MemoryBuffer = (SpoolBuffer(self.spool_dir, report=self._report) if self.spool_dir
-                                      else MemoryBuffer())
+        self._buffer: MemoryBuffer
+        if self.spool_dir:
+            from openmonetize.lib.buffers import SpoolBuffer  # (here: without a spool, no SQLite, no spool modules)
+
+            self._buffer = SpoolBuffer(self.spool_dir, report=self._report)
+        else:
+            self._buffer = MemoryBuffer()
         self._worker: DeliveryWorker | None = None
 
     def _send(self) -> Send:
@@ -235,7 +240,8 @@ class OpenMonetize:
         if (worker.room_waiters or len(intake) >= worker.queue_limit) and not self._wait_for_room(worker, body, wait):
             return event_id
         intake.append((next(self._seq), body))
-        if len(intake) % self._settings.batch_size == 0:
+        # (idle: a spool's loop sleeps long, with nothing to commit; this event must be on disk in time)
+        if worker.idle or len(intake) % self._settings.batch_size == 0:
             worker.wakeup.set()
         return event_id
 

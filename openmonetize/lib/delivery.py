@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from openmonetize.exceptions import ApiException, InvalidResponseError
-from openmonetize.lib.buffers import Batch, MemoryBuffer
 from openmonetize.lib.failures import DeliveryFailure, FailureKind
+from openmonetize.lib.memory_buffer import Batch, MemoryBuffer
 from openmonetize.lib.retry import RetryPolicy, verdict
 from openmonetize.models.ingest_response import IngestResponse
 
@@ -417,6 +417,7 @@ class DeliveryWorker:
         self._ending = threading.Lock()  # abandoned vs ended: exactly one of the caller and the thread closes
         self._ended = False
         self.failures = FlushLedger()  # the dispatcher's failed seqs as published, under `resolved`
+        self.idle = False  # sleeping with nothing to commit: the next event queued must wake the loop
         self.room_waiters: list[object] = []  # callers waiting for room in the queue, in turn (under `resolved`)
         self.queue_limit = self._queue_limit()  # events the intake may hold, from the byte bound
         self._attempts: queue.SimpleQueue[Attempt] = queue.SimpleQueue()
@@ -458,11 +459,8 @@ class DeliveryWorker:
             last_send = last_adopt = last_commit = time.monotonic()
             seen_flushes = self.flushes
             while True:
-                now = time.monotonic()
-                timeout = min(self.settings.flush_interval - (now - last_send), d.next_wakeup())
-                if self.buffer.durable:
-                    timeout = min(timeout, self.settings.commit_interval / 2)
-                self.wakeup.wait(max(timeout, 0.0))
+                self.wakeup.wait(self.wait_timeout(time.monotonic(), last_send))
+                self.idle = False
                 self.wakeup.clear()
                 if self.abandoned:
                     break
@@ -520,6 +518,19 @@ class DeliveryWorker:
                     self.buffer.close()  # what is left stays on disk for the next process, as shutdown said
                 except Exception:
                     logger.exception("openmonetize: closing the spool after shutdown failed")
+
+    def wait_timeout(self, now: float, last_send: float) -> float:
+        """How long the loop may sleep: until the flush interval ends or the dispatcher's next wake-up; with
+        a spool, half a commit interval while a commit has anything to do. Else `idle` is left set, so that
+        the next `track_*` wakes the loop (set before the buffer is looked at: an event queued after the
+        look sees it)."""
+        timeout = min(self.settings.flush_interval - (now - last_send), self.dispatcher.next_wakeup())
+        if self.buffer.durable:
+            self.idle = True
+            if self.buffer.uncommitted():
+                self.idle = False
+                timeout = min(timeout, self.settings.commit_interval / 2)
+        return max(timeout, 0.0)
 
     def _collect(self) -> None:
         while not self.abandoned:  # (after a stop that ran out of time, answers change nothing reported)

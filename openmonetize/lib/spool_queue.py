@@ -58,6 +58,7 @@ class Group:
     __slots__ = (
         "base",
         "bodies",
+        "born",
         "ends",
         "lo",
         "low",
@@ -89,6 +90,7 @@ class Group:
         self.n_out = self.state.count(OUT) if state is not None else 0
         self.lo = 0  # every index below it is out or done
         self.low: float = 0.0  # the lowest seq not resolved
+        self.born = 0  # the queue's `commits` when it joined
         self._set_low()
 
     @property
@@ -156,6 +158,7 @@ class GroupQueue:
         self.cache_bytes = cache_bytes  # bodies kept in memory after a commit, at most
         self.cached = 0
         self._low: float | None = math.inf  # min of the groups' `low`; None: to be computed again
+        self.commits = 0  # the owner's clock, in due commits: each group is stamped with it (`waited`)
 
     def add(self, row_id: int, seqs: Sequence[int], bodies: list[bytes] | None, done: Iterable[int] = (),
             state: bytearray | None = None) -> Group:
@@ -164,6 +167,7 @@ class GroupQueue:
         group = Group(row_id, seqs, done, state)
         if group.n_done == group.size:
             return group
+        group.born = self.commits
         nbytes = group_bytes(bodies) if group.available and bodies is not None else 0
         if nbytes and bodies is not None and self.cached + nbytes <= self.cache_bytes:
             self._cache(group, bodies, nbytes)
@@ -175,6 +179,13 @@ class GroupQueue:
         self.queued += group.size - group.n_done
         self.out += group.n_out
         return group
+
+    def waited(self) -> int:
+        """How many due commits the oldest group with events to hand out has been queued (0: none)."""
+        for group in self.groups.values():
+            if group.n_out + group.n_done < group.size:
+                return self.commits - group.born
+        return 0
 
     def low(self) -> float:
         if self._low is None:
