@@ -401,6 +401,8 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
     in a real call, where the HTTP client's and the SDK's code had the caches): the tracker's own, and
     those of the event's writing (`event_json`, `event_ids`) it calls. perf_counter_ns, median over `n`
     calls less an empty timing's; the parts are timed in turn, one per real call."""
+    import dataclasses
+
     from openmonetize.lib import event_ids, event_json
     from openmonetize.lib.event_types import MODELS_BY_TYPE
     from openmonetize.lib.llm import routes, usage
@@ -419,8 +421,13 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
         def _write(self, fields: Any, adjusted: str, model: Any) -> None:
             captured.update(fields)
 
+    # (since llm4 a wrap's plain call writes its event from the wrap's fixed part, `Billing.plain`, and makes
+    # no fields; they are still the path of a call billed to a `tracker.customer(...)` scope, which this
+    # other attribution object takes)
+    general_attribution = dataclasses.replace(billing.attribution)
+
     def fields() -> None:
-        call = Fields(billing, billing.attribution, request)
+        call = Fields(billing, general_attribution, request)
         if counts is not None:
             call.record_counts(counts)
         else:
@@ -450,6 +457,9 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
         event_ids.id_and_timestamp(now[0])
         event_ids.id_and_timestamp(now[0])  # (since llm3 a millisecond's second id makes its iterator)
 
+    plain_writer = getattr(billing, "plain", None)  # (llm4's: a plain call's event from the wrap's fixed part)
+    if plain_writer is not None:
+        assert counts is not None and plain_writer(time.time_ns(), *counts) is not None, "the bound writer declines"
     keyword_writer = getattr(event_json, "writer", None)  # (llm3's; the tracker's way to write since)
     writer = keyword_writer(MODELS_BY_TYPE["TOKEN_USAGE"]) if keyword_writer is not None else None
 
@@ -468,6 +478,8 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
          lambda: event_json.dump(MODELS_BY_TYPE["TOKEN_USAGE"], dict(values), time.time_ns()), None),
         *([("event_json.writer (a new millisecond: the tracker's call)",
             lambda: writer(time.time_ns(), **values), None)] if writer is not None else []),
+        *([("the wrap's bound writer (Billing.plain, a new millisecond)",
+            lambda: plain_writer(time.time_ns(), *counts), None)] if plain_writer is not None and counts else []),
         ("queueing (_enqueue_json)", lambda: client._enqueue_json(*body, wait=False), None),
         ("the whole record", lambda: (Call(billing, billing.attribution, request).record_counts(counts)
                                       if counts is not None else
@@ -593,6 +605,12 @@ def goal(raw: Any, wrapped: Any, rounds: int, calls: int) -> float:
             if not self.recorded:
                 self.recorded = True
                 self._fields(observation, end)
+
+        def record_counts(self, counts: Any) -> None:
+            if getattr(self.billing, "plain", None) is not None:  # (llm4's plain path makes no fields: none to make)
+                self.recorded = True
+                return
+            super().record_counts(counts)
 
         def _write(self, fields: Any, adjusted: str, model: Any) -> None:
             """(`record_counts`, a plain call's counts read without objects: its fields made, then this)"""

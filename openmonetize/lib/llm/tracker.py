@@ -49,6 +49,9 @@ RESPONSE_ID_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-5c7d-9e0f-1a2b3c4d5e6f")
 _NONE: Mapping[str, Any] = types.MappingProxyType({})
 #: each event type's `event_json.writer`: the event's JSON from its fields as keyword arguments
 _WRITERS = {event_type: event_json.writer(model) for event_type, model in MODELS_BY_TYPE.items()}
+#: what differs between two plain calls of one wrap (`Billing.plain`): `PlainCounts`, in its order
+_PLAIN_PARAMETERS = ("model", "metadata.response_id", "input_tokens", "output_tokens", "cached_input_tokens",
+                     "reasoning_tokens")
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ def create_llm_tracker(
 class Billing:
     """One wrap: what it bills for (provider, feature, team) and, when the wrap names one, who pays."""
 
-    __slots__ = ("attribution", "client", "feature_id", "metadata", "provider", "scope", "team_id")
+    __slots__ = ("attribution", "client", "feature_id", "metadata", "plain", "provider", "scope", "team_id")
 
     def __init__(self, client: OpenMonetize, scope: ContextVar[Attribution | None], *, provider: str,
                  attribution: Attribution | None, metadata: dict[str, Any] | None, feature_id: str,
@@ -198,6 +201,12 @@ class Billing:
         self.metadata = metadata  # a wrap without a customer may still add metadata to the scope's
         self.feature_id = feature_id
         self.team_id = team_id
+        # A wrap that names who pays fixes all of a plain call's event but `PlainCounts`: that part is checked
+        # and written once, here (None: the wrap's values are beyond `event_json.bound`; the general write then)
+        self.plain = event_json.bound(TokenUsageEvent, {
+            "customer_id": attribution.customer_id, "user_id": attribution.user_id, "team_id": team_id,
+            "feature_id": feature_id, "provider": provider, "metadata": attribution.metadata,
+        }, _PLAIN_PARAMETERS) if attribution is not None else None
 
     def start(self, request: Mapping[str, Any]) -> Call:
         """A call begins: who pays and the event's instant are fixed now, at call time (a stream may end
@@ -242,8 +251,13 @@ class Call:
         if self.recorded:
             return
         self.recorded = True
-        model, response_id, input_tokens, output_tokens, cached, reasoning = counts
         billing, attribution = self.billing, self.attribution
+        if billing.plain is not None and attribution is billing.attribution:
+            written = billing.plain(self.now_ns, *counts)  # the event below, written from the wrap's fixed part
+            if written is not None:
+                self._queue(written, counts[0])
+                return
+        model, response_id, input_tokens, output_tokens, cached, reasoning = counts
         scope_metadata = attribution.metadata if attribution is not None else None
         # as `_fields` merges them: the scope's, the wrap's, the tracker's (one dict display, no calls)
         metadata = {**(scope_metadata or _NONE), **(billing.metadata or _NONE), "response_id": response_id}
@@ -273,15 +287,20 @@ class Call:
                              "model %r)", self.attribution.customer_id, self.billing.provider, model)
             client._report(DeliveryFailure("untracked", [self._as_sent(fields)], f"the event breaks a rule: {exc}"))
             return
+        if self._queue(written, model) and adjusted:
+            client._report(DeliveryFailure("adjusted", [json.loads(written[1])], adjusted))
+
+    def _queue(self, written: tuple[str, bytes], model: str | None) -> bool:
+        """Queue the written event (id, JSON), never waiting for room; False if queueing failed (logged)."""
         self.event_id = written[0]
         try:
-            client._enqueue_json(*written, wait=False)
+            self.billing.client._enqueue_json(*written, wait=False)
         except Exception:
+            assert self.attribution is not None
             logger.exception("openmonetize: could not record LLM usage for customer_id=%r (provider %s, model %r)",
                              self.attribution.customer_id, self.billing.provider, model)
-            return
-        if adjusted:
-            client._report(DeliveryFailure("adjusted", [json.loads(written[1])], adjusted))
+            return False
+        return True
 
     def _as_sent(self, fields: dict[str, Any]) -> dict[str, Any]:
         """The fields of an event that could not be built, as they would have been sent (for `on_error`)."""
