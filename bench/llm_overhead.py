@@ -334,11 +334,19 @@ def in_situ(raw: Any, wrapped: Any, rounds: int, calls: int) -> None:
             spent["record"] += clock() - started
 
     class TimedBilling:
-        def start(self, request: Any) -> TimedCall:
+        def start(self, request: Any, *now_ns: int) -> TimedCall:
             started = clock()
-            call = billing.start(request)
+            call = billing.start(request, *now_ns)
             spent["start"] += clock() - started
             return TimedCall(call)
+
+    if hasattr(billing, "record_plain"):  # (llm4's: a plain call billed without a Call, its instant read before)
+        def record_plain(self: Any, now_ns: int, request: Any, counts: Any) -> None:
+            started = clock()
+            billing.record_plain(now_ns, request, counts)
+            spent["record"] += clock() - started
+
+        TimedBilling.record_plain = record_plain  # type: ignore[attr-defined]
 
     def read(response: Any, request: Any) -> Any:
         started = clock()
@@ -481,6 +489,9 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
         *([("the wrap's bound writer (Billing.plain, a new millisecond)",
             lambda: plain_writer(time.time_ns(), *counts), None)] if plain_writer is not None and counts else []),
         ("queueing (_enqueue_json)", lambda: client._enqueue_json(*body, wait=False), None),
+        *([("the whole record_plain (Billing.record_plain: llm4's plain path)",
+            lambda: billing.record_plain(time.time_ns(), request, counts), None)]
+          if hasattr(billing, "record_plain") and counts is not None else []),
         ("the whole record", lambda: (Call(billing, billing.attribution, request).record_counts(counts)
                                       if counts is not None else
                                       Call(billing, billing.attribution, request).record(
@@ -616,8 +627,11 @@ def goal(raw: Any, wrapped: Any, rounds: int, calls: int) -> float:
             """(`record_counts`, a plain call's counts read without objects: its fields made, then this)"""
 
     class FieldsOnlyBilling:
-        def start(self, request: Any) -> Call:
-            return FieldsOnly(billing, billing.attribution or billing.scope.get(), request)
+        def start(self, request: Any, *now_ns: int) -> Call:
+            return FieldsOnly(billing, billing.attribution or billing.scope.get(), request, *now_ns)
+
+    if hasattr(billing, "record_plain"):  # (llm4's plain path: no fields made, nothing written or queued)
+        FieldsOnlyBilling.record_plain = lambda self, now_ns, request, counts: None  # type: ignore[attr-defined]
 
     make = getattr(proxies, "tracked_client", None) or proxies.TrackedClient  # (before issue 14: the class)
     fields_only = make(raw, routes.OPENAI, FieldsOnlyBilling(), routes.OPENAI)

@@ -504,3 +504,73 @@ def test_a_wrap_with_a_customer_writes_its_plain_calls_from_its_fixed_part():
     [(event_id, body)] = queue.queued
     assert written == [(event_id, body)]
     assert json.loads(body)["metadata"] == {"feature": "chat", "response_id": "chatcmpl-1"}
+
+
+class Clock:
+    """`time.time_ns` of the tracker and the proxies, a second further at each reading."""
+
+    def __init__(self) -> None:
+        self.now = START_NS
+
+    def time_ns(self) -> int:
+        self.now += 1_000_000_000
+        return self.now - 1_000_000_000
+
+
+PLAIN_USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+
+
+@pytest.mark.parametrize("answer", ["counts", "unusual", "coroutine", "raises"])
+@pytest.mark.parametrize("attributed", [True, False])
+def test_a_plain_call_is_billed_at_its_start_instant_to_whoever_paid_then(monkeypatch, answer, attributed):
+    """Through the proxy, a plain call's event has the instant read before the provider was called, whichever
+    way it is written (the wrap's fixed part, the general write for an unusual answer or a scope's customer,
+    an awaitable answer); a call that raises bills nothing and raises as it did."""
+    clock = Clock()
+    monkeypatch.setattr(tracker_module, "time", clock)
+    from openmonetize.lib.llm import proxies
+
+    monkeypatch.setattr(proxies, "time", clock, raising=False)
+    queue = Queue()
+    billing = Billing(queue, ContextVar("scope", default=None), provider="openai",  # type: ignore[arg-type]
+                      attribution=Attribution("cust_1") if attributed else None, metadata=None,
+                      feature_id="chat", team_id=None)
+    usage = {**PLAIN_USAGE, "cost": 0.5} if answer == "unusual" else PLAIN_USAGE
+    response = chat_completion(usage, "gpt-4o", "chatcmpl-1")
+
+    def create(**kwargs: Any) -> Any:
+        clock.time_ns()  # the provider's call takes time
+        if answer == "raises":
+            raise openai.APIConnectionError(request=None)  # type: ignore[arg-type]
+        if answer == "coroutine":
+            async def later() -> Any:
+                return response
+            return later()
+        return response
+
+    table: Any = {"chat": {"completions": {"create": routes.CHAT_CREATE}}}
+    client = tracked_client(SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create))),
+                            table, billing, table)
+    scope = billing.scope.set(Attribution("cust_scope")) if not attributed else None
+    try:
+        if answer == "raises":
+            with pytest.raises(openai.APIConnectionError):
+                client.chat.completions.create(model="gpt-4o", messages=[])
+            assert queue.queued == [] and queue.reports == []
+            return
+        result = client.chat.completions.create(model="gpt-4o", messages=[])
+        if answer == "coroutine":
+            import asyncio
+
+            result = asyncio.run(result)
+    finally:
+        if scope is not None:
+            billing.scope.reset(scope)
+    assert result is response
+    [(event_id, body)] = queue.queued
+    event = json.loads(body)
+    assert event["customer_id"] == ("cust_1" if attributed else "cust_scope")
+    assert event["timestamp"] == "2025-12-01T18:00:00.123000Z"  # START_NS: read before the provider's call
+    assert int(event_id.replace("-", "")[:12], 16) == START_NS // 1_000_000
+    assert (event["input_tokens"], event["output_tokens"]) == (7, 3)
+    assert ("cost" in event["metadata"]) == (answer == "unusual")

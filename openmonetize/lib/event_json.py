@@ -291,9 +291,8 @@ def source(plan: Plan, queue: str | None = None, *, keywords: bool = False) -> s
     writes = [f"_text = f{runs[0][1]!r}"]
     writes += [f"if {condition} is not None: _text += f{template!r}" if condition else f"_text += f{template!r}"
                for condition, template in runs[1:]]
-    rules = ", ".join(f"{field.name}={field.name}" for field in plan.fields
-                      if field.name in _RULE_FIELDS and field.kind != _METADATA)
-    body = "\n        ".join([*checks, *writes, f"_check_fields({rules})",
+    rules = _rules_call({field.name for field in plan.fields if field.kind != _METADATA})
+    body = "\n        ".join([*checks, *writes, rules,
                                "_body = (_text + '}').encode()" if keywords else
                                f"return {event_id}, (_text + '}}').encode()"])
     if keywords:
@@ -434,10 +433,10 @@ def bound_source(plan: Plan, constants: Sequence[str], parameters: Sequence[str]
     text = [f"_text = f{runs[0][1]!r}" if not runs[0][0] else "_text = ''"]
     text += [f"if {condition} is not None: _text += f{template!r}" if condition else f"_text += f{template!r}"
              for condition, template in (runs[1:] if not runs[0][0] else runs)]
-    rules = ", ".join(f"{name}={name}" for name in arguments if name in _RULE_FIELDS)
+    rules = _rules_call(set(arguments))
     make_checks.append(f"({' + '.join(gaps)}).encode()  # UTF-8, or the model decides")
     write_body = "\n            ".join([
-        *write_checks, *([f"_check_fields({rules})"] if rules else []),
+        *write_checks, *([rules] if rules else []),
         "_id, _now_text = _id_and_timestamp(_now_ns)", *text, "return _id, (_text + '}').encode()"])
     make_body = "\n        ".join(make_checks)
     return (f"def make({', '.join(['*', *constants]) if constants else ''}):\n"
@@ -487,9 +486,22 @@ def _value_code(field: _Field, decline: str) -> tuple[str, tuple[str, str]]:
             ("" if required else name, key + (f"{{_enc({name})}}" if kind == _TEXT else f"{{{name}}}")))
 
 
-# the fields `check_fields` reads: its keyword parameters, passed to it by name
-_RULE_FIELDS = frozenset(name for name, parameter in inspect.signature(event_rules.check_fields).parameters.items()
-                         if parameter.kind is inspect.Parameter.KEYWORD_ONLY)
+# the fields `check_fields` reads, in its parameters' order (the other fields go to its `**_other`)
+_RULES_ORDER = tuple(name for name, parameter in inspect.signature(event_rules.check_fields).parameters.items()
+                     if parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_RULE_FIELDS = frozenset(_RULES_ORDER)
+
+
+def _rules_call(names: set[str]) -> str:
+    """The call of `check_fields` on those of `names` it reads ("" if none): by position, None for the
+    ones before them it also reads (a keyword argument costs the caller a keyword match per argument
+    and cold caches after an HTTP call make that microseconds; see bench/llm_overhead.py --parts)."""
+    present = [name in names for name in _RULES_ORDER]
+    if not any(present):
+        return ""
+    last = max(i for i, here in enumerate(present) if here)
+    arguments = [name if here else "None" for name, here in zip(_RULES_ORDER, present, strict=True)][:last + 1]
+    return f"_check_fields({', '.join(arguments)})"
 
 
 class _Decline(Exception):

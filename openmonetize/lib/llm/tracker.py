@@ -47,6 +47,7 @@ TRACKER_METADATA_BYTES = 1024
 _MAX_RESPONSE_ID = 200
 RESPONSE_ID_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-5c7d-9e0f-1a2b3c4d5e6f")
 _NONE: Mapping[str, Any] = types.MappingProxyType({})
+_NOT_QUEUED = "openmonetize: could not record LLM usage for customer_id=%r (provider %s, model %r)"
 #: each event type's `event_json.writer`: the event's JSON from its fields as keyword arguments
 _WRITERS = {event_type: event_json.writer(model) for event_type, model in MODELS_BY_TYPE.items()}
 #: what differs between two plain calls of one wrap (`Billing.plain`): `PlainCounts`, in its order
@@ -208,10 +209,24 @@ class Billing:
             "feature_id": feature_id, "provider": provider, "metadata": attribution.metadata,
         }, _PLAIN_PARAMETERS) if attribution is not None else None
 
-    def start(self, request: Mapping[str, Any]) -> Call:
+    def start(self, request: Mapping[str, Any], now_ns: int | None = None) -> Call:
         """A call begins: who pays and the event's instant are fixed now, at call time (a stream may end
-        elsewhere)."""
-        return Call(self, self.attribution or self.scope.get(), request)
+        elsewhere); `now_ns`: the instant, read when the call began."""
+        return Call(self, self.attribution or self.scope.get(), request, now_ns)
+
+    def record_plain(self, now_ns: int, request: Mapping[str, Any], counts: PlainCounts) -> None:
+        """`start(request, now_ns).record_counts(counts)`: a completed call, begun at `now_ns`, whose answer is
+        nothing but `counts`. A wrap that names who pays writes and queues its event without a `Call`."""
+        if self.plain is not None:
+            written = self.plain(now_ns, *counts)
+            if written is not None:
+                try:
+                    self.client._enqueue_json(*written, wait=False)
+                except Exception:
+                    assert self.attribution is not None
+                    logger.exception(_NOT_QUEUED, self.attribution.customer_id, self.provider, counts[0])
+                return
+        self.start(request, now_ns).record_counts(counts)
 
 
 class Call:
@@ -219,7 +234,8 @@ class Call:
 
     __slots__ = ("attribution", "billing", "event_id", "now_ns", "recorded", "request")
 
-    def __init__(self, billing: Billing, attribution: Attribution | None, request: Mapping[str, Any]) -> None:
+    def __init__(self, billing: Billing, attribution: Attribution | None, request: Mapping[str, Any],
+                 now_ns: int | None = None) -> None:
         self.billing = billing
         self.attribution = attribution
         self.request = request
@@ -228,7 +244,7 @@ class Call:
         # the service wants UUIDs; the response id is kept in metadata instead), when the event is written
         # (`event_json.dump`: the id and the timestamp's text in one lookup); minting it here as well made
         # the write format a second, unused one.
-        self.now_ns = time.time_ns()
+        self.now_ns = time.time_ns() if now_ns is None else now_ns
         self.event_id: str | None = None  # the recorded event's, once there is one
         self.recorded = False
 
@@ -297,8 +313,7 @@ class Call:
             self.billing.client._enqueue_json(*written, wait=False)
         except Exception:
             assert self.attribution is not None
-            logger.exception("openmonetize: could not record LLM usage for customer_id=%r (provider %s, model %r)",
-                             self.attribution.customer_id, self.billing.provider, model)
+            logger.exception(_NOT_QUEUED, self.attribution.customer_id, self.billing.provider, model)
             return False
         return True
 
