@@ -217,14 +217,19 @@ class Billing:
     def record_plain(self, now_ns: int, request: Mapping[str, Any], counts: PlainCounts) -> None:
         """`start(request, now_ns).record_counts(counts)`: a completed call, begun at `now_ns`, whose answer is
         nothing but `counts`. A wrap that names who pays writes and queues its event without a `Call`."""
-        if self.plain is not None:
-            written = self.plain(now_ns, *counts)
+        plain = self.plain
+        if plain is not None:
+            # Arguments one by one, never `*counts` or `*written`: with a keyword, a starred call builds a
+            # tuple and a dict, 5 us of the caller's after an HTTP call (bench/llm_overhead.py --parts).
+            model, response_id, input_tokens, output_tokens, cached, reasoning = counts
+            written = plain(now_ns, model, response_id, input_tokens, output_tokens, cached, reasoning)
             if written is not None:
+                event_id, body = written
                 try:
-                    self.client._enqueue_json(*written, wait=False)
+                    self.client._enqueue_json(event_id, body, wait=False)
                 except Exception:
                     assert self.attribution is not None
-                    logger.exception(_NOT_QUEUED, self.attribution.customer_id, self.provider, counts[0])
+                    logger.exception(_NOT_QUEUED, self.attribution.customer_id, self.provider, model)
                 return
         self.start(request, now_ns).record_counts(counts)
 
@@ -308,9 +313,9 @@ class Call:
 
     def _queue(self, written: tuple[str, bytes], model: str | None) -> bool:
         """Queue the written event (id, JSON), never waiting for room; False if queueing failed (logged)."""
-        self.event_id = written[0]
+        self.event_id, body = written
         try:
-            self.billing.client._enqueue_json(*written, wait=False)
+            self.billing.client._enqueue_json(self.event_id, body, wait=False)
         except Exception:
             assert self.attribution is not None
             logger.exception(_NOT_QUEUED, self.attribution.customer_id, self.billing.provider, model)
