@@ -215,9 +215,9 @@ def _tracked_plain(target: Callable[..., Any], method: Method, recorder: Recorde
 
     @functools.wraps(target)
     def tracked(*args: Any, **kwargs: Any) -> Any:
-        hide = (asks_always or (asks_when_streamed and kwargs.get("stream") is True)) \
-            and _ask_for_usage(method, kwargs)
-        if not never_streams and kwargs.get("stream") is True:  # a stream: the Recording outlives this call
+        streamed = not never_streams and kwargs.get("stream") is True
+        hide = (asks_always or (asks_when_streamed and streamed)) and _ask_for_usage(method, kwargs)
+        if streamed:  # the Recording outlives this call
             call = start(kwargs)
             result = target(*args, **kwargs)
             if isinstance(result, CoroutineType):
