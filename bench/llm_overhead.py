@@ -681,6 +681,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--paths-only", action="store_true", help="only the caller-thread CPU table of every path")
     parser.add_argument("--goal-only", action="store_true", help="only the issue-14 goal line (plain chat call)")
+    parser.add_argument("--isolated-only", action="store_true",
+                        help="only the tracker's work in isolated loops (lookups, plain and streamed call, one wrap)")
     parser.add_argument("--parts", type=int, metavar="N", default=0,
                         help="with --goal-only: first the wrapped call's parts, each timed alone after N real calls")
     parser.add_argument("--cuts", action="store_true",
@@ -705,6 +707,10 @@ def main() -> None:
         wrapped = tracker.wrap(client=raw, customer_id="cust_1", metadata={"feature": "chat"})
         if args.cuts:
             cuts(raw, wrapped, args.rounds, args.calls)
+            tracker.shutdown(30)
+            return
+        if args.isolated_only:
+            isolated(raw, wrapped)
             tracker.shutdown(30)
             return
         if args.goal_only:

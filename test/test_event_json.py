@@ -711,3 +711,9 @@ def test_a_bound_writer_is_compiled_once_per_shape_and_refuses_what_it_cannot_fi
                              parameters)
     with pytest.raises(ValueError, match="constant 'input_tokens'"):
         event_json.bound(TokenUsageEvent, {**constants, "input_tokens": 1}, ("model", "output_tokens"))
+
+
+def test_a_bound_writers_constants_must_be_fields_of_its_model() -> None:
+    with pytest.raises(ValueError, match="not fields of TokenUsageEvent"):
+        event_json.bound(TokenUsageEvent, {"customer_id": "c", "feature_id": "f", "provider": "p", "quantity": 1},
+                         ("model", "input_tokens", "output_tokens"))

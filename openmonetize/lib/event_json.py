@@ -324,6 +324,7 @@ def source(plan: Plan, queue: str | None = None, *, keywords: bool = False) -> s
 
 
 #: each shape of `bound` writer's maker, compiled once: (model, its constant fields, its parameters) -> maker
+#: (a few per process: the LLM tracker binds one shape)
 _MAKERS: dict[tuple[type[BaseModel], tuple[str, ...], tuple[str, ...]], Callable[..., Any]] = {}
 
 
@@ -340,13 +341,15 @@ def bound(model: type[BaseModel], constants: Mapping[str, Any],
     a writer: the constants are beyond it (a broken rule, metadata that is not flat, text that is not UTF-8),
     and every event of theirs would be the writer's anyway. Made for the LLM tracker, whose wrap fixes who
     pays and what for (bench/llm_overhead.py --parts: the write of a plain call's event)."""
-    plan = PLANS[model]
-    if plan is None:
-        return None
-    names = tuple(field.name for field in plan.fields if field.name in constants)
-    shape = (model, names, tuple(parameters))
+    shape = (model, tuple(constants), tuple(parameters))  # (in the caller's order: a wrap binds per request)
     maker = _MAKERS.get(shape)
     if maker is None:
+        plan = PLANS[model]
+        if plan is None:
+            return None
+        names = tuple(field.name for field in plan.fields if field.name in constants)
+        if len(names) != len(constants):
+            raise ValueError(f"constants {sorted(set(constants) - set(names))}: not fields of {model.__name__}")
         namespace = dict(plan.namespace)
         _run(bound_source(plan, names, shape[2]), f"<event_json bound writer for {model.__name__}: {names}>",
              namespace)
@@ -460,10 +463,11 @@ def _metadata_base(metadata: Any, keys: tuple[str, ...]) -> tuple[str, int]:
     own, which it may not have), and the size in bytes of what every event's metadata has but the keys'
     values; the metadata rules (`event_rules.check_metadata`) checked on it, and its key count with `keys`."""
     metadata = {} if metadata is None else metadata
-    if type(metadata) is not dict or any(type(key) is not str or type(value) not in _FLAT or key in keys
-                                         for key, value in metadata.items()) \
-            or len(metadata) + len(keys) > event_rules.MAX_METADATA_KEYS:
+    if type(metadata) is not dict or len(metadata) + len(keys) > event_rules.MAX_METADATA_KEYS:
         raise _Decline
+    for key, value in metadata.items():
+        if type(key) is not str or type(value) not in _FLAT or key in keys:
+            raise _Decline
     text = event_rules.check_metadata(metadata)
     prefix = text[:-1] + _metadata_key_text(keys[0], bool(metadata))
     fixed = prefix + "".join(_metadata_key_text(key, True) for key in keys[1:]) + "}"

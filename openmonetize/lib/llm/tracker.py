@@ -89,8 +89,9 @@ class LLMTracker:
         """The same client, billing every tracked call to `customer_id` (or, without one, to the customer of
         the `tracker.customer(...)` scope the call is made in).
 
-        16-20 us (bench/llm_overhead.py: one proxy object, and the validation of the arguments): wrapping per request is
-        fine. `provider` overrides the provider recorded on events (detected from the client's class and
+        About 20-30 us (bench/llm_overhead.py --isolated-only: one proxy object, the validation of the
+        arguments, and the plain calls' event written up to its counts, `Billing.plain`): wrapping per request
+        is fine. `provider` overrides the provider recorded on events (detected from the client's class and
         base URL). Bad arguments raise here, before any LLM call is made.
         """
         provider = provider or detect_provider(client)
