@@ -334,11 +334,19 @@ def in_situ(raw: Any, wrapped: Any, rounds: int, calls: int) -> None:
             spent["record"] += clock() - started
 
     class TimedBilling:
-        def start(self, request: Any) -> TimedCall:
+        def start(self, request: Any, *now_ns: int) -> TimedCall:
             started = clock()
-            call = billing.start(request)
+            call = billing.start(request, *now_ns)
             spent["start"] += clock() - started
             return TimedCall(call)
+
+    if hasattr(billing, "record_plain"):  # (llm4's: a plain call billed without a Call, its instant read before)
+        def record_plain(self: Any, now_ns: int, request: Any, counts: Any) -> None:
+            started = clock()
+            billing.record_plain(now_ns, request, counts)
+            spent["record"] += clock() - started
+
+        TimedBilling.record_plain = record_plain  # type: ignore[attr-defined]
 
     def read(response: Any, request: Any) -> Any:
         started = clock()
@@ -401,6 +409,8 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
     in a real call, where the HTTP client's and the SDK's code had the caches): the tracker's own, and
     those of the event's writing (`event_json`, `event_ids`) it calls. perf_counter_ns, median over `n`
     calls less an empty timing's; the parts are timed in turn, one per real call."""
+    import dataclasses
+
     from openmonetize.lib import event_ids, event_json
     from openmonetize.lib.event_types import MODELS_BY_TYPE
     from openmonetize.lib.llm import routes, usage
@@ -419,8 +429,13 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
         def _write(self, fields: Any, adjusted: str, model: Any) -> None:
             captured.update(fields)
 
+    # (since llm4 a wrap's plain call writes its event from the wrap's fixed part, `Billing.plain`, and makes
+    # no fields; they are still the path of a call billed to a `tracker.customer(...)` scope, which this
+    # other attribution object takes)
+    general_attribution = dataclasses.replace(billing.attribution)
+
     def fields() -> None:
-        call = Fields(billing, billing.attribution, request)
+        call = Fields(billing, general_attribution, request)
         if counts is not None:
             call.record_counts(counts)
         else:
@@ -450,6 +465,9 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
         event_ids.id_and_timestamp(now[0])
         event_ids.id_and_timestamp(now[0])  # (since llm3 a millisecond's second id makes its iterator)
 
+    plain_writer = getattr(billing, "plain", None)  # (llm4's: a plain call's event from the wrap's fixed part)
+    if plain_writer is not None:
+        assert counts is not None and plain_writer(time.time_ns(), *counts) is not None, "the bound writer declines"
     keyword_writer = getattr(event_json, "writer", None)  # (llm3's; the tracker's way to write since)
     writer = keyword_writer(MODELS_BY_TYPE["TOKEN_USAGE"]) if keyword_writer is not None else None
 
@@ -468,7 +486,12 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
          lambda: event_json.dump(MODELS_BY_TYPE["TOKEN_USAGE"], dict(values), time.time_ns()), None),
         *([("event_json.writer (a new millisecond: the tracker's call)",
             lambda: writer(time.time_ns(), **values), None)] if writer is not None else []),
+        *([("the wrap's bound writer (Billing.plain, a new millisecond)",
+            lambda: plain_writer(time.time_ns(), *counts), None)] if plain_writer is not None and counts else []),
         ("queueing (_enqueue_json)", lambda: client._enqueue_json(*body, wait=False), None),
+        *([("the whole record_plain (Billing.record_plain: llm4's plain path)",
+            lambda: billing.record_plain(time.time_ns(), request, counts), None)]
+          if hasattr(billing, "record_plain") and counts is not None else []),
         ("the whole record", lambda: (Call(billing, billing.attribution, request).record_counts(counts)
                                       if counts is not None else
                                       Call(billing, billing.attribution, request).record(
@@ -594,12 +617,21 @@ def goal(raw: Any, wrapped: Any, rounds: int, calls: int) -> float:
                 self.recorded = True
                 self._fields(observation, end)
 
+        def record_counts(self, counts: Any) -> None:
+            if getattr(self.billing, "plain", None) is not None:  # (llm4's plain path makes no fields: none to make)
+                self.recorded = True
+                return
+            super().record_counts(counts)
+
         def _write(self, fields: Any, adjusted: str, model: Any) -> None:
             """(`record_counts`, a plain call's counts read without objects: its fields made, then this)"""
 
     class FieldsOnlyBilling:
-        def start(self, request: Any) -> Call:
-            return FieldsOnly(billing, billing.attribution or billing.scope.get(), request)
+        def start(self, request: Any, *now_ns: int) -> Call:
+            return FieldsOnly(billing, billing.attribution or billing.scope.get(), request, *now_ns)
+
+    if hasattr(billing, "record_plain"):  # (llm4's plain path: no fields made, nothing written or queued)
+        FieldsOnlyBilling.record_plain = lambda self, now_ns, request, counts: None  # type: ignore[attr-defined]
 
     make = getattr(proxies, "tracked_client", None) or proxies.TrackedClient  # (before issue 14: the class)
     fields_only = make(raw, routes.OPENAI, FieldsOnlyBilling(), routes.OPENAI)
@@ -649,6 +681,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--paths-only", action="store_true", help="only the caller-thread CPU table of every path")
     parser.add_argument("--goal-only", action="store_true", help="only the issue-14 goal line (plain chat call)")
+    parser.add_argument("--isolated-only", action="store_true",
+                        help="only the tracker's work in isolated loops (lookups, plain and streamed call, one wrap)")
     parser.add_argument("--parts", type=int, metavar="N", default=0,
                         help="with --goal-only: first the wrapped call's parts, each timed alone after N real calls")
     parser.add_argument("--cuts", action="store_true",
@@ -673,6 +707,10 @@ def main() -> None:
         wrapped = tracker.wrap(client=raw, customer_id="cust_1", metadata={"feature": "chat"})
         if args.cuts:
             cuts(raw, wrapped, args.rounds, args.calls)
+            tracker.shutdown(30)
+            return
+        if args.isolated_only:
+            isolated(raw, wrapped)
             tracker.shutdown(30)
             return
         if args.goal_only:

@@ -560,3 +560,160 @@ def test_the_keyword_writer_answers_as_dump_does(case: tuple[type[BaseModel], di
     assert written == _outcome(lambda: event_json.dump(model, every, now_ns), every)
     if written[0] == "written" and values.get("timestamp") is None:  # the timestamp is `now_ns`'s
         assert f'"timestamp":"{utc_text(now_ns)}"'.encode() in WRITERS[model](now_ns, **values)[1]
+
+
+# --- bound writers: the constant part of many events written once (the LLM tracker's wrap) -------------
+
+BINDABLE = {model: [field.name for field in plan.fields if field.kind in (event_json._TEXT, event_json._COUNT,
+                                                                           event_json._NUMBER)]
+            for model, plan in PLANS.items() if plan is not None}
+METADATA_KEYS = ["response_id", "feature", "é\"\n\x00\u2028", "k"]
+key_values = st.one_of(
+    texts(200), st.text(st.characters(), max_size=4),
+    st.builds(lambda char, n: char * n, st.sampled_from(["x", "é", "\n", "\x00", "😀"]), st.integers(0, 4100)),
+    st.integers(), st.none(), st.builds(StrSubclass, st.just("r")),
+)
+
+
+@st.composite
+def bound_cases(draw: st.DrawFn) -> tuple[type[BaseModel], dict[str, Any], list[str], dict[str, Any]]:
+    """A model's text, count and number fields split at random into constants and parameters (those of the
+    cross-field rules always parameters), zero to two metadata keys added per event, the values near the fast
+    path's edge (`values_for`), the parameters in any order."""
+    model, values = draw(values_for())
+    constants: dict[str, Any] = {}
+    parameters: list[str] = []
+    for name in BINDABLE[model]:
+        if name in event_json._RULE_FIELDS or draw(st.booleans()):
+            parameters.append(name)
+        else:
+            constants[name] = values.get(name)
+    keys = draw(st.lists(st.sampled_from(METADATA_KEYS), unique=True, max_size=2))
+    if draw(st.booleans()):
+        constants["metadata"] = values.get("metadata")
+    parameters = draw(st.permutations(parameters + [f"metadata.{key}" for key in keys]))
+    arguments = {name: draw(key_values) if name.startswith("metadata.") else values.get(name) for name in parameters}
+    return model, constants, parameters, arguments
+
+
+def bound_fields(constants: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:
+    """The event's fields as the model takes them: the metadata keys after the constant metadata's."""
+    fields = {**constants, **{name: value for name, value in arguments.items() if not name.startswith("metadata.")}}
+    keys = {name[len("metadata."):]: value for name, value in arguments.items() if name.startswith("metadata.")}
+    if keys:
+        base = constants.get("metadata")
+        fields["metadata"] = {**(base if isinstance(base, dict) else {}), **keys}
+    return fields
+
+
+@settings(SETTINGS, max_examples=100)
+@given(case=bound_cases(), now_ns=instants)
+@example(case=(TokenUsageEvent, {"customer_id": "c", "feature_id": "f", "provider": "p", "metadata": {"a": 1}},
+               ["model", "metadata.response_id", "input_tokens", "output_tokens", "cached_input_tokens",
+                "reasoning_tokens"], {"model": "m", "metadata.response_id": "r", "input_tokens": 1,
+                                      "output_tokens": 2, "cached_input_tokens": 2, "reasoning_tokens": 3}), now_ns=0)
+def test_whenever_a_bound_writer_answers_the_model_agrees_byte_for_byte(
+        case: tuple[type[BaseModel], dict[str, Any], list[str], dict[str, Any]], now_ns: int) -> None:
+    """A bound writer answers (id, JSON) or None (then `writer` on every field decides, and the model names what
+    breaks a rule): whenever it answers, the model accepts the same fields and writes the same bytes, and the
+    id and timestamp are `now_ns`'s."""
+    model, constants, parameters, arguments = case
+    writer = event_json.bound(model, constants, parameters)
+    if writer is None:
+        return  # the constants are beyond it: every event is the writer's
+    answer = writer(now_ns, *[arguments[name] for name in parameters])
+    if answer is None:
+        return
+    event_id, body = answer
+    fields = bound_fields(constants, arguments)
+    try:
+        expected = model_json(model, dict(fields, event_id=event_id, timestamp=utc_datetime(now_ns)))
+    except ValidationError as exc:
+        pytest.fail(f"the bound writer wrote {body!r} for fields the model refuses: {exc}")
+    assert body == expected
+    assert uuid.UUID(event_id).int >> 80 == now_ns // 1_000_000
+
+
+@settings(SETTINGS, max_examples=100)
+@given(case=common_values(), now_ns=instants, keys=st.lists(st.sampled_from(METADATA_KEYS), unique=True, max_size=2),
+       value=plain_text, split=st.integers(0, 2**16))
+def test_a_bound_writer_answers_the_common_case_as_the_model_writes_it(
+        case: tuple[type[BaseModel], dict[str, Any]], now_ns: int, keys: list[str], value: str, split: int) -> None:
+    model, values = case
+    keys = [key for key in keys if key not in (values.get("metadata") or {})]
+    names = [name for name in BINDABLE[model] if name not in event_json._RULE_FIELDS]
+    constants = {name: values.get(name) for i, name in enumerate(names) if split >> i & 1}
+    constants["metadata"] = values.get("metadata")
+    parameters = [name for name in BINDABLE[model] if name not in constants] + [f"metadata.{key}" for key in keys]
+    arguments = {name: value if name.startswith("metadata.") else values.get(name) for name in parameters}
+    writer = event_json.bound(model, constants, parameters)
+    assert writer is not None
+    answer = writer(now_ns, *arguments.values())
+    assert answer is not None
+    fields = bound_fields(constants, arguments)
+    assert answer[1] == model_json(model, dict(fields, event_id=answer[0], timestamp=utc_datetime(now_ns)))
+
+
+TRACKERS = ("model", "metadata.response_id", "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
+
+
+@pytest.mark.parametrize("char", ["x", "é", "\n", "\x00", "\u2028", "😀", "\ud800"])
+@pytest.mark.parametrize("base", [None, {}, {"feature": "chat", "n": 7, "é": True}])
+def test_a_bound_writer_checks_the_metadata_size_by_arithmetic_at_the_rules_edge(char: str, base: Any) -> None:
+    """The per-event metadata key is checked by adding its text's length in UTF-8 to the fixed part's: at
+    exactly 4096 bytes the writer answers what the model writes, one byte more and it declines, as the model
+    refuses (naming the metadata and its size)."""
+    writer = event_json.bound(TokenUsageEvent, {"customer_id": "c", "feature_id": "f", "provider": "p",
+                                                "metadata": base}, TRACKERS)
+    assert writer is not None
+    fixed = len(json.dumps({**(base or {}), "response_id": ""}, separators=(",", ":"), ensure_ascii=False).encode())
+    per = len(json.dumps(char, ensure_ascii=False)[1:-1].encode("utf-8", "surrogatepass"))
+    for size in (event_rules.MAX_METADATA_JSON_BYTES, event_rules.MAX_METADATA_JSON_BYTES + 1):
+        count, pad = divmod(size - fixed, per)
+        value = char * count + "a" * pad
+        fields: dict[str, Any] = {"customer_id": "c", "feature_id": "f", "provider": "p", "model": "m",
+                                  "input_tokens": 1, "output_tokens": 1,
+                                  "metadata": {**(base or {}), "response_id": value}}
+        answer = writer(0, "m", value, 1, 1, None, None)
+        if char == "\ud800":  # not UTF-8: the writer declines, and the model refuses it, whatever its size
+            assert answer is None
+            with pytest.raises(ValidationError, match="surrogates not allowed"):
+                TokenUsageEvent(**fields)
+        elif size > event_rules.MAX_METADATA_JSON_BYTES:
+            assert answer is None
+            with pytest.raises(ValidationError, match=f"metadata is {size} bytes as JSON"):
+                TokenUsageEvent(**fields)
+        else:
+            assert answer is not None
+            assert answer[1] == model_json(TokenUsageEvent, dict(fields, event_id=answer[0], timestamp=utc_datetime(0)))
+
+
+def test_a_bound_writer_is_compiled_once_per_shape_and_refuses_what_it_cannot_fix() -> None:
+    """Binding is per wrap: the code is compiled once per shape, the constants checked per binding. Constants
+    that break a rule, metadata that is not flat or already has a per-event key, more keys than the rules
+    allow: no writer (every event goes to `writer`). A shape it cannot make is a programming error."""
+    constants = {"customer_id": "c", "user_id": None, "feature_id": "f", "provider": "p", "metadata": None}
+    first = event_json.bound(TokenUsageEvent, constants, TRACKERS)
+    compiled = len(event_json._MAKERS)
+    second = event_json.bound(TokenUsageEvent, {**constants, "customer_id": "d", "user_id": "u"}, TRACKERS)
+    assert first is not None and second is not None and first is not second
+    assert len(event_json._MAKERS) == compiled
+    written = second(0, "m", "r", 1, 1, None, None)
+    assert written is not None and b'"customer_id":"d","user_id":"u"' in written[1]
+    for bad in ({"customer_id": ""}, {"customer_id": "c" * 257}, {"provider": 3}, {"customer_id": StrSubclass("c")},
+                {"customer_id": "\ud800"}, {"metadata": {"response_id": "fixed"}}, {"metadata": {"a": [1]}},
+                {"metadata": {f"k{i}": i for i in range(event_rules.MAX_METADATA_KEYS)}},
+                {"metadata": {"big": "x" * 4100}}, {"metadata": [("a", 1)]}, {"metadata": {1: 1}}):
+        assert event_json.bound(TokenUsageEvent, {**constants, **bad}, TRACKERS) is None, bad
+    for parameters in (("model", "event_id"), ("model", "model"), ("metadata",), ("input_tokens",)):
+        with pytest.raises(ValueError):  # (`input_tokens` alone: `output_tokens` is required)
+            event_json.bound(TokenUsageEvent, {**constants, "model": "m"} if "model" not in parameters else constants,
+                             parameters)
+    with pytest.raises(ValueError, match="constant 'input_tokens'"):
+        event_json.bound(TokenUsageEvent, {**constants, "input_tokens": 1}, ("model", "output_tokens"))
+
+
+def test_a_bound_writers_constants_must_be_fields_of_its_model() -> None:
+    with pytest.raises(ValueError, match="not fields of TokenUsageEvent"):
+        event_json.bound(TokenUsageEvent, {"customer_id": "c", "feature_id": "f", "provider": "p", "quantity": 1},
+                         ("model", "input_tokens", "output_tokens"))

@@ -425,3 +425,152 @@ def test_a_usual_chat_completion_takes_the_shortcut_and_unusual_ones_do_not():
         SimpleNamespace(usage=SimpleNamespace(prompt_tokens=1, completion_tokens=1), model="m", id="c"),
     ]
     assert [u.read_openai_chat_counts(response) for response in unusual] == [None] * len(unusual)
+
+
+# -- a wrap's plain call, written from the wrap's fixed part (`Billing.plain`) ----------------------------
+
+wrap_metadata = st.one_of(st.none(), st.dictionaries(
+    st.sampled_from(["a", "é\n", "response_id", "feature"]),
+    st.one_of(st.integers(), st.text(max_size=5), st.booleans(), st.none(), st.lists(st.integers(), max_size=2)),
+    max_size=3))
+plain_counts = st.tuples(
+    st.sampled_from(["gpt-4o", "m" * 256, "m" * 257, "é\"\\"]), st.sampled_from(["chatcmpl-1", "r" * 200, "é\n\x00"]),
+    st.integers(0, 50), st.integers(0, 50), st.one_of(st.none(), st.integers(0, 60)),
+    st.one_of(st.none(), st.integers(0, 60)))
+
+
+def without_id(body: bytes) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads(body)
+    del event["event_id"]  # (each event its own id of the same millisecond)
+    return event
+
+
+@settings(max_examples=100)
+@given(customer_id=st.sampled_from(["cust_1", "é", "c" * 256]), user_id=st.sampled_from([None, "user_1"]),
+       team_id=st.sampled_from([None, "team_1"]), metadata=wrap_metadata, counts=plain_counts)
+def test_a_wraps_plain_call_queues_the_event_the_general_write_makes(customer_id, user_id, team_id, metadata, counts):
+    """A wrap naming who pays writes a plain call's event from its fixed part, checked and written once per
+    wrap: the same event (same fields, same bytes but the id) as the general write the same call's counts take
+    when billed to a scope; and the same report when that write refuses the event (every billable call is
+    queued or reported, never lost)."""
+    fast, general = Queue(), Queue()
+
+    def billing(queue: Queue) -> Billing:
+        return Billing(queue, ContextVar("scope", default=None), provider="openai",  # type: ignore[arg-type]
+                       attribution=Attribution(customer_id, user_id, metadata), metadata=None, feature_id="chat",
+                       team_id=team_id)
+
+    ours, reference = billing(fast), billing(general)
+    if metadata and ("response_id" in metadata or any(type(value) is list for value in metadata.values())):
+        assert ours.plain is None  # the wrap's metadata is beyond `event_json.bound`: every call the general write's
+    call = Call(ours, ours.attribution, {"model": "gpt-4o"})
+    call.record_counts(counts)
+    # the general write: the same call billed to another attribution object of the same values (a scope's)
+    other = Call(reference, Attribution(customer_id, user_id, metadata), {"model": "gpt-4o"})
+    other.now_ns = call.now_ns
+    other.record_counts(counts)
+    assert len(fast.queued) == len(general.queued) and len(fast.reports) == len(general.reports)
+    assert len(fast.queued) + len(fast.reports) == 1
+    if fast.queued:
+        [(event_id, body)] = fast.queued
+        assert call.event_id == event_id == json.loads(body)["event_id"]
+        assert without_id(body) == without_id(general.queued[0][1])
+        assert body.replace(event_id.encode(), b"") == general.queued[0][1].replace(general.queued[0][0].encode(), b"")
+    else:
+        [report], [expected] = fast.reports, general.reports
+        assert (report.kind, report.reason) == (expected.kind, expected.reason)
+        assert [{**event, "event_id": "-"} for event in report.events] == \
+            [{**event, "event_id": "-"} for event in expected.events]
+
+
+def test_a_wrap_with_a_customer_writes_its_plain_calls_from_its_fixed_part():
+    queue = Queue()
+    billing = Billing(queue, ContextVar("scope", default=None), provider="openai",  # type: ignore[arg-type]
+                      attribution=Attribution("cust_1", None, {"feature": "chat"}), metadata=None, feature_id="chat",
+                      team_id=None)
+    assert billing.plain is not None
+    scoped = Billing(queue, ContextVar("scope", default=None), provider="openai",  # type: ignore[arg-type]
+                     attribution=None, metadata=None, feature_id="chat", team_id=None)
+    assert scoped.plain is None  # who pays is the scope's, per call
+    written: list[Any] = []
+    plain = billing.plain
+
+    def spy(*args: Any) -> Any:
+        written.append(plain(*args))
+        return written[-1]
+
+    billing.plain = spy
+    billing.start({"model": "gpt-4o"}).record_counts(("gpt-4o", "chatcmpl-1", 3, 2, None, None))
+    [(event_id, body)] = queue.queued
+    assert written == [(event_id, body)]
+    assert json.loads(body)["metadata"] == {"feature": "chat", "response_id": "chatcmpl-1"}
+
+
+class Clock:
+    """`time.time_ns` of the tracker and the proxies, a second further at each reading."""
+
+    def __init__(self) -> None:
+        self.now = START_NS
+
+    def time_ns(self) -> int:
+        self.now += 1_000_000_000
+        return self.now - 1_000_000_000
+
+
+PLAIN_USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+
+
+@pytest.mark.parametrize("answer", ["counts", "unusual", "coroutine", "raises"])
+@pytest.mark.parametrize("attributed", [True, False])
+def test_a_plain_call_is_billed_at_its_start_instant_to_whoever_paid_then(monkeypatch, answer, attributed):
+    """Through the proxy, a plain call's event has the instant read before the provider was called, whichever
+    way it is written (the wrap's fixed part, the general write for an unusual answer or a scope's customer,
+    an awaitable answer); a call that raises bills nothing and raises as it did."""
+    clock = Clock()
+    monkeypatch.setattr(tracker_module, "time", clock)
+    from openmonetize.lib.llm import proxies
+
+    monkeypatch.setattr(proxies, "time", clock, raising=False)
+    queue = Queue()
+    billing = Billing(queue, ContextVar("scope", default=None), provider="openai",  # type: ignore[arg-type]
+                      attribution=Attribution("cust_1") if attributed else None, metadata=None,
+                      feature_id="chat", team_id=None)
+    usage = {**PLAIN_USAGE, "cost": 0.5} if answer == "unusual" else PLAIN_USAGE
+    response = chat_completion(usage, "gpt-4o", "chatcmpl-1")
+
+    def create(**kwargs: Any) -> Any:
+        clock.time_ns()  # the provider's call takes time
+        if answer == "raises":
+            raise openai.APIConnectionError(request=None)  # type: ignore[arg-type]
+        if answer == "coroutine":
+            async def later() -> Any:
+                return response
+            return later()
+        return response
+
+    table: Any = {"chat": {"completions": {"create": routes.CHAT_CREATE}}}
+    client = tracked_client(SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create))),
+                            table, billing, table)
+    scope = billing.scope.set(Attribution("cust_scope")) if not attributed else None
+    try:
+        if answer == "raises":
+            with pytest.raises(openai.APIConnectionError):
+                client.chat.completions.create(model="gpt-4o", messages=[])
+            assert queue.queued == [] and queue.reports == []
+            return
+        result = client.chat.completions.create(model="gpt-4o", messages=[])
+        if answer == "coroutine":
+            import asyncio
+
+            result = asyncio.run(result)
+    finally:
+        if scope is not None:
+            billing.scope.reset(scope)
+    assert result is response
+    [(event_id, body)] = queue.queued
+    event = json.loads(body)
+    assert event["customer_id"] == ("cust_1" if attributed else "cust_scope")
+    assert event["timestamp"] == "2025-12-01T18:00:00.123000Z"  # START_NS: read before the provider's call
+    assert int(event_id.replace("-", "")[:12], 16) == START_NS // 1_000_000
+    assert (event["input_tokens"], event["output_tokens"]) == (7, 3)
+    assert ("cost" in event["metadata"]) == (answer == "unusual")

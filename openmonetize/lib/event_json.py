@@ -23,7 +23,7 @@ import re
 import time
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from json.encoder import encode_basestring  # JSON string escaping, in C (as the models' serializer escapes)
 from typing import Any, Literal, NamedTuple, TypeVar, Union
 
@@ -253,7 +253,8 @@ def source(plan: Plan, queue: str | None = None, *, keywords: bool = False) -> s
     decline = "raise _Decline" if keywords else "return None"
     checks, pieces = [], []  # pieces: (the variable that must not be None, or "", an f-string template)
     event_id = ""
-    for name, key, kind, required, low, high, constant in plan.fields:
+    for field in plan.fields:
+        name, key, kind, required, low, high, constant = field
         if kind == _CONSTANT:  # present (even as None) it must be the constant itself; not a keyword argument
             if not keywords:
                 checks.append(f"if {name!r} in _values and (type(_values[{name!r}]) is not str or "
@@ -275,16 +276,10 @@ def source(plan: Plan, queue: str | None = None, *, keywords: bool = False) -> s
         elif kind == _METADATA:  # checked by the metadata rules here, once (`check_fields` then skips it)
             checks.append(f"if {name} is not None: _meta = _metadata_json({name})")
             pieces.append((name, key + "{_meta}"))
-        elif kind == _NUMBER:  # an int within the float range, or a float, which the models' serializer writes
-            checks.append(f"if not ((type({name}) is int and {low!r} < {name} <= _MAX_FINITE) or "
-                          f"(type({name}) is float and {low!r} < {name} < _INF)): {decline}")
-            pieces.append(("", key + f"{{{name} if type({name}) is int else _to_json({name}).decode()}}"))
         else:
-            measure = f"len({name})" if kind == _TEXT else name
-            test = f"type({name}) is not {'str' if kind == _TEXT else 'int'} or not {low!r} <= {measure} <= {high!r}"
-            checks.append(f"if {test}: {decline}" if required else
-                          f"if {name} is not None and ({test}): {decline}")
-            pieces.append(("" if required else name, key + (f"{{_enc({name})}}" if kind == _TEXT else f"{{{name}}}")))
+            check, piece = _value_code(field, decline)
+            checks.append(check)
+            pieces.append(piece)
     if not event_id or pieces[0][0]:
         raise ValueError("a plan needs an event_id and a first field that is always written")
     runs = [["", "{{" + pieces[0][1]]]  # consecutive unconditional pieces joined into one f-string
@@ -296,9 +291,8 @@ def source(plan: Plan, queue: str | None = None, *, keywords: bool = False) -> s
     writes = [f"_text = f{runs[0][1]!r}"]
     writes += [f"if {condition} is not None: _text += f{template!r}" if condition else f"_text += f{template!r}"
                for condition, template in runs[1:]]
-    rules = ", ".join(f"{field.name}={field.name}" for field in plan.fields
-                      if field.name in _RULE_FIELDS and field.kind != _METADATA)
-    body = "\n        ".join([*checks, *writes, f"_check_fields({rules})",
+    rules = _rules_call({field.name for field in plan.fields if field.kind != _METADATA})
+    body = "\n        ".join([*checks, *writes, rules,
                                "_body = (_text + '}').encode()" if keywords else
                                f"return {event_id}, (_text + '}}').encode()"])
     if keywords:
@@ -329,9 +323,189 @@ def source(plan: Plan, queue: str | None = None, *, keywords: bool = False) -> s
     return f"def write(_values, now_ns):\n    {body}\n"
 
 
-# the fields `check_fields` reads: its keyword parameters, passed to it by name
-_RULE_FIELDS = frozenset(name for name, parameter in inspect.signature(event_rules.check_fields).parameters.items()
-                         if parameter.kind is inspect.Parameter.KEYWORD_ONLY)
+#: each shape of `bound` writer's maker, compiled once: (model, its constant fields, its parameters) -> maker
+#: (a few per process: the LLM tracker binds one shape)
+_MAKERS: dict[tuple[type[BaseModel], tuple[str, ...], tuple[str, ...]], Callable[..., Any]] = {}
+
+
+def bound(model: type[BaseModel], constants: Mapping[str, Any],
+          parameters: Sequence[str]) -> Callable[..., tuple[str, bytes] | None] | None:
+    """A writer of `model` events that share `constants` (field name -> value, None for absent), checked and
+    written once, here, and differ in `parameters`: `bound(...)(now_ns, *values)`, the values in that order.
+    A parameter is a field's name, or `metadata.KEY`: a key added after the constant metadata's, with a `str`
+    value, the metadata rules then checked by arithmetic (its key count here, its size per event from the
+    lengths of the texts). The id and timestamp are made from `now_ns`; every other field is absent.
+
+    It answers (event id, JSON) or None: then `writer(model)` on all the fields decides (and the model names
+    what breaks a rule), so it need not know every rule's error, only when all of them hold. None instead of
+    a writer: the constants are beyond it (a broken rule, metadata that is not flat, text that is not UTF-8),
+    and every event of theirs would be the writer's anyway. Made for the LLM tracker, whose wrap fixes who
+    pays and what for (bench/llm_overhead.py --parts: the write of a plain call's event)."""
+    shape = (model, tuple(constants), tuple(parameters))  # (in the caller's order: a wrap binds per request)
+    maker = _MAKERS.get(shape)
+    if maker is None:
+        plan = PLANS[model]
+        if plan is None:
+            return None
+        names = tuple(field.name for field in plan.fields if field.name in constants)
+        if len(names) != len(constants):
+            raise ValueError(f"constants {sorted(set(constants) - set(names))}: not fields of {model.__name__}")
+        namespace = dict(plan.namespace)
+        _run(bound_source(plan, names, shape[2]), f"<event_json bound writer for {model.__name__}: {names}>",
+             namespace)
+        maker = _MAKERS[shape] = namespace["make"]
+    return maker(**constants)  # type: ignore[no-any-return]
+
+
+def bound_source(plan: Plan, constants: Sequence[str], parameters: Sequence[str]) -> str:
+    """The source of a `bound` writer's maker: `make(**constants)` checks them with `source`'s checks and
+    writes the runs of the event's text they fix (once per wrap), then returns the writer of the rest, which
+    checks the parameters as `source` does and joins their texts with those runs."""
+    fields = {field.name: field for field in plan.fields}
+    keys = [parameter[len("metadata."):] for parameter in parameters if parameter.startswith("metadata.")]
+    arguments: list[str] = []  # the writer's, in order (a metadata key's value is `_mN`)
+    for parameter in parameters:
+        if parameter.startswith("metadata."):
+            arguments.append(f"_m{len([a for a in arguments if a.startswith('_m')])}")
+        elif parameter in fields and fields[parameter].kind in (_TEXT, _COUNT, _NUMBER) \
+                and parameter not in constants:
+            arguments.append(parameter)
+        else:
+            raise ValueError(f"parameter {parameter!r}: not a text, count or number field, nor metadata.KEY")
+    if len(set(parameters)) != len(parameters) or (keys and "metadata" not in fields):
+        raise ValueError(f"parameters {parameters!r}: repeated, or metadata keys of a model without metadata")
+    for name in constants:
+        kind = fields[name].kind
+        if not (kind == _METADATA or (kind in (_TEXT, _COUNT, _NUMBER) and name not in _RULE_FIELDS)):
+            raise ValueError(f"constant {name!r}: only metadata and text, count or number fields outside the "
+                             f"cross-field rules can be fixed")
+    make_checks: list[str] = []
+    pieces: list[tuple[bool, str, str]] = []  # (made by `make`, the variable that must not be None or "", template)
+    write_checks: list[str] = []
+    for field in plan.fields:
+        name, key, kind = field.name, field.key, field.kind
+        comma = "," if pieces else "{{"  # (the first field opens the object)
+        if kind == _CONSTANT:
+            pieces.append((True, "", comma + _braces(key + encode_basestring(str(field.constant)))))
+        elif kind == _ID:  # (an id `event_ids` made: hex digits and dashes, nothing to escape)
+            pieces.append((False, "", comma + key + '"{_id}"'))
+        elif kind == _NOW:
+            pieces.append((False, "", comma + key + '"{_now_text}"'))
+        elif kind == _METADATA and keys:  # the constant metadata's text, then each key's value, then "}"
+            make_checks.append(f"_mprefix, _msize = _metadata_base({name if name in constants else 'None'}, "
+                               f"{tuple(keys)!r})")
+            pieces.append((True, "", comma + key + "{_mprefix}"))
+            template = "".join((_braces(_metadata_key_text(key, True)) if i else "") + f"{{_mt{i}}}"
+                               for i, key in enumerate(keys)) + "}}"  # (the first key is in `_mprefix`)
+            pieces.append((False, "", template))
+            for i in range(len(keys)):
+                write_checks += [f"if type(_m{i}) is not str: return None", f"_mt{i} = _enc(_m{i})"]
+            sizes = " + ".join(f"(len(_mt{i}) if _mt{i}.isascii() else len(_mt{i}.encode()))" for i in range(len(keys)))
+            write_checks.append(f"if _msize + {sizes} > _MAX_METADATA_BYTES: return None")
+        elif kind == _METADATA:
+            if name in constants:  # checked by the metadata rules once, here
+                make_checks.append(f"if {name} is not None: _meta = _metadata_json({name})")
+                pieces.append((True, name, comma + key + "{_meta}"))
+        elif name in constants or name in arguments:
+            check, (condition, template) = _value_code(field, "return None")
+            (make_checks if name in constants else write_checks).append(check)
+            pieces.append((name in constants, condition, comma + template))
+        elif field.required:
+            raise ValueError(f"field {name!r} is required: a constant or a parameter")
+    # the runs of `make`'s pieces, each one variable (`_gN`) of the writer's text
+    gaps: list[str] = []
+    writes: list[tuple[str, str]] = []  # the writer's: (condition, template), joined as `source` joins them
+    after_gap = False
+    for made, condition, template in pieces:
+        if made:
+            if not after_gap:  # a new run
+                gaps.append(f"_g{len(gaps)}")
+                writes.append(("", "{" + gaps[-1] + "}"))
+            line = f"{gaps[-1]} += f{template!r}"
+            make_checks.append(f"if {condition} is not None: {line}" if condition else line)
+        else:
+            writes.append((condition, template))
+        after_gap = made
+    make_checks[:0] = [f"{gap} = ''" for gap in gaps]
+    runs: list[list[str]] = []
+    for condition, template in writes:
+        if condition or not runs or runs[-1][0]:
+            runs.append([condition, template])
+        else:
+            runs[-1][1] += template
+    text = [f"_text = f{runs[0][1]!r}" if not runs[0][0] else "_text = ''"]
+    text += [f"if {condition} is not None: _text += f{template!r}" if condition else f"_text += f{template!r}"
+             for condition, template in (runs[1:] if not runs[0][0] else runs)]
+    rules = _rules_call(set(arguments))
+    make_checks.append(f"({' + '.join(gaps)}).encode()  # UTF-8, or the model decides")
+    write_body = "\n            ".join([
+        *write_checks, *([rules] if rules else []),
+        "_id, _now_text = _id_and_timestamp(_now_ns)", *text, "return _id, (_text + '}').encode()"])
+    make_body = "\n        ".join(make_checks)
+    return (f"def make({', '.join(['*', *constants]) if constants else ''}):\n"
+            f"    try:\n        {make_body}\n"
+            f"    except Exception:  # a constant beyond the plan: every event of theirs is the writer's\n"
+            f"        return None\n\n"
+            f"    def bound({', '.join(['_now_ns', *arguments])}):\n"
+            f"        try:\n            {write_body}\n"
+            f"        except Exception:  # the writer decides, the model names what breaks a rule\n"
+            f"            return None\n\n"
+            f"    return bound\n")
+
+
+def _metadata_key_text(key: str, after: bool) -> str:
+    """A metadata key's JSON as written before its value: `"key":`, after a comma if other keys come first."""
+    return ("," if after else "") + encode_basestring(key) + ":"
+
+
+def _metadata_base(metadata: Any, keys: tuple[str, ...]) -> tuple[str, int]:
+    """For `bound`: the metadata's JSON up to the first key's value (flat metadata then `keys` after its
+    own, which it may not have), and the size in bytes of what every event's metadata has but the keys'
+    values; the metadata rules (`event_rules.check_metadata`) checked on it, and its key count with `keys`."""
+    metadata = {} if metadata is None else metadata
+    if type(metadata) is not dict or len(metadata) + len(keys) > event_rules.MAX_METADATA_KEYS:
+        raise _Decline
+    for key, value in metadata.items():
+        if type(key) is not str or type(value) not in _FLAT or key in keys:
+            raise _Decline
+    text = event_rules.check_metadata(metadata)
+    prefix = text[:-1] + _metadata_key_text(keys[0], bool(metadata))
+    fixed = prefix + "".join(_metadata_key_text(key, True) for key in keys[1:]) + "}"
+    return prefix, len(fixed.encode())
+
+
+def _value_code(field: _Field, decline: str) -> tuple[str, tuple[str, str]]:
+    """A text, count or number field's check (a line of code running `decline` when the value is beyond the
+    plan) and its piece of the event's text (the variable that must not be None, or "", and an f-string
+    template): `source`'s and `bound`'s, for arguments and for constants alike."""
+    name, key, kind, required, low, high, _ = field
+    if kind == _NUMBER:  # an int within the float range, or a float, which the models' serializer writes
+        return (f"if not ((type({name}) is int and {low!r} < {name} <= _MAX_FINITE) or "
+                f"(type({name}) is float and {low!r} < {name} < _INF)): {decline}",
+                ("", key + f"{{{name} if type({name}) is int else _to_json({name}).decode()}}"))
+    assert kind in (_TEXT, _COUNT), field
+    measure = f"len({name})" if kind == _TEXT else name
+    test = f"type({name}) is not {'str' if kind == _TEXT else 'int'} or not {low!r} <= {measure} <= {high!r}"
+    return (f"if {test}: {decline}" if required else f"if {name} is not None and ({test}): {decline}",
+            ("" if required else name, key + (f"{{_enc({name})}}" if kind == _TEXT else f"{{{name}}}")))
+
+
+# the fields `check_fields` reads, in its parameters' order (the other fields go to its `**_other`)
+_RULES_ORDER = tuple(name for name, parameter in inspect.signature(event_rules.check_fields).parameters.items()
+                     if parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_RULE_FIELDS = frozenset(_RULES_ORDER)
+
+
+def _rules_call(names: set[str]) -> str:
+    """The call of `check_fields` on those of `names` it reads ("" if none): by position, None for the
+    ones before them it also reads (a keyword argument costs the caller a keyword match per argument
+    and cold caches after an HTTP call make that microseconds; see bench/llm_overhead.py --parts)."""
+    present = [name in names for name in _RULES_ORDER]
+    if not any(present):
+        return ""
+    last = max(i for i, here in enumerate(present) if here)
+    arguments = [name if here else "None" for name, here in zip(_RULES_ORDER, present, strict=True)][:last + 1]
+    return f"_check_fields({', '.join(arguments)})"
 
 
 class _Decline(Exception):
@@ -404,7 +578,8 @@ def _compile(model: type[BaseModel], fields: tuple[_Field, ...]) -> Plan:
         "_id_and_timestamp": id_and_timestamp, "_enc": encode_basestring, "_to_json": to_json,
         "_check_fields": event_rules.check_fields, "_time_ns": time.time_ns, "_MAX_FINITE": _MAX_FINITE_QUANTITY,
         "_INF": float("inf"), "_Decline": _Decline, "_built": _built, "_model": model,
-        "_metadata_json": _metadata_json, "_timestamp_text": _timestamp_text, "_decline": _decline}
+        "_metadata_json": _metadata_json, "_timestamp_text": _timestamp_text, "_decline": _decline,
+        "_metadata_base": _metadata_base, "_MAX_METADATA_BYTES": event_rules.MAX_METADATA_JSON_BYTES}
     plan = Plan(model, fields, frozenset(field.name for field in fields), _no_write, namespace)
     namespace["_names"] = plan.names
     _run(source(plan), f"<event_json for {model.__name__}>", namespace)

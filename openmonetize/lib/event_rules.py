@@ -89,12 +89,12 @@ def check_event(event: EventT) -> EventT:
     return event
 
 
-def check_fields(*, input_tokens: int | None = None, output_tokens: int | None = None,
+def check_fields(input_tokens: int | None = None, output_tokens: int | None = None,
                  cached_input_tokens: int | None = None, reasoning_tokens: int | None = None,
                  quantity: float | None = None, metadata: dict[str, Any] | None = None, **_other: Any) -> None:
     """`check_event`'s rules on an event's field values. The parameters are the fields the rules read (any
-    other field is ignored): `event_json` passes exactly these, read from this signature, which spares the
-    fast path a dict of every field."""
+    other field is ignored): `event_json` passes exactly these, read from this signature, by position (its
+    compiled code: no dict of every field, no keyword matching)."""
     if reasoning_tokens is not None and output_tokens is not None and reasoning_tokens > output_tokens:
         raise _exceeds("reasoning_tokens", reasoning_tokens, "output_tokens", output_tokens,
                        "reasoning is counted inside output_tokens")

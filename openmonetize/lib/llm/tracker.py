@@ -47,8 +47,12 @@ TRACKER_METADATA_BYTES = 1024
 _MAX_RESPONSE_ID = 200
 RESPONSE_ID_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-5c7d-9e0f-1a2b3c4d5e6f")
 _NONE: Mapping[str, Any] = types.MappingProxyType({})
+_NOT_QUEUED = "openmonetize: could not record LLM usage for customer_id=%r (provider %s, model %r)"
 #: each event type's `event_json.writer`: the event's JSON from its fields as keyword arguments
 _WRITERS = {event_type: event_json.writer(model) for event_type, model in MODELS_BY_TYPE.items()}
+#: what differs between two plain calls of one wrap (`Billing.plain`): `PlainCounts`, in its order
+_PLAIN_PARAMETERS = ("model", "metadata.response_id", "input_tokens", "output_tokens", "cached_input_tokens",
+                     "reasoning_tokens")
 
 
 @dataclass(frozen=True)
@@ -85,8 +89,9 @@ class LLMTracker:
         """The same client, billing every tracked call to `customer_id` (or, without one, to the customer of
         the `tracker.customer(...)` scope the call is made in).
 
-        16-20 us (bench/llm_overhead.py: one proxy object, and the validation of the arguments): wrapping per request is
-        fine. `provider` overrides the provider recorded on events (detected from the client's class and
+        About 20-30 us (bench/llm_overhead.py --isolated-only: one proxy object, the validation of the
+        arguments, and the plain calls' event written up to its counts, `Billing.plain`): wrapping per request
+        is fine. `provider` overrides the provider recorded on events (detected from the client's class and
         base URL). Bad arguments raise here, before any LLM call is made.
         """
         provider = provider or detect_provider(client)
@@ -186,7 +191,7 @@ def create_llm_tracker(
 class Billing:
     """One wrap: what it bills for (provider, feature, team) and, when the wrap names one, who pays."""
 
-    __slots__ = ("attribution", "client", "feature_id", "metadata", "provider", "scope", "team_id")
+    __slots__ = ("attribution", "client", "feature_id", "metadata", "plain", "provider", "scope", "team_id")
 
     def __init__(self, client: OpenMonetize, scope: ContextVar[Attribution | None], *, provider: str,
                  attribution: Attribution | None, metadata: dict[str, Any] | None, feature_id: str,
@@ -198,11 +203,36 @@ class Billing:
         self.metadata = metadata  # a wrap without a customer may still add metadata to the scope's
         self.feature_id = feature_id
         self.team_id = team_id
+        # A wrap that names who pays fixes all of a plain call's event but `PlainCounts`: that part is checked
+        # and written once, here (None: the wrap's values are beyond `event_json.bound`; the general write then)
+        self.plain = event_json.bound(TokenUsageEvent, {
+            "customer_id": attribution.customer_id, "user_id": attribution.user_id, "team_id": team_id,
+            "feature_id": feature_id, "provider": provider, "metadata": attribution.metadata,
+        }, _PLAIN_PARAMETERS) if attribution is not None else None
 
-    def start(self, request: Mapping[str, Any]) -> Call:
+    def start(self, request: Mapping[str, Any], now_ns: int | None = None) -> Call:
         """A call begins: who pays and the event's instant are fixed now, at call time (a stream may end
-        elsewhere)."""
-        return Call(self, self.attribution or self.scope.get(), request)
+        elsewhere); `now_ns`: the instant, read when the call began."""
+        return Call(self, self.attribution or self.scope.get(), request, now_ns)
+
+    def record_plain(self, now_ns: int, request: Mapping[str, Any], counts: PlainCounts) -> None:
+        """`start(request, now_ns).record_counts(counts)`: a completed call, begun at `now_ns`, whose answer is
+        nothing but `counts`. A wrap that names who pays writes and queues its event without a `Call`."""
+        plain = self.plain
+        if plain is not None:
+            # Arguments one by one, never `*counts` or `*written`: with a keyword, a starred call builds a
+            # tuple and a dict, 5 us of the caller's after an HTTP call (bench/llm_overhead.py --parts).
+            model, response_id, input_tokens, output_tokens, cached, reasoning = counts
+            written = plain(now_ns, model, response_id, input_tokens, output_tokens, cached, reasoning)
+            if written is not None:
+                event_id, body = written
+                try:
+                    self.client._enqueue_json(event_id, body, wait=False)
+                except Exception:
+                    assert self.attribution is not None
+                    logger.exception(_NOT_QUEUED, self.attribution.customer_id, self.provider, model)
+                return
+        self.start(request, now_ns).record_counts(counts)
 
 
 class Call:
@@ -210,7 +240,8 @@ class Call:
 
     __slots__ = ("attribution", "billing", "event_id", "now_ns", "recorded", "request")
 
-    def __init__(self, billing: Billing, attribution: Attribution | None, request: Mapping[str, Any]) -> None:
+    def __init__(self, billing: Billing, attribution: Attribution | None, request: Mapping[str, Any],
+                 now_ns: int | None = None) -> None:
         self.billing = billing
         self.attribution = attribution
         self.request = request
@@ -219,7 +250,7 @@ class Call:
         # the service wants UUIDs; the response id is kept in metadata instead), when the event is written
         # (`event_json.dump`: the id and the timestamp's text in one lookup); minting it here as well made
         # the write format a second, unused one.
-        self.now_ns = time.time_ns()
+        self.now_ns = time.time_ns() if now_ns is None else now_ns
         self.event_id: str | None = None  # the recorded event's, once there is one
         self.recorded = False
 
@@ -242,8 +273,13 @@ class Call:
         if self.recorded:
             return
         self.recorded = True
-        model, response_id, input_tokens, output_tokens, cached, reasoning = counts
         billing, attribution = self.billing, self.attribution
+        if billing.plain is not None and attribution is billing.attribution:
+            written = billing.plain(self.now_ns, *counts)  # the event below, written from the wrap's fixed part
+            if written is not None:
+                self._queue(written, counts[0])
+                return
+        model, response_id, input_tokens, output_tokens, cached, reasoning = counts
         scope_metadata = attribution.metadata if attribution is not None else None
         # as `_fields` merges them: the scope's, the wrap's, the tracker's (one dict display, no calls)
         metadata = {**(scope_metadata or _NONE), **(billing.metadata or _NONE), "response_id": response_id}
@@ -273,15 +309,19 @@ class Call:
                              "model %r)", self.attribution.customer_id, self.billing.provider, model)
             client._report(DeliveryFailure("untracked", [self._as_sent(fields)], f"the event breaks a rule: {exc}"))
             return
-        self.event_id = written[0]
-        try:
-            client._enqueue_json(*written, wait=False)
-        except Exception:
-            logger.exception("openmonetize: could not record LLM usage for customer_id=%r (provider %s, model %r)",
-                             self.attribution.customer_id, self.billing.provider, model)
-            return
-        if adjusted:
+        if self._queue(written, model) and adjusted:
             client._report(DeliveryFailure("adjusted", [json.loads(written[1])], adjusted))
+
+    def _queue(self, written: tuple[str, bytes], model: str | None) -> bool:
+        """Queue the written event (id, JSON), never waiting for room; False if queueing failed (logged)."""
+        self.event_id, body = written
+        try:
+            self.billing.client._enqueue_json(self.event_id, body, wait=False)
+        except Exception:
+            assert self.attribution is not None
+            logger.exception(_NOT_QUEUED, self.attribution.customer_id, self.billing.provider, model)
+            return False
+        return True
 
     def _as_sent(self, fields: dict[str, Any]) -> dict[str, Any]:
         """The fields of an event that could not be built, as they would have been sent (for `on_error`)."""
