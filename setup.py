@@ -51,15 +51,16 @@ EXTRAS["providers"] = ["openai >= 3", "anthropic >= 2", "google-genai >= 3", "gr
 EXTRAS["langchain"] = ["langchain-core >= 1.0"]
 # LiteLLM (`tracker.wrap(client=litellm)`); 1.107.x was withdrawn as compromised: never allow it
 EXTRAS["litellm"] = ["litellm >= 1.110"]
-# the `openmonetize` command: click and rich, plus the local server (`serve`, `demo`), so that every
-# command works after `pip install 'openmonetize[cli]'`; kept out of the runtime set, which services embed
-EXTRAS["cli"] = ["click >= 8.1", "rich >= 13"] + EXTRAS["testing"]
-# AsyncEventsApi / AsyncApiClient (openmonetize/lib/async_http.py): aiohttp (measured faster than httpx over
-# loopback, see that module), imported only when an AsyncApiClient is made
-EXTRAS["async"] = ["aiohttp >= 3.9"]
 # EventsApi.ingest's bodies of event models by orjson, the same bytes as pydantic's, faster
 # (openmonetize/lib/body_json.py; test/test_body_json.py pins the bytes against the installed version)
 EXTRAS["orjson"] = ["orjson >= 3.10, < 4"]
+# the `openmonetize` command: click and rich, plus the local server (`serve`, `demo`), so that every
+# command works after `pip install 'openmonetize[cli]'`; kept out of the runtime set, which services embed.
+# orjson: `send` writes each line's canonical JSON for its derived id with it (openmonetize/cli/jsonl.py)
+EXTRAS["cli"] = ["click >= 8.1", "rich >= 13"] + EXTRAS["testing"] + EXTRAS["orjson"]
+# AsyncEventsApi / AsyncApiClient (openmonetize/lib/async_http.py): aiohttp (measured faster than httpx over
+# loopback, see that module), imported only when an AsyncApiClient is made
+EXTRAS["async"] = ["aiohttp >= 3.9"]
 # benchmarks: the peer SDK bench/track.py compares against; httpx: the floor row of the old stack; orjson: the
 # fastest JSON floor of bench/ingest.py, and the SDK's own encoder there
 EXTRAS["bench"] = ["segment-analytics-python == 2.4.0", "httpx >= 0.27"] + EXTRAS["orjson"]
