@@ -336,6 +336,11 @@ class SpoolBuffer(MemoryBuffer):
                     or self._held or self._unsaved or self._fault is not None or not self._adopted_once
                     or self._reclaim_due())
 
+    def written(self) -> bool:
+        """Whether every commit made due so far has completed: none is owed and the writer's job (if any) is
+        taken in, so the events it staged are on disk (or, the disk refusing them, held in memory)."""
+        return self._job is None and not self._owed
+
     def pace(self, notify: Callable[[], None]) -> None:
         self.paced = True
         self._notify = notify

@@ -311,15 +311,16 @@ class OpenMonetize:
             ticket = next(self._seq)  # under the lock: the ledger knows every ticket above the seqs it collapses
             worker.failures.begin(ticket)
             worker.flush_waiters += 1
-            worker.flushes += 1
             started = worker.iterations
         worker.wakeup.set()
         try:
             with worker.resolved:
-                if not worker.resolved.wait_for(
-                        lambda: worker.iterations > started and worker.low_water > ticket, timeout):
-                    return False
-                return not worker.failures.failed_before(ticket)
+                if worker.resolved.wait_for(lambda: worker.iterations > started and worker.low_water > ticket,
+                                            timeout):
+                    return not worker.failures.failed_before(ticket)
+            if self._buffer.durable:  # out of time: what it waited for is on disk when it returns (delivery.md)
+                worker.write_unresolved()
+            return False
         finally:
             with worker.resolved:
                 worker.flush_waiters -= 1
