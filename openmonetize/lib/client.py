@@ -311,6 +311,7 @@ class OpenMonetize:
             ticket = next(self._seq)  # under the lock: the ledger knows every ticket above the seqs it collapses
             worker.failures.begin(ticket)
             worker.flush_waiters += 1
+            worker.flushes += 1
             started = worker.iterations
         worker.wakeup.set()
         try:

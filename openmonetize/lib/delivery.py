@@ -394,20 +394,21 @@ class FlushLedger:
         return failed
 
 
-def commit_due(since_last: float, interval: float, hands_out_unwritten: bool, *, stopping: bool, flush_asks: bool,
-               flush_waits: bool, full_batch: bool) -> tuple[bool, bool]:
+def commit_due(since_last: float, interval: float, hands_out_unwritten: bool, *, stopping: bool, flush_began: bool,
+               flush_asks: bool, flush_waits: bool, full_batch: bool) -> tuple[bool, bool]:
     """Whether a delivery loop's commit is due `since_last` seconds after the last due one, and whether it
     writes the young events too (see SpoolBuffer.commit).
 
     A healthy spool hands events out at once, written or not, and commits every half interval what is older
-    than the last such commit, so each event is on disk within one interval unless acknowledged first; a
-    flush does not change that cadence while it waits (most of a burst it waits for is acknowledged before
-    its commit), but one whose time ran out asks for a commit of everything (`flush_asks`), and returns once
-    it is written. At shutdown, everything. A buffer that hands events out only once written (a spool whose
+    than the last such commit, so each event is on disk within one interval unless acknowledged first. It
+    commits everything when a flush begins (so that what the flush waits for is written while it waits),
+    when a flush whose time ran out asks for it (`flush_asks`: it returns once that is written), and at
+    shutdown. (Leaving the cadence alone when a flush begins was measured: no faster, see BENCHMARKS.md,
+    "Fifth session".) A buffer that hands events out only once written (a spool whose
     disk refused a write) commits every interval, at every loop while a flush waits, and as soon as a full
     batch waits."""
     if hands_out_unwritten:
-        sooner = stopping or flush_asks
+        sooner = stopping or flush_began or flush_asks
         return since_last >= interval / 2 or sooner, sooner
     return since_last >= interval or stopping or flush_waits or flush_asks or full_batch, True
 
@@ -427,6 +428,7 @@ class DeliveryWorker:
         self.low_water: float = -math.inf  # lowest seq not yet resolved, published after each loop
         self.iterations = 0  # loops completed: flush() waits for one that began after it
         self.flush_waiters = 0
+        self.flushes = 0  # flush() calls so far (a commit is due when one begins)
         # flushes whose time ran out ask the loop to commit everything (`write_unresolved`); the loop publishes
         # the latest request whose commit has completed (under `resolved`), and `finished` once it has ended
         self.commits_wanted = 0
@@ -491,6 +493,7 @@ class DeliveryWorker:
         try:
             self.buffer.adopt_orphans()
             last_send = last_adopt = last_commit = time.monotonic()
+            seen_flushes = self.flushes
             asked = 0  # the latest flush request whose commit was made due (see write_unresolved)
             while True:
                 self.wakeup.wait(self.wait_timeout(time.monotonic(), last_send))
@@ -500,10 +503,12 @@ class DeliveryWorker:
                     break
                 now = time.monotonic()
                 try:
+                    flush_began, seen_flushes = self.flushes != seen_flushes, self.flushes
                     wanted = self.commits_wanted
                     due, young = commit_due(
                         now - last_commit, self.settings.commit_interval, self.buffer.hands_out_unwritten(),
-                        stopping=self.stopping, flush_asks=wanted != asked, flush_waits=self.flush_waiters > 0,
+                        stopping=self.stopping, flush_began=flush_began, flush_asks=wanted != asked,
+                        flush_waits=self.flush_waiters > 0,
                         full_batch=len(self.buffer.intake) >= d.batch_limit)
                     # (a spool writes only when due: see SpoolBuffer.paced)
                     self.buffer.commit(due, young=young)
