@@ -120,11 +120,12 @@ class SpoolBuffer(MemoryBuffer):
     recorded as resolved is queued again after a crash; a dead letter is recorded in its own transaction.
 
     Paced by a delivery loop (`pace`: it says at each `commit` whether one is `due`: every half commit
-    interval, writing what was tracked before the previous one; at a flush and at shutdown, everything),
-    tracked events are written at due commits only, with the events resolved meanwhile, in one
-    transaction run by a writer thread (`spool_writer`): the delivery thread never waits on SQLite in the
-    steady state. An event is on disk within a commit interval (and that write) of being tracked unless it
-    was resolved before: paced, events are handed out from the intake at once, before their write
+    interval, writing what was tracked before the previous one; when a flush begins, when one runs out of
+    time and at shutdown, everything, `written` telling when that is on disk), tracked events are written
+    at due commits only, with the events resolved meanwhile, in one transaction run by a writer thread
+    (`spool_writer`): the delivery thread never waits on SQLite in the steady state. An event is on disk
+    within a commit interval (and that write) of being tracked unless it was resolved before: paced, events
+    are handed out from the intake at once, before their write
     (`Fresh`) and before the backlog on disk (half a batch at most once it has waited a second or so, so
     that it drains behind any producer: `_take_unstaged_first`), and a commit writes those not yet resolved
     (in flight or not), so an event acknowledged or dead-lettered before its commit is never written to `events` (a dead
@@ -335,6 +336,11 @@ class SpoolBuffer(MemoryBuffer):
         return bool(self.intake or self._fresh is not None or self._pending or self._owed or self._job is not None
                     or self._held or self._unsaved or self._fault is not None or not self._adopted_once
                     or self._reclaim_due())
+
+    def written(self) -> bool:
+        """Whether every commit made due so far has completed: none is owed and the writer's job (if any) is
+        taken in, so the events it staged are on disk (or, the disk refusing them, held in memory)."""
+        return self._job is None and not self._owed
 
     def pace(self, notify: Callable[[], None]) -> None:
         self.paced = True

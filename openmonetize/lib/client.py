@@ -316,10 +316,12 @@ class OpenMonetize:
         worker.wakeup.set()
         try:
             with worker.resolved:
-                if not worker.resolved.wait_for(
-                        lambda: worker.iterations > started and worker.low_water > ticket, timeout):
-                    return False
-                return not worker.failures.failed_before(ticket)
+                if worker.resolved.wait_for(lambda: worker.iterations > started and worker.low_water > ticket,
+                                            timeout):
+                    return not worker.failures.failed_before(ticket)
+            if self._buffer.durable:  # out of time: what it waited for is on disk when it returns (delivery.md)
+                worker.write_unresolved()
+            return False
         finally:
             with worker.resolved:
                 worker.flush_waiters -= 1

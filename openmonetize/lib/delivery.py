@@ -394,6 +394,25 @@ class FlushLedger:
         return failed
 
 
+def commit_due(since_last: float, interval: float, hands_out_unwritten: bool, *, stopping: bool, flush_began: bool,
+               flush_asks: bool, flush_waits: bool, full_batch: bool) -> tuple[bool, bool]:
+    """Whether a delivery loop's commit is due `since_last` seconds after the last due one, and whether it
+    writes the young events too (see SpoolBuffer.commit).
+
+    A healthy spool hands events out at once, written or not, and commits every half interval what is older
+    than the last such commit, so each event is on disk within one interval unless acknowledged first. It
+    commits everything when a flush begins (so that what the flush waits for is written while it waits),
+    when a flush whose time ran out asks for it (`flush_asks`: it returns once that is written), and at
+    shutdown. (Leaving the cadence alone when a flush begins was measured: no faster, see BENCHMARKS.md,
+    "Fifth session".) A buffer that hands events out only once written (a spool whose
+    disk refused a write) commits every interval, at every loop while a flush waits, and as soon as a full
+    batch waits."""
+    if hands_out_unwritten:
+        sooner = stopping or flush_began or flush_asks
+        return since_last >= interval / 2 or sooner, sooner
+    return since_last >= interval or stopping or flush_waits or flush_asks or full_batch, True
+
+
 class DeliveryWorker:
     """Runs a `Dispatcher`: one dispatcher thread that owns the buffer, and sender threads."""
 
@@ -410,6 +429,11 @@ class DeliveryWorker:
         self.iterations = 0  # loops completed: flush() waits for one that began after it
         self.flush_waiters = 0
         self.flushes = 0  # flush() calls so far (a commit is due when one begins)
+        # flushes whose time ran out ask the loop to commit everything (`write_unresolved`); the loop publishes
+        # the latest request whose commit has completed (under `resolved`), and `finished` once it has ended
+        self.commits_wanted = 0
+        self.commits_done = 0
+        self.finished = False
         self.stopping = False
         # set when a stop ran out of time: the caller has reported what is unresolved (or left it in the spool),
         # so no attempt starts after it and the dispatcher ends at its next loop, closing the buffer itself
@@ -446,6 +470,18 @@ class DeliveryWorker:
         self.wakeup.set()
         return False
 
+    def write_unresolved(self) -> None:
+        """For a flush whose time ran out (with a spool): have the loop commit everything not yet resolved,
+        and wait until that write has completed, so that what the flush waited for is acknowledged or on
+        disk when it returns. Returns at once if the loop has ended (a stop that ran out of time closes the
+        buffer, writing what is in memory, before the loop counts as ended)."""
+        with self.resolved:
+            self.commits_wanted += 1
+            wanted = self.commits_wanted
+        self.wakeup.set()
+        with self.resolved:
+            self.resolved.wait_for(lambda: self.commits_done >= wanted or self.finished)
+
     def unresolved_batches(self) -> list[Batch]:
         """Batches taken from the buffer and not yet resolved (read once the dispatcher is told to stop)."""
         return self.dispatcher.unresolved()
@@ -458,6 +494,7 @@ class DeliveryWorker:
             self.buffer.adopt_orphans()
             last_send = last_adopt = last_commit = time.monotonic()
             seen_flushes = self.flushes
+            asked = 0  # the latest flush request whose commit was made due (see write_unresolved)
             while True:
                 self.wakeup.wait(self.wait_timeout(time.monotonic(), last_send))
                 self.idle = False
@@ -466,24 +503,20 @@ class DeliveryWorker:
                     break
                 now = time.monotonic()
                 try:
-                    # a commit is due every commit interval, at shutdown, and when a flush begins: what was
-                    # tracked before it is then on disk unless resolved, so a shutdown whose flush runs out of
-                    # time leaves it there. A buffer that hands events out only once written (a spool whose
-                    # disk refused a write) commits at every loop while a flush waits, and as soon as a full
-                    # batch waits; a healthy spool hands them out at once, written or not, and commits every half
-                    # interval what is older than the last such commit (see SpoolBuffer.commit's `young`).
                     flush_began, seen_flushes = self.flushes != seen_flushes, self.flushes
-                    halves = self.buffer.hands_out_unwritten()
-                    if halves:
-                        sooner = flush_began
-                    else:
-                        sooner = self.flush_waiters > 0 or len(self.buffer.intake) >= d.batch_limit
-                    interval = self.settings.commit_interval / 2 if halves else self.settings.commit_interval
-                    due = now - last_commit >= interval or self.stopping or sooner
+                    wanted = self.commits_wanted
+                    due, young = commit_due(
+                        now - last_commit, self.settings.commit_interval, self.buffer.hands_out_unwritten(),
+                        stopping=self.stopping, flush_began=flush_began, flush_asks=wanted != asked,
+                        flush_waits=self.flush_waiters > 0,
+                        full_batch=len(self.buffer.intake) >= d.batch_limit)
                     # (a spool writes only when due: see SpoolBuffer.paced)
-                    self.buffer.commit(due, young=not halves or self.stopping or sooner)
+                    self.buffer.commit(due, young=young)
                     if due:
                         last_commit = now
+                    asked = wanted
+                    if self.commits_done < asked and self.buffer.written():
+                        self.commits_done = asked  # (read under `resolved` only once published)
                     self._collect()
                     if now - last_adopt >= self.settings.adopt_interval:
                         self.buffer.adopt_orphans()
@@ -518,6 +551,9 @@ class DeliveryWorker:
                     self.buffer.close()  # what is left stays on disk for the next process, as shutdown said
                 except Exception:
                     logger.exception("openmonetize: closing the spool after shutdown failed")
+            with self.resolved:
+                self.finished = True
+                self.resolved.notify_all()
 
     def wait_timeout(self, now: float, last_send: float) -> float:
         """How long the loop may sleep: until the flush interval ends or the dispatcher's next wake-up; with

@@ -89,6 +89,10 @@ class MemoryBuffer:
         """Whether a commit would have anything to do (nothing in memory: it never does)."""
         return False
 
+    def written(self) -> bool:
+        """Whether every commit made due so far has completed (nothing in memory is ever written: always)."""
+        return True
+
     def pace(self, notify: Callable[[], None]) -> None:
         """A delivery loop drives this buffer: it says at each `commit` whether one is `due`, and wants
         `notify` called when something it waits for happened on another thread (see SpoolBuffer)."""
