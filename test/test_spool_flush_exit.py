@@ -132,3 +132,26 @@ def test_flush_that_runs_out_of_time_returns_with_what_it_waited_for_on_disk(tmp
     finally:
         om.shutdown(0.5)
         silent.close()
+
+
+def test_a_flush_from_on_error_on_the_delivery_thread_returns_by_its_timeout(tmp_path: Path) -> None:
+    # on_error runs on the delivery thread: a flush there cannot wait for that thread's own commit (it would
+    # never return); it returns False by its timeout, as without a spool
+    server = LocalIngestServer().start()
+    answers: list[bool] = []
+    om: OpenMonetize
+
+    def on_error(failure: object) -> None:
+        if not answers:
+            answers.append(om.flush(0.05))
+
+    om = OpenMonetize(api_key=server.api_key, base_url=server.url, spool_dir=tmp_path / "spool", on_error=on_error,
+                      flush_interval=0.01)
+    try:
+        server.reject_customers({"refused"}, status=400)
+        om.track_custom_event(customer_id="refused", feature_id="f", unit_type="calls", quantity=1)
+        assert wait_for(lambda: answers, timeout=30)
+        assert answers == [False]
+    finally:
+        om.shutdown(5)
+        server.stop()

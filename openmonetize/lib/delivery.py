@@ -474,7 +474,10 @@ class DeliveryWorker:
         """For a flush whose time ran out (with a spool): have the loop commit everything not yet resolved,
         and wait until that write has completed, so that what the flush waited for is acknowledged or on
         disk when it returns. Returns at once if the loop has ended (a stop that ran out of time closes the
-        buffer, writing what is in memory, before the loop counts as ended)."""
+        buffer, writing what is in memory, before the loop counts as ended), or if called on the loop's own
+        thread (a flush in an `on_error` callback), which cannot wait for itself."""
+        if threading.current_thread() is self._thread:
+            return
         with self.resolved:
             self.commits_wanted += 1
             wanted = self.commits_wanted
