@@ -150,7 +150,7 @@ def test_a_flush_from_on_error_on_the_delivery_thread_returns_by_its_timeout(tmp
     try:
         server.reject_customers({"refused"}, status=400)
         om.track_custom_event(customer_id="refused", feature_id="f", unit_type="calls", quantity=1)
-        assert wait_for(lambda: answers, timeout=30)
+        assert wait_for(lambda: bool(answers), timeout=30)
         assert answers == [False]
     finally:
         om.shutdown(5)
