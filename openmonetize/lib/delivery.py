@@ -438,8 +438,7 @@ class DeliveryWorker:
         # set when a stop ran out of time: the caller has reported what is unresolved (or left it in the spool),
         # so no attempt starts after it and the dispatcher ends at its next loop, closing the buffer itself
         self.abandoned = False
-        self._ending = threading.Lock()  # abandoned vs ended: exactly one of the caller and the thread closes
-        self._ended = False
+        self._ended = False  # (under `resolved`: abandoned or ended, so that one of the caller and the thread closes)
         self.failures = FlushLedger()  # the dispatcher's failed seqs as published, under `resolved`
         self.idle = False  # sleeping with nothing to commit: the next event queued must wake the loop
         self.room_waiters: list[object] = []  # callers waiting for room in the queue, in turn (under `resolved`)
@@ -463,7 +462,7 @@ class DeliveryWorker:
         self.stopping = True
         self.wakeup.set()
         self._thread.join(timeout)
-        with self._ending:
+        with self.resolved:
             if self._ended:
                 return True
             self.abandoned = True
@@ -547,7 +546,7 @@ class DeliveryWorker:
         finally:
             for _ in self._senders:
                 self._work.put(None)
-            with self._ending:
+            with self.resolved:
                 self._ended = True
             if self.abandoned and self.buffer.durable:
                 try:
