@@ -47,7 +47,7 @@ TRACKER_METADATA_BYTES = 1024
 _MAX_RESPONSE_ID = 200
 RESPONSE_ID_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-5c7d-9e0f-1a2b3c4d5e6f")
 _NONE: Mapping[str, Any] = types.MappingProxyType({})
-_NOT_QUEUED = "openmonetize: could not record LLM usage for customer_id=%r (provider %s, model %r)"
+_NOT_RECORDED = "openmonetize: could not record LLM usage for customer_id=%r (provider %s, model %r)"
 #: each event type's `event_json.writer`: the event's JSON from its fields as keyword arguments
 _WRITERS = {event_type: event_json.writer(model) for event_type, model in MODELS_BY_TYPE.items()}
 #: what differs between two plain calls of one wrap (`Billing.plain`): `PlainCounts`, in its order
@@ -225,12 +225,8 @@ class Billing:
             model, response_id, input_tokens, output_tokens, cached, reasoning = counts
             written = plain(now_ns, model, response_id, input_tokens, output_tokens, cached, reasoning)
             if written is not None:
-                event_id, body = written
-                try:
-                    self.client._enqueue_json(event_id, body, wait=False)
-                except Exception:
-                    assert self.attribution is not None
-                    logger.exception(_NOT_QUEUED, self.attribution.customer_id, self.provider, model)
+                assert self.attribution is not None
+                _queue(self, self.attribution, written[0], written[1], model)
                 return
         self.start(request, now_ns).record_counts(counts)
 
@@ -305,8 +301,7 @@ class Call:
             written = _WRITERS[event_type](self.now_ns, **fields)  # `event_json.dump` of one of the spec's models
         except Exception as exc:  # the model names what breaks a rule
             fields["event_type"] = event_type
-            logger.exception("openmonetize: could not record LLM usage for customer_id=%r (provider %s, "
-                             "model %r)", self.attribution.customer_id, self.billing.provider, model)
+            logger.exception(_NOT_RECORDED, self.attribution.customer_id, self.billing.provider, model)
             client._report(DeliveryFailure("untracked", [self._as_sent(fields)], f"the event breaks a rule: {exc}"))
             return
         if self._queue(written, model) and adjusted:
@@ -315,13 +310,8 @@ class Call:
     def _queue(self, written: tuple[str, bytes], model: str | None) -> bool:
         """Queue the written event (id, JSON), never waiting for room; False if queueing failed (logged)."""
         self.event_id, body = written
-        try:
-            self.billing.client._enqueue_json(self.event_id, body, wait=False)
-        except Exception:
-            assert self.attribution is not None
-            logger.exception(_NOT_QUEUED, self.attribution.customer_id, self.billing.provider, model)
-            return False
-        return True
+        assert self.attribution is not None
+        return _queue(self.billing, self.attribution, self.event_id, body, model)
 
     def _as_sent(self, fields: dict[str, Any]) -> dict[str, Any]:
         """The fields of an event that could not be built, as they would have been sent (for `on_error`)."""
@@ -427,3 +417,13 @@ def _check_metadata_room(metadata: dict[str, Any]) -> None:
     if size > max_bytes:
         raise ValueError(f"metadata is {size} bytes as JSON: at most {max_bytes} bytes are allowed for LLM "
                          f"tracking (the tracker keeps {TRACKER_METADATA_BYTES} bytes for its own keys)")
+
+
+def _queue(billing: Billing, attribution: Attribution, event_id: str, body: bytes, model: str | None) -> bool:
+    """Queue a written event, never waiting for room (after a paid call); False if queueing failed (logged)."""
+    try:
+        billing.client._enqueue_json(event_id, body, wait=False)
+    except Exception:
+        logger.exception(_NOT_RECORDED, attribution.customer_id, billing.provider, model)
+        return False
+    return True
