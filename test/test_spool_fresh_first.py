@@ -64,11 +64,7 @@ def test_a_batch_of_fresh_events_is_not_pushed_past_its_bytes_by_the_backlog(tmp
 def periodic(buffer: SpoolBuffer) -> None:
     """A delivery loop's periodic commit (every half interval: only what is older than the last one), and
     its result taken in."""
-    buffer.commit(True, young=False)
-    job = buffer._job
-    assert job is None or wait_for(job.done.is_set, 60)
-    buffer.commit(False)
-    assert buffer._job is None
+    written(buffer, young=False)
 
 
 def test_a_periodic_commit_writes_what_was_tracked_before_the_last_one_and_the_rest_at_the_next(tmp_path):

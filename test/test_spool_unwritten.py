@@ -34,9 +34,10 @@ def paced(directory: Path, notices: list[DeliveryFailure] | None = None) -> Spoo
     return buffer
 
 
-def written(buffer: SpoolBuffer) -> None:
-    """A due commit (on the writer thread), and its result taken in."""
-    buffer.commit(True)
+def written(buffer: SpoolBuffer, *, young: bool = True) -> None:
+    """A due commit (on the writer thread), and its result taken in (not `young`: a delivery loop's periodic
+    commit, every half interval, of only what is older than the last one)."""
+    buffer.commit(True, young=young)
     job = buffer._job
     assert job is None or wait_for(job.done.is_set, 60)
     buffer.commit(False)
