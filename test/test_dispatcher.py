@@ -355,6 +355,21 @@ def test_an_answer_whose_handling_raises_keeps_its_batch():
     assert sorted(service.stored) == ids and not failures and d.low_seq() == float("inf")
 
 
+def test_an_answer_whose_handling_always_raises_is_reported_not_resent_forever():
+    # a bug that raises at every answer of a batch: after a few tries the batch is reported undelivered (and
+    # the dispatcher settles), not resent every second for as long as the process runs
+    class Broken(RetryPolicy):
+        def backoff(self, attempt: int) -> float:
+            raise RuntimeError("a bug in a retry policy")
+
+    service = FakeService(status=503)
+    d, clock, failures, ids = make(service, 10, policy=Broken(rng=random.Random(3)))
+    drive(d, clock)
+    [failure] = failures
+    assert failure.kind == "undelivered" and failure.event_ids == ids and "a bug in a retry policy" in failure.reason
+    assert len(service.requests) == 3 and d.failed_seqs == list(range(1, 11)) and not d.waiting
+
+
 def test_pause_is_long_and_capped():
     policy = RetryPolicy(pause_base=5, pause_cap=300, rng=random.Random(5))
     for n in range(1, 15):

@@ -68,6 +68,9 @@ class Stats:
                 setattr(self, name, getattr(self, name) + value)
 
 
+_MAX_FAULTS = 3  # answers of one batch whose handling may raise before the batch is given up
+
+
 @dataclass(eq=False)
 class Job:
     """A batch on its way: the same events, with the same ids, until it is resolved."""
@@ -77,6 +80,7 @@ class Job:
     failures: int = 0  # transient failures of this job in a row
     unconfirmed: int = 0  # 2xx answers that did not account for its events
     forbidden_at: int | None = None  # the answer number of the first 403 for the batch it was split from
+    faults: int = 0  # answers whose handling raised (a bug): resent a few times, then reported
 
 
 @dataclass(frozen=True)
@@ -201,14 +205,25 @@ class Dispatcher:
         now = self.clock()
         try:
             self._resolve(attempt, now)
-        except Exception:
+        except Exception as exc:
             # a bug (ours, or a retry policy's) must not lose the batch, which is no longer in flight: it would
-            # fall out of flush()'s count and never be sent or reported. Send it again later (deduplicated by id).
-            logger.exception("openmonetize: handling the answer for %d events failed; they will be sent again",
-                             len(job.batch))
-            if job not in self.waiting:
-                job.not_before = now + 1.0
-                self.waiting.append(job)
+            # fall out of flush()'s count and never be sent or reported. Send it again later (deduplicated by
+            # id); a bug that raises at every answer, a few times, then the batch is given up (reported, kept in
+            # the spool's dead letters), not resent for as long as the process runs.
+            job.faults += 1
+            if job.faults < _MAX_FAULTS:
+                logger.exception("openmonetize: handling the answer for %d events failed; they will be sent again",
+                                 len(job.batch))
+                if job not in self.waiting:
+                    job.not_before = now + 1.0
+                    self.waiting.append(job)
+                return
+            logger.exception("openmonetize: handling the answer for %d events failed %d times; giving them up",
+                             len(job.batch), job.faults)
+            if job in self.waiting:
+                self.waiting.remove(job)
+            self._give_up(job.batch, "undelivered", f"the SDK failed handling {job.faults} answers for them "
+                          f"(a bug; the last: {type(exc).__name__}: {exc})", None)
 
     def _resolve(self, attempt: Attempt, now: float) -> None:
         job = attempt.job
