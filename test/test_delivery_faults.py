@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -222,10 +223,10 @@ def test_the_first_track_on_an_event_loop_never_waits_for_adopting_a_large_orpha
     adopting, go_on = threading.Event(), threading.Event()
     real_adopt = SpoolBuffer.adopt_orphans
 
-    def gated_adopt(self: SpoolBuffer) -> int:  # the real adoption, held until the test lets it go on
+    def gated_adopt(self: SpoolBuffer, *args: Any) -> int:  # the real adoption, held until the test lets it go on
         adopting.set()
         go_on.wait(60)
-        return real_adopt(self)
+        return real_adopt(self, *args)
 
     monkeypatch.setattr(SpoolBuffer, "adopt_orphans", gated_adopt)
     results: list[object] = []

@@ -13,15 +13,19 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import wait_for
+from test_spool import make_orphan
 from test_spool_unwritten import body, paced
 
 from openmonetize import OpenMonetize
-from openmonetize.lib.buffers import read_spool
+from openmonetize.lib.buffers import SpoolBuffer, read_spool
 from openmonetize.lib.delivery import commit_due
+from openmonetize.lib.spool_format import CHUNK
 from openmonetize.testing import LocalIngestServer
 
 KEY = "sk_spool_flush_exit_test_key"
@@ -155,3 +159,49 @@ def test_a_flush_from_on_error_on_the_delivery_thread_returns_by_its_timeout(tmp
     finally:
         om.shutdown(5)
         server.stop()
+
+
+def test_a_flush_that_runs_out_of_time_during_a_long_adoption_returns_after_the_chunk_in_progress(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # adopting a dead process's large file runs on the delivery thread, chunk by chunk, committing what was
+    # tracked between chunks: a flush out of time returns once such a commit holds what it waited for, not
+    # at the end of the whole adoption (which can take seconds, and stretch a SIGTERM's shutdown)
+    spool = tmp_path / "spool"
+    make_orphan(spool, [body(i, "old") for i in range(3 * CHUNK)])
+    clients: list[OpenMonetize] = []
+    at_second, flushed = threading.Event(), threading.Event()
+    released_by_flush: list[bool] = []
+    real = SpoolBuffer._adopt_chunk
+    chunks = 0
+
+    def gated(self: SpoolBuffer, *args: Any) -> None:
+        nonlocal chunks
+        chunks += 1
+        if chunks == 2:  # held until the flush has run out of time and asked for its write
+            at_second.set()
+            assert wait_for(lambda: clients[0]._worker is not None and clients[0]._worker.commits_wanted > 0, 60)
+        elif chunks == 3:  # held until that flush returned (before the fix, it waited for the adoption's end)
+            released_by_flush.append(flushed.wait(60))
+        real(self, *args)
+
+    monkeypatch.setattr(SpoolBuffer, "_adopt_chunk", gated)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    om = OpenMonetize(api_key=KEY, base_url=f"http://127.0.0.1:{silent.getsockname()[1]}", spool_dir=spool,
+                      spool_commit_interval=60, flush_interval=0.01, request_timeout=60, shutdown_timeout=1)
+    clients.append(om)
+    try:
+        om.start()
+        assert at_second.wait(60)
+        ids = {om.track_custom_event(customer_id="c", feature_id="f", unit_type="calls", quantity=i + 1)
+               for i in range(100)}  # tracked while the adoption runs
+        assert om.flush(0) is False
+        flushed.set()
+        assert ids <= {json.loads(b)["event_id"] for b in read_spool(spool)}
+        assert wait_for(lambda: bool(released_by_flush), 60)
+        assert released_by_flush == [True]
+    finally:
+        flushed.set()
+        om.shutdown(0.5)
+        silent.close()

@@ -64,6 +64,14 @@ LEGACY_SUFFIX = ".om-spool.sqlite3"
 _SUFFIXES = (SPOOL_SUFFIX, LEGACY_SUFFIX)
 _CACHE_BYTES = 8 << 20  # events just committed stay in memory for their batch up to this (else read back)
 _WAL_LIMIT = 4 << 20  # the WAL's size between checkpoints (as SQLite's default: 1000 pages of 4 KB)
+
+#: runs the commit it is given (between an adoption's chunks), and does what must follow it
+AroundCommit = Callable[[Callable[[], None]], None]
+
+
+def _just_commit(commit: Callable[[], None]) -> None:
+    commit()
+
 # Events in memory are named by negative keys in a batch: held rows (the disk refused them) by a counter
 # from 1, events handed out before their write (`spool_queue.Fresh`) by numbers from here.
 _FRESH_NUMBERS = 1 << 62
@@ -178,6 +186,7 @@ class SpoolBuffer(MemoryBuffer):
         self._reclaiming = False  # space is being given back, step by step (see give_space_back)
         self._fault: str | None = None  # the current episode's cause, reported once
         self._adopted_once = False
+        self._around_commit: AroundCommit = _just_commit  # (the adoption in progress's: see adopt_orphans)
         self._progress: dict[Path, _Progress] = {}  # what was copied from an orphan not yet removed
         self._warned: set[Path] = set()
 
@@ -855,17 +864,19 @@ class SpoolBuffer(MemoryBuffer):
 
     # -- adopting dead processes' files (delivery thread) ------------------------------------------------
 
-    def adopt_orphans(self) -> int:
+    def adopt_orphans(self, around_commit: AroundCommit | None = None) -> int:
         """Move the events and dead letters of dead processes' spool files into ours; returns how many events.
 
         Never raises for a neighbour: a file locked by a live process is left alone; one this process may
         not read or write (another user's) is skipped with one warning, neither adopted nor deleted; a
         corrupt one is salvaged and quarantined (see `_salvage`). A large file is copied in chunks, with
-        the events tracked meanwhile committed between them. A process killed while adopting leaves the
+        the events tracked meanwhile committed between them, by `around_commit` if given (the delivery loop's:
+        it answers the flushes that ran out of time meanwhile). A process killed while adopting leaves the
         orphan whole: the next one adopts it again, and the service deduplicates the copies by event id.
         """
         if self._db is None or not self._schema_ready:
             return 0  # (commit() tries again once the tables exist)
+        self._around_commit = around_commit or _just_commit
         self._settle()
         self._adopted_once = True
         adopted = 0
@@ -967,7 +978,7 @@ class SpoolBuffer(MemoryBuffer):
             raise _OwnWriteFailed(exc) from exc
         progress.events += len(chunk)
         progress.event_id = last_row
-        self._commit_intake()  # what the callers tracked meanwhile reaches the disk between chunks
+        self._around_commit(self._commit_intake)  # what the callers tracked meanwhile reaches the disk between chunks
 
     def _write_own(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         db = self._require_db()

@@ -508,7 +508,7 @@ class DeliveryWorker:
     def _run(self) -> None:
         d = self.dispatcher
         try:
-            self.buffer.adopt_orphans()
+            self.buffer.adopt_orphans(self._commit_while_adopting)
             last_send = last_adopt = last_commit = time.monotonic()
             seen_flushes = self.flushes
             asked = 0  # the latest flush request whose commit was made due (see write_unresolved)
@@ -536,7 +536,7 @@ class DeliveryWorker:
                         self.commits_done = asked  # (read under `resolved` only once published)
                     self._collect()
                     if now - last_adopt >= self.settings.adopt_interval:
-                        self.buffer.adopt_orphans()
+                        self.buffer.adopt_orphans(self._commit_while_adopting)
                         last_adopt = now
                     interval_over = now - last_send >= self.settings.flush_interval
                     jobs = d.next_jobs(interval_over or self.flush_waiters > 0 or self.stopping)
@@ -592,6 +592,17 @@ class DeliveryWorker:
             except queue.Empty:
                 return
             self.dispatcher.resolve(attempt)
+
+    def _commit_while_adopting(self, commit: Callable[[], None]) -> None:
+        """Between the chunks of an adoption (this thread, which may copy a large orphan for seconds): `commit`
+        writes what was tracked so far, so the flushes that ran out of time before it began (`write_unresolved`)
+        have what they waited for on disk, and return now rather than at the adoption's end."""
+        wanted = self.commits_wanted  # (read before the commit: a later flush's events may not be in it)
+        commit()
+        if self.commits_done < wanted:
+            with self.resolved:
+                self.commits_done = wanted
+                self.resolved.notify_all()
 
     def _publish(self) -> None:
         d = self.dispatcher

@@ -105,7 +105,7 @@ class MemoryBuffer:
         """Whether `take` hands out events just tracked, without waiting for a commit."""
         return True
 
-    def adopt_orphans(self) -> int:
+    def adopt_orphans(self, around_commit: Callable[[Callable[[], None]], None] | None = None) -> int:
         return 0
 
     def take(self, limit: int, max_bytes: int) -> Batch | None:
