@@ -3,6 +3,7 @@ nothing lost, nothing doubled, every event the service refuses kept (spool) or r
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,37 @@ def test_while_the_key_is_refused_flush_times_out_and_nothing_is_refused(server,
     assert server.event_ids == ids
     om.shutdown(10)
 
+
+
+@pytest.mark.parametrize("how", ["client", "client with a spool", "tracker", "tracker of a shared client"])
+def test_shutdown_without_a_timeout_while_the_key_is_refused_ends_by_shutdown_timeout(
+        server, failures, tmp_path: Path, how: str):
+    # a wrong key at the end of a script: `om.shutdown()` (README's last line), like the exit hook and `with`,
+    # waits at most `shutdown_timeout`, then reports (or keeps, with a spool) what is left; it never hangs
+    from openmonetize import create_llm_tracker
+
+    server.fail_next(10**6, status=401)
+    if how == "tracker":  # a tracker that made its own client
+        tracker = create_llm_tracker(api_key=KEY, base_url=server.url, on_error=failures.append, flush_interval=0.05,
+                                     retry_policy=FAST, shutdown_timeout=0.2)
+        om = tracker.client
+    else:
+        om = client(server, failures, spool_dir=tmp_path if "spool" in how else None, shutdown_timeout=0.2)
+        tracker = create_llm_tracker(client=om)  # flushes the shared client, for at most its shutdown_timeout
+    ids = {track(om, i=i) for i in range(10)}
+    end = tracker.shutdown if how.startswith("tracker") else om.shutdown
+    answers: list[bool] = []
+    waiting = threading.Thread(target=lambda: answers.append(end()), daemon=True)
+    waiting.start()
+    waiting.join(60)
+    assert answers == [False]
+    if how in ("client", "tracker"):
+        assert [(f.kind, set(f.event_ids)) for f in failures if f.kind != "paused"] == [("undelivered", ids)]
+    elif how == "client with a spool":
+        from openmonetize.lib.buffers import read_spool
+
+        assert {json.loads(b)["event_id"] for b in read_spool(tmp_path)} == ids
+    om.shutdown(1)
 
 BROKEN_2XX = {
     "empty": (200, b"", "application/json"),

@@ -328,11 +328,16 @@ class OpenMonetize:
                 worker.failures.end(ticket)
 
     def shutdown(self, timeout: float | None = None) -> bool:
-        """Flush, then stop the background threads. True if everything was delivered in time (as `flush`).
+        """Flush, then stop the background threads, within `timeout` seconds (None: the client's
+        `shutdown_timeout`, as at interpreter exit, so that a refused key cannot hold the end of a script
+        forever; `flush()` first to wait without a bound). True if everything was delivered in time (as
+        `flush`).
 
         Without a spool, what could not be delivered in time is reported through `on_error` as
         `undelivered`; with a spool it stays on disk for the next process.
         """
+        if timeout is None:
+            timeout = self.shutdown_timeout
         with self._lock:
             if self._closed:
                 return True

@@ -162,7 +162,10 @@ class LLMTracker:
         return self.client.flush(timeout)
 
     def shutdown(self, timeout: float | None = None) -> bool:
-        """Shut down the delivery client if the tracker created it (a shared one belongs to its owner)."""
+        """Shut down the delivery client if the tracker created it, else flush it (a shared one belongs to its
+        owner); within `timeout` seconds, None meaning the client's `shutdown_timeout` (as `OpenMonetize.shutdown`)."""
+        if timeout is None:
+            timeout = self.client.shutdown_timeout
         return self.client.shutdown(timeout) if self._owns_client else self.client.flush(timeout)
 
     def __repr__(self) -> str:
