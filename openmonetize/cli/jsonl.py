@@ -102,6 +102,11 @@ _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9})
 _days_of: dict[str, int] = {}  # "YYYY-MM-DD" -> days since 1970-01-01; a log repeats its dates
 _PLAIN_UTC = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?Z")
 _minute_ms: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" (ASCII digits) -> its Unix milliseconds, unclamped
+# A plain UTC timestamp is its first 19 characters ("YYYY-MM-DDTHH:MM:SS", ASCII digits) and the rest ("Z" or
+# ".<1 to 9 digits>Z"): `_PLAIN_UTC` is those two fixed parts one after the other, so a string whose head and
+# tail were both seen in timestamps it matched matches it too, and its milliseconds are the sum of theirs.
+_second_ms: dict[str, int] = {}  # head -> its Unix milliseconds, unclamped (a log repeats its seconds)
+_fraction_ms: dict[str, int] = {}  # tail -> its milliseconds (a log repeats its fractions)
 
 
 def event_time_ms(timestamp: Any) -> int:
@@ -110,16 +115,28 @@ def event_time_ms(timestamp: Any) -> int:
     else. It orders ids; the event's own timestamp is validated and sent as usual."""
     if type(timestamp) is not str:
         return 0
+    second = _second_ms.get(timestamp[:19])
+    if second is not None:  # the usual case: a plain UTC timestamp whose head and tail are known (above)
+        fraction = _fraction_ms.get(timestamp[19:])
+        if fraction is not None:
+            return min(max(second + fraction, 0), _MAX_48)
     plain = _PLAIN_UTC.fullmatch(timestamp)
-    if plain is not None:  # the usual case, "YYYY-MM-DDTHH:MM:SS[.f]Z": what the general rule below gives it,
-        minute, second, fraction = plain.groups()  # with its minute's milliseconds looked up (a log repeats them)
+    if plain is not None:  # "YYYY-MM-DDTHH:MM:SS[.f]Z": what the general rule below gives it, with its minute's
+        minute, second_text, digits = plain.groups()  # milliseconds looked up (a log repeats them)
         millis = _minute_ms.get(minute)
         if millis is None:
             if len(_minute_ms) > 10_000:
                 _minute_ms.clear()
             millis = _minute_ms[minute] = _unclamped_ms(timestamp[:16] + ":00Z")
-        millis += int(second) * 1000 + (int((fraction + "00")[:3]) if fraction else 0)
-        return min(max(millis, 0), _MAX_48)
+        millis += int(second_text) * 1000
+        fraction = int((digits + "00")[:3]) if digits else 0
+        if len(_second_ms) > 10_000:
+            _second_ms.clear()
+        if len(_fraction_ms) > 10_000:
+            _fraction_ms.clear()
+        _second_ms[timestamp[:19]] = millis
+        _fraction_ms[timestamp[19:]] = fraction
+        return min(max(millis + fraction, 0), _MAX_48)
     return min(max(_unclamped_ms(timestamp), 0), _MAX_48)
 
 

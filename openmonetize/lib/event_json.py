@@ -253,6 +253,7 @@ def source(plan: Plan, queue: str | None = None, *, keywords: bool = False) -> s
     decline = "raise _Decline" if keywords else "return None"
     checks, pieces = [], []  # pieces: (the variable that must not be None, or "", an f-string template)
     event_id = ""
+    defaulted = []  # the fields whose absence takes the clock's reading (the id, the timestamp)
     for field in plan.fields:
         name, key, kind, required, low, high, constant = field
         if kind == _CONSTANT:  # present (even as None) it must be the constant itself; not a keyword argument
@@ -263,6 +264,8 @@ def source(plan: Plan, queue: str | None = None, *, keywords: bool = False) -> s
             continue
         if not keywords:  # missing: KeyError
             checks.append(f"{name} = _values[{name!r}]" if required else f"{name} = _get({name!r})")
+        if kind in (_ID, _NOW):
+            defaulted.append(name)
         if kind == _ID:  # (the argument itself stays as given: the model gets it if it decides)
             checks.append(f"if {name} is None: _id = _new_id")
             checks.append(f"elif type({name}) is not str or not {low!r} <= len({name}) <= {high!r}: {decline}")
@@ -315,7 +318,8 @@ def source(plan: Plan, queue: str | None = None, *, keywords: bool = False) -> s
     body = "\n    ".join([
         "if not _values.keys() <= _names: return None",
         "_get = _values.get",
-        "_new_id, _now_text = _id_and_timestamp(now_ns)  # one reading, one lookup (unused if given: harmless)",
+        f"if {' or '.join(f'_get({name!r}) is None' for name in defaulted)}:  # one reading, one lookup, if used",
+        "    _new_id, _now_text = _id_and_timestamp(now_ns)",
         "try:",
         "    " + body,
         "except Exception: return None  # a missing field, a broken rule, text that is not UTF-8...: the model decides",
@@ -541,6 +545,11 @@ def _decline() -> str:
 # `YYYY-MM-DDTHH:MM:SS[.f]Z`, ASCII digits, hours 00-23, minutes and seconds 00-59, 1 to 6 fraction digits
 _PLAIN_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.([0-9]{1,6}))?Z")
 _real_dates: set[str] = set()  # "YYYY-MM-DD" seen to be a calendar date (a usage log repeats its dates)
+# `_PLAIN_UTC` is a fixed 19-character head ("YYYY-MM-DDTHH:MM:SS") then a tail ("Z" or ".<1 to 6 digits>Z"), so a
+# string whose head and tail were both seen in plain timestamps (on a real date) is one too, and its text is
+# the head's then the tail's: kept here, a usage log repeating its seconds and fractions, to skip the match
+_plain_heads: set[str] = set()
+_tail_texts: dict[str, str] = {}  # tail -> what the models write for it (".050Z" -> ".050000Z", ".000Z" -> "Z")
 
 
 def _timestamp_text(value: Any) -> str | None:
@@ -550,6 +559,9 @@ def _timestamp_text(value: Any) -> str | None:
     lowercase t or z, more than 6 fraction digits, a leap second...): the model decides."""
     if type(value) is not str:
         return None
+    tail = _tail_texts.get(value[19:])
+    if tail is not None and value[:19] in _plain_heads:
+        return value[:19] + tail
     match = _PLAIN_UTC.fullmatch(value)
     if match is None:
         return None
@@ -564,8 +576,16 @@ def _timestamp_text(value: Any) -> str | None:
         _real_dates.add(date)
     fraction = match.group(1)
     if fraction is None or (len(fraction) == 6 and fraction != "000000"):
-        return value
-    return f"{value[:19]}.{fraction:0<6}Z" if fraction.strip("0") else f"{value[:19]}Z"
+        tail = value[19:]
+    else:
+        tail = f".{fraction:0<6}Z" if fraction.strip("0") else "Z"
+    if len(_plain_heads) > 10_000:
+        _plain_heads.clear()
+    if len(_tail_texts) > 10_000:
+        _tail_texts.clear()
+    _plain_heads.add(value[:19])
+    _tail_texts[value[19:]] = tail
+    return value[:19] + tail
 
 
 def _braces(text: str) -> str:
