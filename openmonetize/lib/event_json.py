@@ -318,7 +318,7 @@ def source(plan: Plan, queue: str | None = None, *, keywords: bool = False) -> s
     body = "\n    ".join([
         "if not _values.keys() <= _names: return None",
         "_get = _values.get",
-        f"if {' or '.join(f'_get({name!r}) is None' for name in defaulted)}:  # one reading, one lookup, if used",
+        f"if {' or '.join(f'_get({name!r}) is None' for name in defaulted) or 'False'}:  # one reading, if used",
         "    _new_id, _now_text = _id_and_timestamp(now_ns)",
         "try:",
         "    " + body,
