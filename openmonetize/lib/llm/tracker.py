@@ -51,10 +51,11 @@ _NOT_RECORDED = "openmonetize: could not record LLM usage for customer_id=%r (pr
 #: each event type's `event_json.writer`: the event's JSON from its fields as keyword arguments
 _WRITERS = {event_type: event_json.writer(model) for event_type, model in MODELS_BY_TYPE.items()}
 #: what differs between two plain calls of one wrap (`Billing.plain`): `PlainCounts`, in its order
-#: scopes whose bound writers a wrap keeps (`Billing.scoped`): a wrap's calls are billed to few scopes at once
-_MAX_SCOPES = 64
 _PLAIN_PARAMETERS = ("model", "metadata.response_id", "input_tokens", "output_tokens", "cached_input_tokens",
                      "reasoning_tokens")
+#: scopes whose bound writers a wrap keeps (`Billing.scoped`); past it they are all let go (and bound again
+#: at their next call): a bound on memory, since a scope's end is not seen by the wraps it bills through
+_MAX_SCOPES = 64
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,9 @@ class LLMTracker:
         """Bill the calls made inside the block (this thread or asyncio task only) to `customer_id`.
 
         For clients wrapped without a `customer_id`: module-level clients, chains, agents. A wrap that
-        names its own customer ignores the scope. Bad arguments raise here.
+        names its own customer ignores the scope. Bad arguments raise here. A wrap's plain calls inside the block
+        are written from what the block fixes (who pays, its metadata), bound at the first of them
+        (`Billing.record_plain`).
         """
         attribution = Attribution(customer_id, user_id, dict(metadata) if metadata is not None else None)
         _check_identity(attribution, provider="probe", feature_id=self.feature_id, team_id=None)
@@ -240,7 +243,7 @@ class Billing:
                 return
             entry = self.scoped.get(id(attribution))
             if entry is None or entry[0] is not attribution:
-                if len(self.scoped) >= _MAX_SCOPES:  # (a scope's end is not seen here: all are let go at the bound)
+                if len(self.scoped) >= _MAX_SCOPES:
                     self.scoped.clear()
                 entry = self.scoped[id(attribution)] = (attribution, self._bind(attribution))
             plain = entry[1]
