@@ -414,7 +414,8 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
     from openmonetize.lib import event_ids, event_json
     from openmonetize.lib.event_types import MODELS_BY_TYPE
     from openmonetize.lib.llm import routes, usage
-    from openmonetize.lib.llm.tracker import Call
+    from openmonetize.lib.llm import tracker as tracker_module
+    from openmonetize.lib.llm.tracker import Billing, Call
 
     billing = wrapped._self_recorder
     request = {"model": "gpt-4o", "messages": MESSAGES}
@@ -468,6 +469,8 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
     plain_writer = getattr(billing, "plain", None)  # (llm4's: a plain call's event from the wrap's fixed part)
     if plain_writer is not None:
         assert counts is not None and plain_writer(time.time_ns(), *counts) is not None, "the bound writer declines"
+    scoped = Billing(billing.client, billing.scope, provider=billing.provider, attribution=None, metadata=None,
+                     feature_id=billing.feature_id, team_id=billing.team_id)
     keyword_writer = getattr(event_json, "writer", None)  # (llm3's; the tracker's way to write since)
     writer = keyword_writer(MODELS_BY_TYPE["TOKEN_USAGE"]) if keyword_writer is not None else None
 
@@ -489,8 +492,16 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
         *([("the wrap's bound writer (Billing.plain, a new millisecond)",
             lambda: plain_writer(time.time_ns(), *counts), None)] if plain_writer is not None and counts else []),
         ("queueing (_enqueue_json)", lambda: client._enqueue_json(*body, wait=False), None),
+        *([("queueing as the tracker queues (tracker._queue)",
+            lambda: tracker_module._queue(billing, billing.attribution, *body, "gpt-4o"), None)]
+          if hasattr(tracker_module, "_queue") else []),
         *([("the whole record_plain (Billing.record_plain: llm4's plain path)",
             lambda: billing.record_plain(time.time_ns(), request, counts), None)]
+          if hasattr(billing, "record_plain") and counts is not None else []),
+        # a wrap without a customer, its call billed to the `tracker.customer(...)` scope around it (set below):
+        # the general write before llm5, the scope's bound writer since
+        *([("  the same, billed to a tracker.customer(...) scope",
+            lambda: scoped.record_plain(time.time_ns(), request, counts), None)]
           if hasattr(billing, "record_plain") and counts is not None else []),
         ("the whole record", lambda: (Call(billing, billing.attribution, request).record_counts(counts)
                                       if counts is not None else
@@ -499,14 +510,18 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
     ]
     times: dict[str, list[int]] = {name: [] for name, _, _ in parts}
     clock = time.perf_counter_ns
-    for _ in range(n):
-        for name, part, before in parts:
-            if before is not None:
-                before()
-            plain(raw)
-            started = clock()
-            part()
-            times[name].append(clock() - started)
+    scope = billing.scope.set(dataclasses.replace(billing.attribution))  # (the wrap names its own: scoped only)
+    try:
+        for _ in range(n):
+            for name, part, before in parts:
+                if before is not None:
+                    before()
+                plain(raw)
+                started = clock()
+                part()
+                times[name].append(clock() - started)
+    finally:
+        billing.scope.reset(scope)
     empty = statistics.median(times["(empty)"])
     print(f"\nthe wrapped plain call's parts, each timed alone right after a real unwrapped call ({n} calls; "
           f"median us, less an empty timing's {empty / 1000:.2f})")
