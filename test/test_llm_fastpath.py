@@ -674,3 +674,24 @@ def test_a_scope_is_bound_once_per_wrap_and_each_call_billed_to_its_own_scope(mo
     assert len(queue.queued) == queued
     [report] = queue.reports
     assert report.kind == "untracked" and "had no customer" in report.reason
+
+
+def test_a_scopes_values_are_fixed_when_it_begins_for_every_kind_of_call():
+    """The block's metadata, checked when it begins, is what all its calls bill, whichever way they are written
+    (a plain call from the scope's bound writer, an unusual answer by the general write): the yielded
+    `Attribution`'s metadata is read-only, so the two can never disagree (llm5: before, changing it changed
+    only the events written after the change)."""
+    queue = Queue()
+    tracker = tracker_module.LLMTracker(queue, feature_id="chat", owns_client=False)  # type: ignore[arg-type]
+    billing = tracker.billing(provider="openai")
+    given = {"plan": "pro"}
+    with tracker.customer("cust_1", metadata=given) as scope:
+        given["plan"] = "free"  # (the caller's dict was copied)
+        with pytest.raises(TypeError):
+            scope.metadata["plan"] = "enterprise"  # type: ignore[index]
+        billing.record_plain(START_NS, {"model": "gpt-4o"}, ("gpt-4o", "chatcmpl-1", 3, 2, None, None))
+        billing.start({"model": "gpt-4o"}, START_NS).record(u.Observation(u.Usage(3, 2, extra={"audio_tokens": 1}),
+                                                                          "gpt-4o", "chatcmpl-2"))
+    events = [json.loads(body) for _, body in queue.queued]
+    assert [event["metadata"]["plan"] for event in events] == ["pro", "pro"]
+    assert [event["customer_id"] for event in events] == ["cust_1", "cust_1"]

@@ -64,7 +64,8 @@ class Attribution:
 
     customer_id: str
     user_id: str | None = None
-    metadata: dict[str, Any] | None = None
+    #: read-only in a scope's (`customer()`): what the block checked when it began is what its calls bill
+    metadata: Mapping[str, Any] | None = None
 
 
 class LLMTracker:
@@ -133,11 +134,12 @@ class LLMTracker:
         """Bill the calls made inside the block (this thread or asyncio task only) to `customer_id`.
 
         For clients wrapped without a `customer_id`: module-level clients, chains, agents. A wrap that
-        names its own customer ignores the scope. Bad arguments raise here. A wrap's plain calls inside the block
-        are written from what the block fixes (who pays, its metadata), bound at the first of them
-        (`Billing.record_plain`).
+        names its own customer ignores the scope. Bad arguments raise here. The block's values are fixed when it
+        begins (the yielded `Attribution`'s metadata is read-only): a wrap's plain calls inside it are written
+        from what it fixes, bound at the first of them (`Billing.record_plain`).
         """
-        attribution = Attribution(customer_id, user_id, dict(metadata) if metadata is not None else None)
+        attribution = Attribution(customer_id, user_id,
+                                  types.MappingProxyType(dict(metadata)) if metadata is not None else None)
         _check_identity(attribution, provider="probe", feature_id=self.feature_id, team_id=None)
         token = self._scope.set(attribution)
         try:
@@ -218,11 +220,10 @@ class Billing:
     def _bind(self, attribution: Attribution) -> Any:
         """The bound writer of a plain call billed to `attribution` by this wrap (None: the general write), its
         metadata merged as `Call.record_counts` merges it: the scope's, then the wrap's, then `response_id`."""
-        scope_metadata, metadata = attribution.metadata, self.metadata
-        metadata = {**(scope_metadata or _NONE), **metadata} if metadata else scope_metadata
+        metadata = {**(attribution.metadata or _NONE), **(self.metadata or _NONE)}
         return event_json.bound(TokenUsageEvent, {
             "customer_id": attribution.customer_id, "user_id": attribution.user_id, "team_id": self.team_id,
-            "feature_id": self.feature_id, "provider": self.provider, "metadata": metadata,
+            "feature_id": self.feature_id, "provider": self.provider, "metadata": metadata or None,
         }, _PLAIN_PARAMETERS)
 
     def start(self, request: Mapping[str, Any], now_ns: int | None = None) -> Call:
@@ -428,18 +429,18 @@ def _check_identity(attribution: Attribution, *, provider: str, feature_id: str,
     """A probe event checks every field now, with the usual messages (field, value, rule)."""
     TokenUsageEvent(customer_id=attribution.customer_id, user_id=attribution.user_id, team_id=team_id,
                     feature_id=feature_id, provider=provider, model="probe", input_tokens=0, output_tokens=0,
-                    metadata=attribution.metadata)
+                    metadata=dict(attribution.metadata) if attribution.metadata is not None else None)
     if attribution.metadata:
         _check_metadata_room(attribution.metadata)
 
 
-def _check_metadata_room(metadata: dict[str, Any]) -> None:
+def _check_metadata_room(metadata: Mapping[str, Any]) -> None:
     """Keep room for the keys the tracker adds, so an event can never fail the size rules after the call."""
     max_keys = MAX_METADATA_KEYS - TRACKER_METADATA_KEYS
     if len(metadata) > max_keys:
         raise ValueError(f"metadata has {len(metadata)} keys: at most {max_keys} are allowed for LLM tracking "
                          f"(the tracker keeps {TRACKER_METADATA_KEYS} for its own, such as response_id)")
-    size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+    size = len(json.dumps(dict(metadata), separators=(",", ":"), ensure_ascii=False).encode())
     max_bytes = MAX_METADATA_JSON_BYTES - TRACKER_METADATA_BYTES
     if size > max_bytes:
         raise ValueError(f"metadata is {size} bytes as JSON: at most {max_bytes} bytes are allowed for LLM "
