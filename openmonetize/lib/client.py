@@ -235,7 +235,7 @@ class OpenMonetize:
 
     def _enqueue_json(self, event_id: str, body: bytes, wait: bool = True) -> str:
         """Queue an event's JSON. `wait=False` never waits for room (the LLM tracker, after a paid call, passes
-        it by position: a keyword argument costs its caller 1.4 us after an HTTP call, bench/llm_overhead.py
+        it by position: by keyword the call costs its caller 3-4 us more after an HTTP call, bench/llm_overhead.py
         --parts)."""
         worker = self._worker or self._start()
         intake = self._buffer.intake

@@ -514,8 +514,8 @@ _PARTS_FIELDS = frozenset(name for pair in event_rules.PARTS for name in pair)
 def _parts_declines(names: set[str]) -> str:
     """For `bound`: when of the fields the rules read `names` has only counts of `event_rules.PARTS`, those
     rules as declines (a line of code; "" otherwise, or when there is no pair): a writer that answers None
-    need not call `check_fields` for its error, and its frame costs 1-3 us after an HTTP call
-    (bench/llm_overhead.py --parts)."""
+    need not call `check_fields` for its error, and the call costs 0.4-0.9 us after an HTTP call
+    (bench/llm_overhead.py --parts, paired)."""
     if names & _RULE_FIELDS - _PARTS_FIELDS:
         return ""
     tests = [f"({part} is not None and {whole} is not None and {part} > {whole})"
