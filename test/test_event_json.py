@@ -717,3 +717,49 @@ def test_a_bound_writers_constants_must_be_fields_of_its_model() -> None:
     with pytest.raises(ValueError, match="not fields of TokenUsageEvent"):
         event_json.bound(TokenUsageEvent, {"customer_id": "c", "feature_id": "f", "provider": "p", "quantity": 1},
                          ("model", "input_tokens", "output_tokens"))
+
+
+counts_or_none = st.one_of(st.none(), st.integers(-3, 60))
+
+
+@settings(SETTINGS, max_examples=100)
+@given(input_tokens=counts_or_none, output_tokens=counts_or_none, cached=counts_or_none, reasoning=counts_or_none)
+def test_the_parts_a_bound_writer_declines_are_check_fields_rules_on_the_counts(
+        input_tokens: int | None, output_tokens: int | None, cached: int | None, reasoning: int | None) -> None:
+    """A bound writer whose rule fields are only the counts of `event_rules.PARTS` writes those rules as its
+    declines instead of calling `check_fields` (llm5): on those counts, `check_fields` refuses exactly what a
+    pair refuses, so the writer declines exactly the events the rules refuse."""
+    values: dict[str, Any] = {"input_tokens": input_tokens, "output_tokens": output_tokens,
+                              "cached_input_tokens": cached, "reasoning_tokens": reasoning}
+    exceeded = any(values[part] is not None and values[whole] is not None and values[part] > values[whole]
+                   for part, whole in event_rules.PARTS)
+    try:
+        event_rules.check_fields(**values)
+    except ValueError:
+        assert exceeded
+    else:
+        assert not exceeded
+
+
+def test_a_bound_writer_of_counts_declines_a_part_above_its_whole_and_calls_no_rules() -> None:
+    """The tracker's shape: `check_fields` is not called (its frame is microseconds after an HTTP call); a part
+    above its whole is declined, one equal to it answered as the model writes it. A shape whose rule fields go
+    beyond the pairs (a custom event's `quantity`) still calls `check_fields`."""
+    tokens, custom = PLANS[TokenUsageEvent], PLANS[CustomEvent]
+    assert tokens is not None and custom is not None
+    source = event_json.bound_source(tokens, ("customer_id", "feature_id", "provider"), TRACKERS)
+    assert "_check_fields" not in source and "cached_input_tokens > input_tokens" in source
+    assert "_check_fields(" in event_json.bound_source(custom, ("customer_id", "feature_id"), ("unit_type", "quantity"))
+    writer = event_json.bound(TokenUsageEvent, {"customer_id": "c", "feature_id": "f", "provider": "p"}, TRACKERS)
+    assert writer is not None
+    for cached, reasoning in ((3, None), (None, 4), (3, 4)):
+        assert writer(0, "m", "r", 2, 3, cached, reasoning) is None
+        with pytest.raises(ValidationError, match="exceeds"):
+            TokenUsageEvent(customer_id="c", feature_id="f", provider="p", model="m", input_tokens=2, output_tokens=3,
+                            cached_input_tokens=cached, reasoning_tokens=reasoning)
+    answer = writer(0, "m", "r", 2, 3, 2, 3)
+    assert answer is not None
+    assert answer[1] == model_json(TokenUsageEvent, {
+        "customer_id": "c", "feature_id": "f", "provider": "p", "model": "m", "input_tokens": 2, "output_tokens": 3,
+        "cached_input_tokens": 2, "reasoning_tokens": 3, "metadata": {"response_id": "r"}, "event_id": answer[0],
+        "timestamp": utc_datetime(0)})

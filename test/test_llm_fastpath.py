@@ -304,7 +304,7 @@ class Queue:
         self.queued: list[tuple[str, bytes]] = []
         self.reports: list[Any] = []
 
-    def _enqueue_json(self, event_id: str, body: bytes, *, wait: bool = True) -> str:
+    def _enqueue_json(self, event_id: str, body: bytes, wait: bool = True) -> str:
         self.queued.append((event_id, body))
         return event_id
 
@@ -574,3 +574,124 @@ def test_a_plain_call_is_billed_at_its_start_instant_to_whoever_paid_then(monkey
     assert int(event_id.replace("-", "")[:12], 16) == START_NS // 1_000_000
     assert (event["input_tokens"], event["output_tokens"]) == (7, 3)
     assert ("cost" in event["metadata"]) == (answer == "unusual")
+
+
+# -- a plain call billed to a `tracker.customer(...)` scope, written from the scope's bound writer -------------
+
+scope_metadata = st.one_of(st.none(), st.dictionaries(
+    st.sampled_from(["a", "é\n", "response_id", "feature", "b"]),
+    st.one_of(st.integers(), st.text(max_size=5), st.booleans(), st.none(), st.lists(st.integers(), max_size=2)),
+    max_size=3))
+
+
+def unbound_billing(queue: Queue, metadata: dict[str, Any] | None = None, team_id: str | None = None) -> Billing:
+    """A wrap without a customer: who pays is the scope's, per call."""
+    return Billing(queue, ContextVar("scope", default=None), provider="openai",  # type: ignore[arg-type]
+                   attribution=None, metadata=metadata, feature_id="chat", team_id=team_id)
+
+
+@settings(max_examples=100)
+@given(customer_id=st.sampled_from(["cust_1", "é", "c" * 256]), user_id=st.sampled_from([None, "user_1"]),
+       team_id=st.sampled_from([None, "team_1"]), scope=scope_metadata, wrap=scope_metadata, counts=plain_counts,
+       calls=st.integers(1, 3))
+def test_a_scopes_plain_calls_queue_the_events_the_general_write_makes(customer_id, user_id, team_id, scope, wrap,
+                                                                      counts, calls):
+    """A wrap without a customer writes a plain call billed to a scope from the scope's bound writer (bound at
+    the scope's first call, the scope's metadata then the wrap's, as `Call.record_counts` merges them): the same
+    event (same fields, same bytes but the id) as the general write of the same call, or the same report when
+    that write refuses it; each call queued or reported once."""
+    fast, general = Queue(), Queue()
+    ours, reference = unbound_billing(fast, wrap, team_id), unbound_billing(general, wrap, team_id)
+    attribution = Attribution(customer_id, user_id, scope)
+    token = ours.scope.set(attribution)
+    try:
+        for i in range(calls):
+            ours.record_plain(START_NS + i, {"model": "gpt-4o"}, counts)
+            Call(reference, attribution, {"model": "gpt-4o"}, START_NS + i).record_counts(counts)
+    finally:
+        ours.scope.reset(token)
+    assert [entry[0] for entry in ours.scoped.values()] == [attribution]
+    assert len(fast.queued) == len(general.queued) and len(fast.reports) == len(general.reports)
+    assert len(fast.queued) + len(fast.reports) == calls
+    for (event_id, body), (other_id, other) in zip(fast.queued, general.queued, strict=True):
+        assert event_id == json.loads(body)["event_id"]
+        assert body.replace(event_id.encode(), b"") == other.replace(other_id.encode(), b"")
+    for report, expected in zip(fast.reports, general.reports, strict=True):
+        assert (report.kind, report.reason) == (expected.kind, expected.reason)
+        assert [{**event, "event_id": "-"} for event in report.events] == \
+            [{**event, "event_id": "-"} for event in expected.events]
+
+
+def test_a_scope_is_bound_once_per_wrap_and_each_call_billed_to_its_own_scope(monkeypatch):
+    """The scope's writer is bound at its first plain call and reused for its next ones; another scope (or an
+    object of the same values) has its own; an entry whose id a new scope object reuses is not taken for it;
+    the kept scopes are bounded; a call outside any scope is reported as before, never written."""
+    queue = Queue()
+    billing = unbound_billing(queue, {"feature": "chat"})
+    bound: list[Attribution] = []
+    bind = Billing._bind
+
+    def spy(self: Billing, attribution: Attribution) -> Any:
+        bound.append(attribution)
+        return bind(self, attribution)
+
+    monkeypatch.setattr(Billing, "_bind", spy)
+    first, second = Attribution("cust_1", "u", {"req": "1"}), Attribution("cust_2")
+    counts = ("gpt-4o", "chatcmpl-1", 3, 2, None, None)
+    for attribution in (first, first, second, first, Attribution("cust_2")):
+        token = billing.scope.set(attribution)
+        try:
+            billing.record_plain(START_NS, {"model": "gpt-4o"}, counts)
+        finally:
+            billing.scope.reset(token)
+    assert [a.customer_id for a in bound] == ["cust_1", "cust_2", "cust_2"] and bound[0] is first
+    events = [json.loads(body) for _, body in queue.queued]
+    assert [(e["customer_id"], e.get("user_id"), e["metadata"]) for e in events] == [
+        ("cust_1", "u", {"req": "1", "feature": "chat", "response_id": "chatcmpl-1"})] * 2 + [
+        ("cust_2", None, {"feature": "chat", "response_id": "chatcmpl-1"})] + [
+        ("cust_1", "u", {"req": "1", "feature": "chat", "response_id": "chatcmpl-1"})] + [
+        ("cust_2", None, {"feature": "chat", "response_id": "chatcmpl-1"})]
+    # an entry left under the id a new scope object has (its old one is gone) is another scope's writer
+    third = Attribution("cust_3")
+    billing.scoped[id(third)] = (first, billing.scoped[id(first)][1])
+    token = billing.scope.set(third)
+    try:
+        billing.record_plain(START_NS, {"model": "gpt-4o"}, counts)
+    finally:
+        billing.scope.reset(token)
+    assert json.loads(queue.queued[-1][1])["customer_id"] == "cust_3" and billing.scoped[id(third)][0] is third
+    kept = []
+    for i in range(tracker_module._MAX_SCOPES + 1):
+        kept.append(Attribution(f"c{i}"))
+        token = billing.scope.set(kept[-1])
+        try:
+            billing.record_plain(START_NS, {"model": "gpt-4o"}, counts)
+        finally:
+            billing.scope.reset(token)
+        assert len(billing.scoped) <= tracker_module._MAX_SCOPES
+    queued = len(queue.queued)
+    billing.record_plain(START_NS, {"model": "gpt-4o"}, counts)  # no scope: no one pays
+    assert len(queue.queued) == queued
+    [report] = queue.reports
+    assert report.kind == "untracked" and "had no customer" in report.reason
+
+
+def test_a_scopes_values_are_fixed_when_it_begins_for_every_kind_of_call():
+    """The block's metadata, checked when it begins, is what all its calls bill, whichever way they are written
+    (a plain call from the scope's bound writer, an unusual answer by the general write): the yielded
+    `Attribution`'s metadata is read-only, so the two can never disagree (llm5: before, changing it changed
+    only the events written after the change)."""
+    queue = Queue()
+    tracker = tracker_module.LLMTracker(queue, feature_id="chat", owns_client=False)  # type: ignore[arg-type]
+    billing = tracker.billing(provider="openai")
+    given = {"plan": "pro"}
+    with tracker.customer("cust_1", metadata=given) as scope:
+        given["plan"] = "free"  # (the caller's dict was copied)
+        with pytest.raises(TypeError):
+            scope.metadata["plan"] = "enterprise"  # type: ignore[index]
+        billing.record_plain(START_NS, {"model": "gpt-4o"}, ("gpt-4o", "chatcmpl-1", 3, 2, None, None))
+        billing.start({"model": "gpt-4o"}, START_NS).record(u.Observation(u.Usage(3, 2, extra={"audio_tokens": 1}),
+                                                                          "gpt-4o", "chatcmpl-2"))
+    events = [json.loads(body) for _, body in queue.queued]
+    assert [event["metadata"]["plan"] for event in events] == ["pro", "pro"]
+    assert [event["customer_id"] for event in events] == ["cust_1", "cust_1"]

@@ -53,6 +53,9 @@ _WRITERS = {event_type: event_json.writer(model) for event_type, model in MODELS
 #: what differs between two plain calls of one wrap (`Billing.plain`): `PlainCounts`, in its order
 _PLAIN_PARAMETERS = ("model", "metadata.response_id", "input_tokens", "output_tokens", "cached_input_tokens",
                      "reasoning_tokens")
+#: scopes whose bound writers a wrap keeps (`Billing.scoped`); past it they are all let go (and bound again
+#: at their next call): a bound on memory, since a scope's end is not seen by the wraps it bills through
+_MAX_SCOPES = 64
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,8 @@ class Attribution:
 
     customer_id: str
     user_id: str | None = None
-    metadata: dict[str, Any] | None = None
+    #: read-only in a scope's (`customer()`): what the block checked when it began is what its calls bill
+    metadata: Mapping[str, Any] | None = None
 
 
 class LLMTracker:
@@ -130,9 +134,12 @@ class LLMTracker:
         """Bill the calls made inside the block (this thread or asyncio task only) to `customer_id`.
 
         For clients wrapped without a `customer_id`: module-level clients, chains, agents. A wrap that
-        names its own customer ignores the scope. Bad arguments raise here.
+        names its own customer ignores the scope. Bad arguments raise here. The block's values are fixed when it
+        begins (the yielded `Attribution`'s metadata is read-only): a wrap's plain calls inside it are written
+        from what it fixes, bound at the first of them (`Billing.record_plain`).
         """
-        attribution = Attribution(customer_id, user_id, dict(metadata) if metadata is not None else None)
+        attribution = Attribution(customer_id, user_id,
+                                  types.MappingProxyType(dict(metadata)) if metadata is not None else None)
         _check_identity(attribution, provider="probe", feature_id=self.feature_id, team_id=None)
         token = self._scope.set(attribution)
         try:
@@ -194,7 +201,7 @@ def create_llm_tracker(
 class Billing:
     """One wrap: what it bills for (provider, feature, team) and, when the wrap names one, who pays."""
 
-    __slots__ = ("attribution", "client", "feature_id", "metadata", "plain", "provider", "scope", "team_id")
+    __slots__ = ("attribution", "client", "feature_id", "metadata", "plain", "provider", "scope", "scoped", "team_id")
 
     def __init__(self, client: OpenMonetize, scope: ContextVar[Attribution | None], *, provider: str,
                  attribution: Attribution | None, metadata: dict[str, Any] | None, feature_id: str,
@@ -208,10 +215,19 @@ class Billing:
         self.team_id = team_id
         # A wrap that names who pays fixes all of a plain call's event but `PlainCounts`: that part is checked
         # and written once, here (None: the wrap's values are beyond `event_json.bound`; the general write then)
-        self.plain = event_json.bound(TokenUsageEvent, {
-            "customer_id": attribution.customer_id, "user_id": attribution.user_id, "team_id": team_id,
-            "feature_id": feature_id, "provider": provider, "metadata": attribution.metadata,
-        }, _PLAIN_PARAMETERS) if attribution is not None else None
+        self.plain = self._bind(attribution) if attribution is not None else None
+        # a wrap without a customer: the same, once per `tracker.customer(...)` scope its plain calls are billed
+        # to (id of the scope's Attribution -> it, kept so the id names it, and its writer or None)
+        self.scoped: dict[int, tuple[Attribution, Any]] = {}
+
+    def _bind(self, attribution: Attribution) -> Any:
+        """The bound writer of a plain call billed to `attribution` by this wrap (None: the general write), its
+        metadata merged as `Call.record_counts` merges it: the scope's, then the wrap's, then `response_id`."""
+        metadata = {**(attribution.metadata or _NONE), **(self.metadata or _NONE)}
+        return event_json.bound(TokenUsageEvent, {
+            "customer_id": attribution.customer_id, "user_id": attribution.user_id, "team_id": self.team_id,
+            "feature_id": self.feature_id, "provider": self.provider, "metadata": metadata or None,
+        }, _PLAIN_PARAMETERS)
 
     def start(self, request: Mapping[str, Any], now_ns: int | None = None) -> Call:
         """A call begins: who pays and the event's instant are fixed now, at call time (a stream may end
@@ -220,18 +236,30 @@ class Billing:
 
     def record_plain(self, now_ns: int, request: Mapping[str, Any], counts: PlainCounts) -> None:
         """`start(request, now_ns).record_counts(counts)`: a completed call, begun at `now_ns`, whose answer is
-        nothing but `counts`. A wrap that names who pays writes and queues its event without a `Call`."""
+        nothing but `counts`. Its event is written and queued without a `Call`, by the bound writer of who pays:
+        the wrap's (`plain`), or that of the scope the call is made in (`scoped`, bound at its first call)."""
+        attribution = self.attribution
         plain = self.plain
+        if attribution is None:
+            attribution = self.scope.get()
+            if attribution is None:  # no one pays: the general write reports it
+                self.start(request, now_ns).record_counts(counts)
+                return
+            entry = self.scoped.get(id(attribution))
+            if entry is None or entry[0] is not attribution:
+                if len(self.scoped) >= _MAX_SCOPES:
+                    self.scoped.clear()
+                entry = self.scoped[id(attribution)] = (attribution, self._bind(attribution))
+            plain = entry[1]
         if plain is not None:
             # Arguments one by one, never `*counts` or `*written`: with a keyword, a starred call builds a
             # tuple and a dict, 5 us of the caller's after an HTTP call (bench/llm_overhead.py --parts).
             model, response_id, input_tokens, output_tokens, cached, reasoning = counts
             written = plain(now_ns, model, response_id, input_tokens, output_tokens, cached, reasoning)
             if written is not None:
-                assert self.attribution is not None
-                _queue(self, self.attribution, written[0], written[1], model)
+                _queue(self, attribution, written[0], written[1], model)
                 return
-        self.start(request, now_ns).record_counts(counts)
+        Call(self, attribution, request, now_ns).record_counts(counts)
 
 
 class Call:
@@ -404,18 +432,18 @@ def _check_identity(attribution: Attribution, *, provider: str, feature_id: str,
     """A probe event checks every field now, with the usual messages (field, value, rule)."""
     TokenUsageEvent(customer_id=attribution.customer_id, user_id=attribution.user_id, team_id=team_id,
                     feature_id=feature_id, provider=provider, model="probe", input_tokens=0, output_tokens=0,
-                    metadata=attribution.metadata)
+                    metadata=dict(attribution.metadata) if attribution.metadata is not None else None)
     if attribution.metadata:
         _check_metadata_room(attribution.metadata)
 
 
-def _check_metadata_room(metadata: dict[str, Any]) -> None:
+def _check_metadata_room(metadata: Mapping[str, Any]) -> None:
     """Keep room for the keys the tracker adds, so an event can never fail the size rules after the call."""
     max_keys = MAX_METADATA_KEYS - TRACKER_METADATA_KEYS
     if len(metadata) > max_keys:
         raise ValueError(f"metadata has {len(metadata)} keys: at most {max_keys} are allowed for LLM tracking "
                          f"(the tracker keeps {TRACKER_METADATA_KEYS} for its own, such as response_id)")
-    size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+    size = len(json.dumps(dict(metadata), separators=(",", ":"), ensure_ascii=False).encode())
     max_bytes = MAX_METADATA_JSON_BYTES - TRACKER_METADATA_BYTES
     if size > max_bytes:
         raise ValueError(f"metadata is {size} bytes as JSON: at most {max_bytes} bytes are allowed for LLM "
@@ -425,7 +453,7 @@ def _check_metadata_room(metadata: dict[str, Any]) -> None:
 def _queue(billing: Billing, attribution: Attribution, event_id: str, body: bytes, model: str | None) -> bool:
     """Queue a written event, never waiting for room (after a paid call); False if queueing failed (logged)."""
     try:
-        billing.client._enqueue_json(event_id, body, wait=False)
+        billing.client._enqueue_json(event_id, body, False)  # (`wait` by position: no keyword to match)
     except Exception:
         logger.exception(_NOT_RECORDED, attribution.customer_id, billing.provider, model)
         return False
