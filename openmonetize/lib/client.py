@@ -356,8 +356,9 @@ class OpenMonetize:
             if stopped:
                 self._buffer.close()
             if not delivered:
+                # (on disk and not resolved, in flight or not: `len` leaves out those in flight, which stay too)
                 logger.warning("openmonetize: %d events stay in the spool %s for the next process",
-                               len(self._buffer), self.spool_dir)
+                               self._buffer.stored, self.spool_dir)
             return delivered
         # Not confirmed in time and nowhere to keep them: report them (a late answer may still land,
         # in which case a resend is deduplicated by id).
