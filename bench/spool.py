@@ -3,6 +3,7 @@
 
     .venv/bin/pip install -e '.[dev,bench]'
     .venv/bin/python bench/spool.py [--calls 20000] [--rounds 5] [--throughput 50000] [--events 1000000]
+                                    [--commit-interval S]
 
 1. caller cost per `track_token_usage` call, the delivery threads running: the caller thread's CPU
    (`time.thread_time`) and the wall time per call (which adds the waits for the GIL);
@@ -33,6 +34,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 SINK = str(Path(__file__).with_name("sink.py"))
 KEY = "bench-key"
@@ -54,11 +56,13 @@ def spool_bytes(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.iterdir() if ".om-spool" in p.name and not p.name.endswith(".lock"))
 
 
-def make_clients(url: str, spool: Path) -> dict[str, tuple[Callable[[int], object], Callable[..., bool]]]:
+def make_clients(url: str, spool: Path, commit_interval: float | None = None,
+                 ) -> dict[str, tuple[Callable[[int], object], Callable[..., bool]]]:
     from openmonetize import OpenMonetize
 
+    spool_options: dict[str, Any] = {} if commit_interval is None else {"spool_commit_interval": commit_interval}
     made = {"memory": OpenMonetize(api_key=KEY, base_url=url),
-            "spool": OpenMonetize(api_key=KEY, base_url=url, spool_dir=spool)}
+            "spool": OpenMonetize(api_key=KEY, base_url=url, spool_dir=spool, **spool_options)}
     out: dict[str, tuple[Callable[[int], object], Callable[..., bool]]] = {}
     for name, om in made.items():
         def track(i: int, om: OpenMonetize = om) -> object:
@@ -204,13 +208,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--reclaim", type=int, default=200_000, help="events in the file of row 4 (0: skip it)")
+    parser.add_argument("--commit-interval", type=float, default=None,
+                        help="the spool client's spool_commit_interval (default: the SDK's, 0.05 s)")
     args = parser.parse_args()
 
     sink, url = start_sink()
     try:
         with tempfile.TemporaryDirectory() as spool_dir:
             spool = Path(spool_dir)
-            runs = make_clients(url, spool)
+            runs = make_clients(url, spool, args.commit_interval)
             cost = caller_cost(runs, args.calls, args.rounds)
             written = count_written()
             rates, cpu = throughput(runs, url, args.throughput, args.rounds)
