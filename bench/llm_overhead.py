@@ -472,9 +472,8 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
         assert counts is not None and plain_writer(time.time_ns(), *counts) is not None, "the bound writer declines"
     scoped = Billing(billing.client, billing.scope, provider=billing.provider, attribution=None, metadata=None,
                      feature_id=billing.feature_id, team_id=billing.team_id)
-    # llm5's cuts undone, in the same run (paired): the wrap's bound writer calling `check_fields` again, and
-    # `wait` passed by keyword (since llm5 the tracker passes it by position)
-    rules_writer = _writer_calling_check_fields(billing) if hasattr(event_json, "_parts_declines") else None
+    # llm5's cut undone, in the same run (paired): `wait` passed by keyword (since llm5 the tracker passes it by
+    # position)
     wait_by_position = inspect.signature(billing.client._enqueue_json).parameters["wait"].kind \
         is inspect.Parameter.POSITIONAL_OR_KEYWORD
     keyword_writer = getattr(event_json, "writer", None)  # (llm3's; the tracker's way to write since)
@@ -497,8 +496,6 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
             lambda: writer(time.time_ns(), **values), None)] if writer is not None else []),
         *([("the wrap's bound writer (Billing.plain, a new millisecond)",
             lambda: plain_writer(time.time_ns(), *counts), None)] if plain_writer is not None and counts else []),
-        *([("  the same calling check_fields (the bound writer before llm5)",
-            lambda: rules_writer(time.time_ns(), *counts), None)] if rules_writer is not None and counts else []),
         ("queueing (_enqueue_json)", lambda: client._enqueue_json(*body, wait=False), None),
         *([("  the same, wait by position (the tracker's since llm5)",
             lambda: client._enqueue_json(body[0], body[1], False), None)] if wait_by_position else []),
@@ -537,30 +534,6 @@ def cold_parts(raw: Any, wrapped: Any, n: int) -> None:
           f"median us, less an empty timing's {empty / 1000:.2f})")
     for name, _, _ in parts[1:]:
         print(f"  {name:<50} {(statistics.median(times[name]) - empty) / 1000:6.2f}", flush=True)
-
-
-def _writer_calling_check_fields(billing: Any) -> Any:
-    """The wrap's bound writer as before llm5: the count rules checked by calling `check_fields` (since llm5
-    `bound` writes them as declines), compiled apart so that the wrap's own writer is untouched."""
-    from openmonetize.lib import event_json
-    from openmonetize.lib.llm import tracker
-    from openmonetize.models.token_usage_event import TokenUsageEvent
-
-    plan = event_json.PLANS[TokenUsageEvent]
-    assert plan is not None and billing.attribution is not None
-    constants = {"customer_id": billing.attribution.customer_id, "user_id": billing.attribution.user_id,
-                 "team_id": billing.team_id, "feature_id": billing.feature_id, "provider": billing.provider,
-                 "metadata": billing.attribution.metadata}
-    declines = event_json._parts_declines
-    event_json._parts_declines = lambda names: ""
-    try:
-        source = event_json.bound_source(plan, tuple(constants), tracker._PLAIN_PARAMETERS)
-    finally:
-        event_json._parts_declines = declines
-    assert "_check_fields(" in source
-    namespace = dict(plan.namespace)
-    exec(compile(source, "<bound writer calling check_fields>", "exec"), namespace)
-    return namespace["make"](**constants)
 
 
 def cuts(raw: Any, wrapped: Any, rounds: int, calls: int) -> None:

@@ -440,7 +440,7 @@ def bound_source(plan: Plan, constants: Sequence[str], parameters: Sequence[str]
     text = [f"_text = f{runs[0][1]!r}" if not runs[0][0] else "_text = ''"]
     text += [f"if {condition} is not None: _text += f{template!r}" if condition else f"_text += f{template!r}"
              for condition, template in (runs[1:] if not runs[0][0] else runs)]
-    rules = _parts_declines(set(arguments)) or _rules_call(set(arguments))
+    rules = _rules_call(set(arguments))
     make_checks.append(f"({' + '.join(gaps)}).encode()  # UTF-8, or the model decides")
     write_body = "\n            ".join([
         *write_checks, *([rules] if rules else []),
@@ -510,21 +510,6 @@ def _rules_call(names: set[str]) -> str:
     last = max(i for i, here in enumerate(present) if here)
     arguments = [name if here else "None" for name, here in zip(_RULES_ORDER, present, strict=True)][:last + 1]
     return f"_check_fields({', '.join(arguments)})"
-
-
-_PARTS_FIELDS = frozenset(name for pair in event_rules.PARTS for name in pair)
-
-
-def _parts_declines(names: set[str]) -> str:
-    """For `bound`: when of the fields the rules read `names` has only counts of `event_rules.PARTS`, those
-    rules as declines (a line of code; "" otherwise, or when there is no pair): a writer that answers None
-    need not call `check_fields` for its error, and the call costs 0.4-0.9 us after an HTTP call
-    (bench/llm_overhead.py --parts, paired)."""
-    if names & _RULE_FIELDS - _PARTS_FIELDS:
-        return ""
-    tests = [f"({part} is not None and {whole} is not None and {part} > {whole})"
-             for part, whole in event_rules.PARTS if part in names and whole in names]
-    return f"if {' or '.join(tests)}: return None" if tests else ""
 
 
 class _Decline(Exception):

@@ -89,12 +89,6 @@ def check_event(event: EventT) -> EventT:
     return event
 
 
-#: `check_fields`' rules between counts, as (part, whole): the part is counted inside the whole and may not exceed
-#: it (either None: no rule). `event_json.bound` writes them as its declines instead of calling `check_fields`
-#: when they are all the rules its values meet (test_event_json pins that these are `check_fields`' rules).
-PARTS = (("reasoning_tokens", "output_tokens"), ("cached_input_tokens", "input_tokens"))
-
-
 def check_fields(input_tokens: int | None = None, output_tokens: int | None = None,
                  cached_input_tokens: int | None = None, reasoning_tokens: int | None = None,
                  quantity: float | None = None, metadata: dict[str, Any] | None = None, **_other: Any) -> None:
