@@ -8,12 +8,14 @@ The commit interval is 60 s here, so the regular cadence writes nothing in time:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,22 +122,30 @@ def test_a_commit_counts_as_written_only_once_the_writers_job_is_taken_in(tmp_pa
         buffer.close(delete_if_empty=False)
 
 
-def test_flush_that_runs_out_of_time_returns_with_what_it_waited_for_on_disk(tmp_path: Path) -> None:
-    # in process: the spool file, read by another connection the moment flush(0) returns, holds every event
+@contextlib.contextmanager
+def silent_client(spool: Path) -> Iterator[OpenMonetize]:
+    """A spool client of a service that accepts connections and never answers (its events stay in flight), and
+    nothing written by the cadence (commit interval 60 s); shut down out of time at the end (0.5 s)."""
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(64)
-    spool = tmp_path / "spool"
     om = OpenMonetize(api_key=KEY, base_url=f"http://127.0.0.1:{silent.getsockname()[1]}", spool_dir=spool,
                       spool_commit_interval=60, flush_interval=0.01, request_timeout=60, shutdown_timeout=1)
     try:
+        yield om
+    finally:
+        om.shutdown(0.5)
+        silent.close()
+
+
+def test_flush_that_runs_out_of_time_returns_with_what_it_waited_for_on_disk(tmp_path: Path) -> None:
+    # in process: the spool file, read by another connection the moment flush(0) returns, holds every event
+    spool = tmp_path / "spool"
+    with silent_client(spool) as om:
         ids = {om.track_custom_event(customer_id="c", feature_id="f", unit_type="calls", quantity=i + 1)
                for i in range(1000)}
         assert om.flush(0) is False
         assert {json.loads(b)["event_id"] for b in read_spool(spool)} == ids
-    finally:
-        om.shutdown(0.5)
-        silent.close()
 
 
 def test_a_flush_from_on_error_on_the_delivery_thread_returns_by_its_timeout(tmp_path: Path) -> None:
@@ -185,45 +195,31 @@ def test_a_flush_that_runs_out_of_time_during_a_long_adoption_returns_after_the_
         real(self, *args)
 
     monkeypatch.setattr(SpoolBuffer, "_adopt_chunk", gated)
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(64)
-    om = OpenMonetize(api_key=KEY, base_url=f"http://127.0.0.1:{silent.getsockname()[1]}", spool_dir=spool,
-                      spool_commit_interval=60, flush_interval=0.01, request_timeout=60, shutdown_timeout=1)
-    clients.append(om)
-    try:
-        om.start()
-        assert at_second.wait(60)
-        ids = {om.track_custom_event(customer_id="c", feature_id="f", unit_type="calls", quantity=i + 1)
-               for i in range(100)}  # tracked while the adoption runs
-        assert om.flush(0) is False
-        flushed.set()
-        assert ids <= {json.loads(b)["event_id"] for b in read_spool(spool)}
-        assert wait_for(lambda: bool(released_by_flush), 60)
-        assert released_by_flush == [True]
-    finally:
-        flushed.set()
-        om.shutdown(0.5)
-        silent.close()
+    with silent_client(spool) as om:
+        clients.append(om)
+        try:
+            om.start()
+            assert at_second.wait(60)
+            ids = {om.track_custom_event(customer_id="c", feature_id="f", unit_type="calls", quantity=i + 1)
+                   for i in range(100)}  # tracked while the adoption runs
+            assert om.flush(0) is False
+            flushed.set()
+            assert ids <= {json.loads(b)["event_id"] for b in read_spool(spool)}
+            assert wait_for(lambda: bool(released_by_flush), 60)
+            assert released_by_flush == [True]
+        finally:
+            flushed.set()  # (the adoption goes on before the shutdown, whatever failed)
 
 
 def test_a_shutdown_out_of_time_counts_the_events_in_flight_among_those_left_in_the_spool(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # events sent and never answered are on disk (a flush's commit) and stay for the next process, as the
     # events not yet sent do: the warning counts both (it counted only the latter: "0 events stay")
-    silent = socket.socket()  # accepts connections and never answers: the events stay in flight
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(64)
     spool = tmp_path / "spool"
-    om = OpenMonetize(api_key=KEY, base_url=f"http://127.0.0.1:{silent.getsockname()[1]}", spool_dir=spool,
-                      spool_commit_interval=60, flush_interval=0.01, request_timeout=60, shutdown_timeout=1)
-    try:
+    with silent_client(spool) as om:
         for i in range(100):
             om.track_custom_event(customer_id="c", feature_id="f", unit_type="calls", quantity=i + 1)
         threading.Thread(target=om.flush, args=(60,), daemon=True).start()  # waits: no answer comes
         assert wait_for(lambda: om.stats()["requests"] >= 1 and om.stats()["spooled"] == 100, 60)
-    finally:
-        om.shutdown(0.5)
-        silent.close()
     assert len(list(read_spool(spool))) == 100
     assert f"100 events stay in the spool {spool} for the next process" in caplog.text
