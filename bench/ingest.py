@@ -32,8 +32,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import aiohttp
 import httpx
@@ -107,6 +108,51 @@ def async_events_per_second(
     return asyncio.run(run())
 
 
+@dataclass
+class Rig:
+    """What this bench and bench/ingest_compiled.py post with: the sink (another process), the prebuilt batch,
+    the SDK's client of the sink, and the floors' urllib3 pool, dicts (timestamps as text) and headers."""
+
+    sink: subprocess.Popen[str]
+    url: str
+    events: list[Event]
+    config: Configuration
+    api: EventsApi
+    pool: urllib3.PoolManager
+    dicts: list[dict[str, Any]]
+    headers: dict[str, str]
+
+    @classmethod
+    def start(cls) -> Rig:
+        sink = subprocess.Popen([sys.executable, str(Path(__file__).with_name("sink.py"))], stdout=subprocess.PIPE,
+                                text=True)
+        assert sink.stdout is not None
+        url = f"http://127.0.0.1:{sink.stdout.readline().strip()}"
+        events = prebuilt_batch()
+        config = Configuration(host=url)
+        config.api_key["bearerAuth"] = "bench-key"
+        dicts = [e.to_dict() for e in events]
+        for d in dicts:
+            d["timestamp"] = d["timestamp"].isoformat()
+        headers = {"Content-Type": "application/json", "Accept": "application/json",
+                   "Authorization": "Bearer bench-key"}
+        return cls(sink, url, events, config, EventsApi(ApiClient(config)), urllib3.PoolManager(), dicts, headers)
+
+    def json_floor(self) -> object:
+        body = json.dumps({"events": self.dicts}).encode()
+        response = self.pool.request("POST", f"{self.url}/v1/events/ingest", body=body, headers=self.headers)
+        return json.loads(response.data)
+
+    def orjson_floor(self) -> object:
+        body = orjson.dumps({"events": self.dicts})
+        response = self.pool.request("POST", f"{self.url}/v1/events/ingest", body=body, headers=self.headers)
+        return orjson.loads(response.data)
+
+    def close(self) -> None:
+        self.sink.terminate()
+        self.sink.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=200)
@@ -114,32 +160,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
 
-    sink = subprocess.Popen([sys.executable, str(Path(__file__).with_name("sink.py"))], stdout=subprocess.PIPE,
-                            text=True)
-    assert sink.stdout is not None
-    url = f"http://127.0.0.1:{sink.stdout.readline().strip()}"
+    rig = Rig.start()
     try:
-        events = prebuilt_batch()
-        config = Configuration(host=url)
-        config.api_key["bearerAuth"] = "bench-key"
-        api = EventsApi(ApiClient(config))
-
-        pool = urllib3.PoolManager()
-        dicts = [e.to_dict() for e in events]
-        for d in dicts:
-            d["timestamp"] = d["timestamp"].isoformat()
-        headers = {"Content-Type": "application/json", "Accept": "application/json",
-                   "Authorization": "Bearer bench-key"}
-
-        def floor() -> object:
-            body = json.dumps({"events": dicts}).encode()
-            response = pool.request("POST", f"{url}/v1/events/ingest", body=body, headers=headers)
-            return json.loads(response.data)
-
-        def orjson_floor() -> object:
-            body = orjson.dumps({"events": dicts})
-            response = pool.request("POST", f"{url}/v1/events/ingest", body=body, headers=headers)
-            return orjson.loads(response.data)
+        url, events, config, api, pool, dicts, headers = (rig.url, rig.events, rig.config, rig.api, rig.pool,
+                                                           rig.dicts, rig.headers)
+        floor, orjson_floor = rig.json_floor, rig.orjson_floor
 
         def sdk() -> object:
             return api.ingest(events=events)
@@ -296,8 +321,7 @@ def main() -> None:
         print(f"AsyncEventsApi.ingest x{args.concurrency:<2} on one loop: {m['concurrent']:>6,.0f} events/s   "
               f"{m['concurrent'] / m['sdk']:.2f} x one sync caller")
     finally:
-        sink.terminate()
-        sink.wait()
+        rig.close()
 
 
 if __name__ == "__main__":

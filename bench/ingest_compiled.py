@@ -15,8 +15,6 @@ import argparse
 import datetime
 import importlib
 import statistics
-import subprocess
-import sys
 import timeit
 import typing
 from functools import partial
@@ -24,11 +22,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-import urllib3
-from ingest import BATCH, events_per_second, prebuilt_batch
+from ingest import BATCH, Rig, events_per_second
 
-from openmonetize import ApiClient, EventsApi
-from openmonetize.configuration import Configuration
 from openmonetize.lib import body_json
 from openmonetize.lib.event_types import EVENT_MODELS
 
@@ -54,21 +49,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    sink = subprocess.Popen([sys.executable, str(Path(__file__).with_name("sink.py"))], stdout=subprocess.PIPE,
-                            text=True)
-    assert sink.stdout is not None
-    url = f"http://127.0.0.1:{sink.stdout.readline().strip()}"
+    rig = Rig.start()
     try:
-        events = prebuilt_batch()
-        config = Configuration(host=url)
-        config.api_key["bearerAuth"] = "bench-key"
-        api = EventsApi(ApiClient(config))
-        pool = urllib3.PoolManager()
-        dicts = [e.to_dict() for e in events]
-        for d in dicts:
-            d["timestamp"] = d["timestamp"].isoformat()
-        headers = {"Content-Type": "application/json", "Accept": "application/json",
-                   "Authorization": "Bearer bench-key"}
+        events, api = rig.events, rig.api
         body = cast(bytes, api._ingest_serialize(events, None, None, None, 0)[3])
         python_build = body_json._build
         assert python_build is not None
@@ -88,23 +71,12 @@ def main() -> None:
         assert cast(bytes, api._ingest_serialize(events, None, None, None, 0)[3]) == body
         body_json._build = python_build
 
-        def orjson_floor() -> object:
-            response = pool.request("POST", f"{url}/v1/events/ingest", body=orjson.dumps({"events": dicts}),
-                                    headers=headers)
-            return orjson.loads(response.data)
-
-        def json_floor() -> object:
-            import json
-            response = pool.request("POST", f"{url}/v1/events/ingest", body=json.dumps({"events": dicts}).encode(),
-                                    headers=headers)
-            return json.loads(response.data)
-
         def as_held(batch: list[Any]) -> list[dict[str, Any]]:
             # each `__dict__` as it is, None values included: what would be sent if the spec let every optional
             # field be null (a contract change, bodies ~30% longer); no checks: a lower bound
             return [event.__dict__ for event in batch]
 
-        rows = {"orjson floor": orjson_floor, "json floor": json_floor, "ingest": with_builder(python_build),
+        rows = {"orjson floor": rig.orjson_floor, "json floor": rig.json_floor, "ingest": with_builder(python_build),
                 "ingest, compiled builder": with_builder(compiled),
                 "ingest, nulls sent as held": with_builder(as_held)}
         rates: dict[str, list[float]] = {name: [] for name in rows}
@@ -123,8 +95,7 @@ def main() -> None:
               f"{builder_us['compiled']:,.0f} µs compiled, {builder_us['as held']:,.0f} µs as held; bodies of"
               f" {len(body):,} bytes, {len(held_body):,} with the nulls")
     finally:
-        sink.terminate()
-        sink.wait()
+        rig.close()
 
 
 if __name__ == "__main__":
