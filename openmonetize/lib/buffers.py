@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from openmonetize.lib.failures import DeliveryFailure
+from openmonetize.lib.memory_buffer import AroundCommit
 from openmonetize.lib.memory_buffer import Batch as Batch
 from openmonetize.lib.memory_buffer import Entry as Entry
 from openmonetize.lib.memory_buffer import MemoryBuffer as MemoryBuffer
@@ -64,10 +65,6 @@ LEGACY_SUFFIX = ".om-spool.sqlite3"
 _SUFFIXES = (SPOOL_SUFFIX, LEGACY_SUFFIX)
 _CACHE_BYTES = 8 << 20  # events just committed stay in memory for their batch up to this (else read back)
 _WAL_LIMIT = 4 << 20  # the WAL's size between checkpoints (as SQLite's default: 1000 pages of 4 KB)
-
-#: runs the commit it is given (between an adoption's chunks), and does what must follow it
-AroundCommit = Callable[[Callable[[], None]], None]
-
 
 def _just_commit(commit: Callable[[], None]) -> None:
     commit()

@@ -21,6 +21,8 @@ from typing import Any
 from openmonetize.lib.failures import DeliveryFailure
 
 Entry = tuple[int, bytes]  # (seq, the event as JSON)
+#: runs the commit it is given (between the chunks of a spool's adoption), and does what must follow it
+AroundCommit = Callable[[Callable[[], None]], None]
 
 
 @dataclass
@@ -105,7 +107,7 @@ class MemoryBuffer:
         """Whether `take` hands out events just tracked, without waiting for a commit."""
         return True
 
-    def adopt_orphans(self, around_commit: Callable[[Callable[[], None]], None] | None = None) -> int:
+    def adopt_orphans(self, around_commit: AroundCommit | None = None) -> int:
         return 0
 
     def take(self, limit: int, max_bytes: int) -> Batch | None:
